@@ -1,0 +1,37 @@
+"""Membership-inference attacks: pure functions of cached per-token statistics.
+
+Importing this package registers every built-in attack in :data:`REGISTRY`.
+"""
+from memlens.attacks.base import (  # noqa: F401
+    REGISTRY,
+    AttackError,
+    AttackInput,
+    AttackResult,
+    AttackSpec,
+    Param,
+    ReferenceView,
+    TokenComparison,
+    get_attack,
+    register,
+)
+from memlens.attacks import loss, zlib, mink, minkpp, ref, rmia, informia  # noqa: F401,E402
+
+DEFAULT_ATTACKS = ("loss", "zlib", "mink", "minkpp", "ref", "rmia", "informia", "informia_token")
+
+
+def resolve_attack_names(names: list[str] | str, *, have_reference: bool, have_population: bool) -> list[str]:
+    """Expand "all" to every causal attack whose inputs are available; validate the rest."""
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    if names == ["all"]:
+        out = []
+        for name, spec in REGISTRY.items():
+            if spec.model_kind != "causal" or (spec.needs_reference and not have_reference):
+                continue
+            if spec.needs_population and not have_population:
+                continue
+            out.append(name)
+        return out
+    for n in names:
+        get_attack(n)
+    return list(names)

@@ -1,0 +1,229 @@
+"""``memlens.audit``: texts and models in, scores, metrics and token-level leakage out."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from memlens import __version__
+from memlens.attacks import REGISTRY, AttackInput, AttackResult, get_attack, resolve_attack_names
+from memlens.cache import StatsCache, default_cache_dir
+from memlens.data import DataError, Sample, as_samples, check_labels, check_unique_ids, gather_audit_samples
+from memlens.metrics import DEFAULT_FPRS, AttackMetrics, evaluate
+from memlens.pipeline import LoadOptions, ModelHandle, PassSettings, StatsBundle, compute_stats
+from memlens.stats import TokenStats
+
+log = logging.getLogger("memlens")
+
+
+@dataclass
+class AuditResult:
+    samples: list[Sample]
+    scores: pd.DataFrame  # one row per text: id, label, [tier], then one column per attack
+    metrics: dict[str, AttackMetrics]
+    token_scores: dict[str, list[np.ndarray]]  # attack -> per text per-token scores
+    target_stats: list[TokenStats]  # per text; spans and token ids for the token-level view
+    token_strings: list[list[str]]
+    settings: dict[str, Any]
+    attack_info: dict[str, dict] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    reference_logprobs: list[np.ndarray] | None = None  # aligned to target tokens, for the token view
+
+    def results_dict(self) -> dict[str, Any]:
+        return {
+            "memlens_version": __version__,
+            "settings": self.settings,
+            "metrics": {k: m.to_dict() for k, m in self.metrics.items()},
+            "attack_info": self.attack_info,
+            "notes": self.notes,
+            "n_texts": len(self.samples),
+        }
+
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        """Write scores.csv, results.json, token_scores.parquet and roc.png (if there are metrics)."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.scores.to_csv(out / "scores.csv", index=False)
+        (out / "results.json").write_text(json.dumps(self.results_dict(), indent=2, default=_json_default))
+        self._save_tokens(out / "token_scores.parquet")
+        if self.metrics:
+            from memlens.plots import plot_roc
+
+            labels = self.scores["label"].to_numpy()
+            plot_roc({a: (labels, self.scores[a].to_numpy()) for a in self.metrics}, out / "roc.png")
+        return out
+
+    def _save_tokens(self, path: Path) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        cols: dict[str, list] = {
+            "id": [s.id for s in self.samples],
+            "label": [s.label for s in self.samples],
+            "token_ids": [st.token_ids for st in self.target_stats],
+            "tokens": self.token_strings,
+            "span_start": [st.span_start for st in self.target_stats],
+            "span_end": [st.span_end for st in self.target_stats],
+            "target_logprob": [st.logprob for st in self.target_stats],
+        }
+        if self.reference_logprobs is not None:
+            cols["reference_logprob"] = [a.astype(np.float32) for a in self.reference_logprobs]
+        for attack, toks in self.token_scores.items():
+            cols[f"{attack}_token"] = [np.asarray(t, dtype=np.float32) for t in toks]
+        pq.write_table(pa.table(cols), path)
+
+
+def _json_default(o: Any):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(type(o).__name__)
+
+
+def _handles(target, references, tokenizer, reference_tokenizers, gguf_file, options) -> tuple[ModelHandle, list[ModelHandle]]:
+    t = target if isinstance(target, ModelHandle) else ModelHandle(target, tokenizer, gguf_file=gguf_file, options=options)
+    refs = []
+    if references is None or isinstance(references, (str, os.PathLike, ModelHandle)) or hasattr(references, "forward"):
+        references = [] if references is None else [references]
+    rtoks = list(reference_tokenizers or [None] * len(references))
+    for r, rt in zip(references, rtoks):
+        refs.append(r if isinstance(r, ModelHandle) else ModelHandle(r, rt if rt is not None else (tokenizer if hasattr(r, "forward") else None), options=options))
+    return t, refs
+
+
+def score_texts(target, references=(), texts: Sequence[str] = (), *, tokenizer=None, reference_tokenizers=None,
+                gguf_file: str | None = None, cache_dir: str | os.PathLike | None = "default", settings: PassSettings | None = None,
+                options: LoadOptions | None = None) -> StatsBundle:
+    """Only the statistics pass (``memlens score``): cached TokenStats for texts."""
+    t, refs = _handles(target, references, tokenizer, reference_tokenizers, gguf_file, options or LoadOptions())
+    cache = StatsCache(default_cache_dir() if cache_dir == "default" else cache_dir)
+    return compute_stats(t, refs, texts, cache, settings or PassSettings())
+
+
+def run_attacks(inp: AttackInput, attacks: Sequence[str], attack_params: dict[str, dict] | None = None) -> dict[str, AttackResult]:
+    out = {}
+    for name in attacks:
+        spec = get_attack(name)
+        out[name] = spec(inp, **(attack_params or {}).get(name, {}))
+    return out
+
+
+def audit(
+    target,
+    references=None,
+    members=None,
+    nonmembers=None,
+    data=None,
+    population=None,
+    attacks: Sequence[str] | str = "all",
+    attack_params: dict[str, dict] | None = None,
+    *,
+    tokenizer=None,
+    reference_tokenizers=None,
+    gguf_file: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    batch_size: int | None = None,
+    max_length: int | None = None,
+    stride: int | None = None,
+    temperature: float = 1.0,
+    cache_dir: str | os.PathLike | None = "default",
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+    device_map: str | None = None,
+    text_field: str = "text",
+    fprs: Sequence[float] = DEFAULT_FPRS,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    progress: bool = True,
+    require_labels: bool = True,
+) -> AuditResult:
+    """Run the membership audit.
+
+    ``target``/``references``: hub ids, local directories, ``.gguf`` files, or in-memory models
+    (then pass ``tokenizer``). ``members``/``nonmembers``/``data``/``population``: paths or lists
+    of strings/dicts. ``cache_dir``: "default" (``~/.cache/memlens``), a path, or None (no disk cache).
+    """
+    import torch
+
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    samples = gather_audit_samples(members, nonmembers, data, text_field=text_field)
+    if require_labels:
+        check_labels(samples)
+    pop = as_samples(population, name="population", text_field=text_field)
+    check_unique_ids(pop, "population texts")
+    options = LoadOptions(device=device, dtype=dtype, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, device_map=device_map)
+    t, refs = _handles(target, references, tokenizer, reference_tokenizers, gguf_file, options)
+    names = resolve_attack_names(attacks, have_reference=bool(refs), have_population=bool(pop))
+    for n in names:  # fail before any model runs
+        spec = get_attack(n)
+        spec.resolve_params((attack_params or {}).get(n))
+        if spec.needs_reference and not refs:
+            raise DataError(f"attack {n!r} needs a reference model (--reference)")
+        if spec.needs_population and not pop:
+            raise DataError(f"attack {n!r} needs population texts (--population)")
+    settings = PassSettings(batch_size=batch_size, max_length=max_length, stride=stride, temperature=temperature, progress=progress)
+    cache = StatsCache(default_cache_dir() if cache_dir == "default" else cache_dir)
+    bundle = compute_stats(t, refs, [s.text for s in samples], cache, settings)
+    pop_bundle = compute_stats(t, refs, [s.text for s in pop], cache, settings) if pop else None
+    inp = AttackInput(
+        texts=[s.text for s in samples], target=bundle.target, references=bundle.references, comparison=bundle.comparison,
+        population_texts=[s.text for s in pop],
+        population_target=pop_bundle.target if pop_bundle else [],
+        population_references=pop_bundle.references if pop_bundle else [],
+        population_comparison=pop_bundle.comparison if pop_bundle else None,
+    )
+    results = run_attacks(inp, names, attack_params)
+    return _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, len(pop))
+
+
+def _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, n_pop) -> AuditResult:
+    table: dict[str, Any] = {"id": [s.id for s in samples], "label": [s.label for s in samples]}
+    if any("tier" in s.meta for s in samples):
+        table["tier"] = [s.meta.get("tier") for s in samples]
+    for n in names:
+        table[n] = results[n].scores
+    scores = pd.DataFrame(table)
+    labelled = [s.label is not None for s in samples]
+    metrics: dict[str, AttackMetrics] = {}
+    notes = list(bundle.notes)
+    if all(labelled) and {s.label for s in samples} == {0, 1}:
+        labels = np.array([s.label for s in samples])
+        for n in names:
+            sc = results[n].scores
+            bad = ~np.isfinite(sc)
+            if bad.any():
+                notes.append(f"{n}: {int(bad.sum())} texts got no finite score and count as the least likely members")
+                sc = np.where(bad, np.nanmin(np.where(bad, np.nan, sc)) - 1 if (~bad).any() else 0.0, sc)
+            metrics[n] = evaluate(labels, sc, fprs=fprs, n_bootstrap=n_bootstrap, seed=seed)
+    tok = t.tokenizer
+    token_strings = [[tok.decode([int(i)]) for i in st.token_ids] for st in bundle.target]
+    ref_lp = None
+    if bundle.comparison is not None:
+        ref_lp = [st.logprob.astype(np.float64) - lr for st, lr in zip(bundle.target, bundle.comparison.log_ratio)]
+    settings_d = {
+        "target": t.describe(), "references": [r.describe() for r in refs], "attacks": list(names),
+        "attack_params": {n: get_attack(n).resolve_params((attack_params or {}).get(n)) for n in names},
+        "pass": {"max_length": settings.max_length, "stride": settings.stride, "temperature": settings.temperature},
+        "n_population": n_pop, "seed": seed, "n_bootstrap": n_bootstrap, "fprs": list(fprs),
+        "python": platform.python_version(),
+    }
+    return AuditResult(
+        samples=samples, scores=scores, metrics=metrics,
+        token_scores={n: r.token_scores for n, r in results.items() if r.token_scores is not None},
+        target_stats=bundle.target, token_strings=token_strings, settings=settings_d,
+        attack_info={n: r.info for n, r in results.items()}, notes=notes, reference_logprobs=ref_lp,
+    )

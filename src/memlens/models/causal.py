@@ -1,0 +1,239 @@
+"""The statistics pass for causal LMs: tokenize with offsets, window long texts, batch by length,
+run the model(s) once, and reduce logits to per-token statistics in vocabulary-bounded chunks.
+
+Single mode: one model -> TokenStats per text.
+Paired mode: target and reference(s) sharing a vocabulary run on the same batch; besides each
+model's TokenStats it records paired reductions (D_KL(q || p), log-ratio, ...) while both
+models' logits are in memory.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from memlens.stats import TOKEN_FIELDS, TokenStats, pair_reductions, single_model_reductions
+
+
+class TextTooShortError(ValueError):
+    pass
+
+
+@dataclass
+class Tokenized:
+    """A text's tokens with the context token, and each token's character span."""
+
+    ids: list[int]  # context token (if any) + text tokens
+    spans: list[tuple[int, int]]  # for the scored tokens, i.e. ids[first_scored:]
+    first_scored: int  # 1 when a context (BOS/EOS) token is prepended, else 1 as well (first token unscored)
+
+
+def context_token_id(tokenizer: Any) -> int | None:
+    """The token placed before every text so its first token is scored too: BOS, else EOS."""
+    for tid in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+        if tid is not None:
+            return int(tid)
+    return None
+
+
+def tokenize(tokenizer: Any, text: str, add_context_token: bool = True) -> Tokenized:
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = list(enc["input_ids"])
+    spans = [tuple(map(int, o)) for o in enc["offset_mapping"]]
+    ctx = context_token_id(tokenizer) if add_context_token else None
+    if ctx is not None:
+        return Tokenized([ctx] + ids, spans, 1)
+    if len(ids) < 2:
+        raise TextTooShortError("text has fewer than 2 tokens and the tokenizer has no BOS/EOS token to score it after")
+    return Tokenized(ids, spans[1:], 1)
+
+
+@dataclass
+class Window:
+    """One model input: ids[start:end] of a text; predictions scored for tokens [score_from, end)."""
+
+    text_index: int
+    start: int
+    end: int
+    score_from: int
+
+
+def make_windows(n_ids: int, text_index: int, max_len: int, stride: int) -> list[Window]:
+    """Cover tokens 1..n_ids-1 so each is scored exactly once, with at least max_len - stride
+    tokens of left context once the text outgrows the window."""
+    if n_ids <= max_len:
+        return [Window(text_index, 0, n_ids, 1)]
+    if not 0 < stride <= max_len - 1:
+        raise ValueError(f"stride must be in [1, {max_len - 1}], got {stride}")
+    wins = [Window(text_index, 0, max_len, 1)]
+    while wins[-1].end < n_ids:
+        prev_end = wins[-1].end
+        end = min(prev_end + stride, n_ids)
+        wins.append(Window(text_index, end - max_len, end, prev_end))
+    return wins
+
+
+def batches_by_length(windows: list[Window], batch_size: int, max_tokens: int | None) -> Iterator[list[Window]]:
+    """Longest first, so padding is small and a memory error shows up on the first batch."""
+    order = sorted(windows, key=lambda w: -(w.end - w.start))
+    batch: list[Window] = []
+    for w in order:
+        longest = (batch[0].end - batch[0].start) if batch else (w.end - w.start)
+        if batch and (len(batch) >= batch_size or (max_tokens and longest * (len(batch) + 1) > max_tokens)):
+            yield batch
+            batch = []
+        batch.append(w)
+    if batch:
+        yield batch
+
+
+def auto_batch_size(device: torch.device, max_len: int, n_params: int) -> int:
+    if device.type != "cuda":
+        return 8
+    free, _ = torch.cuda.mem_get_info(device)
+    # Activations and logits of one sequence cost roughly a few KB per token per 100M params.
+    per_seq = max_len * (4096 + n_params / 25_000)
+    return int(max(1, min(256, free * 0.5 // per_seq)))
+
+
+def _reduce_in_chunks(
+    logits_list: list[torch.Tensor], rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor,
+    chunk: int, fn: Callable[..., dict[str, torch.Tensor]],
+) -> dict[str, np.ndarray]:
+    """Apply ``fn(*[logits[rows, cols] for each model], targets)`` in chunks of positions."""
+    parts: dict[str, list[np.ndarray]] = {}
+    for lo in range(0, len(rows), chunk):
+        sl = slice(lo, lo + chunk)
+        picked = [lg[rows[sl], cols[sl]] for lg in logits_list]
+        for k, v in fn(*picked, targets[sl]).items():
+            parts.setdefault(k, []).append(v.detach().cpu().numpy())
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+class CausalScorer:
+    """Runs the statistics pass of one target model, optionally paired with reference models.
+
+    ``models[0]`` is the target; the rest are references sharing the target's tokenizer
+    (paired mode). The pass returns, per text, a dict with a TokenStats per model and, in paired
+    mode, the paired reductions aligned to the text's tokens.
+    """
+
+    def __init__(self, models: Sequence[torch.nn.Module], tokenizer: Any, *, batch_size: int | None = None,
+                 max_length: int | None = None, stride: int | None = None, max_tokens_per_batch: int | None = None,
+                 vocab_chunk_rows: int = 1024, temperature: float = 1.0, pair_reduction_names: tuple[str, ...] = ("informia",),
+                 pair_settings: dict | None = None, progress: bool = True):
+        from memlens.models.loading import context_length
+
+        self.models = list(models)
+        self.tokenizer = tokenizer
+        self.device = next(self.models[0].parameters()).device
+        limit = min(context_length(m, tokenizer) for m in self.models)
+        self.max_length = min(max_length or limit, limit)
+        if self.max_length < 2:
+            raise ValueError("max_length must be at least 2")
+        self.stride = stride or max(1, self.max_length // 2)
+        n_params = sum(p.numel() for p in self.models[0].parameters())
+        self.batch_size = batch_size or auto_batch_size(self.device, self.max_length, n_params * len(self.models))
+        self.max_tokens_per_batch = max_tokens_per_batch
+        self.vocab_chunk_rows = vocab_chunk_rows
+        self.temperature = temperature
+        self.pair_reduction_names = tuple(pair_reduction_names)
+        self.pair_settings = dict(pair_settings or {})
+        self.progress = progress
+        if temperature <= 0:
+            raise ValueError("temperature must be positive")
+
+    @property
+    def paired(self) -> bool:
+        return len(self.models) > 1
+
+    def settings(self) -> dict:
+        """What changes the numbers (part of the cache key); batch size does not."""
+        s = {"max_length": self.max_length, "stride": self.stride, "context_token": context_token_id(self.tokenizer)}
+        if self.paired:
+            s.update(temperature=self.temperature, pair_reductions=list(self.pair_reduction_names), pair_settings=self.pair_settings)
+        return s
+
+    @torch.inference_mode()
+    def score(self, texts: Sequence[str], on_batch_done: Callable[[dict[int, dict]], None] | None = None) -> dict[int, dict]:
+        """Score texts; returns {text index: {"stats": [TokenStats per model], "pair": {name: array}}}.
+
+        ``on_batch_done`` receives each text's result as soon as all of its windows are done,
+        so a caller can persist progress (and a killed run loses at most one batch).
+        """
+        from tqdm.auto import tqdm
+
+        toks = [tokenize(self.tokenizer, t) for t in texts]
+        windows = [w for i, tk in enumerate(toks) for w in make_windows(len(tk.ids), i, self.max_length, self.stride)]
+        pending = {i: sum(1 for w in windows if w.text_index == i) for i in range(len(texts))}
+        partial: dict[int, list[tuple[int, dict[str, np.ndarray]]]] = {i: [] for i in range(len(texts))}
+        results: dict[int, dict] = {}
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        batches = list(batches_by_length(windows, self.batch_size, self.max_tokens_per_batch))
+        bar = tqdm(total=sum(w.end - w.score_from for w in windows), unit="tok", desc="scoring", disable=not self.progress, leave=False)
+        for batch in batches:
+            width = max(w.end - w.start for w in batch)
+            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            rows, cols, tgt = [], [], []
+            for r, w in enumerate(batch):
+                seq = toks[w.text_index].ids[w.start:w.end]
+                ids[r, : len(seq)] = torch.tensor(seq)
+                mask[r, : len(seq)] = 1
+                # logits at position p predict token p + 1 (positions relative to the window)
+                for p in range(w.score_from - w.start - 1, w.end - w.start - 1):
+                    rows.append(r)
+                    cols.append(p)
+                    tgt.append(seq[p + 1])
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            rows_t = torch.tensor(rows, device=self.device)
+            cols_t = torch.tensor(cols, device=self.device)
+            tgt_t = torch.tensor(tgt, device=self.device)
+            logits = [m(input_ids=ids, attention_mask=mask).logits for m in self.models]
+            per_model = [
+                _reduce_in_chunks([lg], rows_t, cols_t, tgt_t, self.vocab_chunk_rows, single_model_reductions) for lg in logits
+            ]
+            pair: dict[str, np.ndarray] = {}
+            if self.paired:
+                v = min(lg.shape[-1] for lg in logits)  # padded vocabularies may differ in length
+                pair = _reduce_in_chunks(
+                    [lg[..., :v] for lg in logits], rows_t, cols_t, tgt_t, self.vocab_chunk_rows, self._pair_fn
+                )
+            del logits
+            # split the flat positions back into windows
+            offset = 0
+            for w in batch:
+                n = w.end - w.score_from
+                sl = slice(offset, offset + n)
+                part = {f"m{j}:{k}": a[sl] for j, d in enumerate(per_model) for k, a in d.items()}
+                part.update({f"pair:{k}": a[sl] for k, a in pair.items()})
+                partial[w.text_index].append((w.start, part))
+                offset += n
+                pending[w.text_index] -= 1
+                bar.update(n)
+            done = {i: self._assemble(toks[i], partial.pop(i)) for i in {w.text_index for w in batch} if pending[i] == 0}
+            results.update(done)
+            if on_batch_done and done:
+                on_batch_done(done)
+        bar.close()
+        return results
+
+    def _pair_fn(self, *args: torch.Tensor) -> dict[str, torch.Tensor]:
+        *logits, targets = args
+        return pair_reductions(logits[0], list(logits[1:]), targets, self.pair_reduction_names, self.temperature, **self.pair_settings)
+
+    def _assemble(self, tk: Tokenized, parts: list[tuple[int, dict[str, np.ndarray]]]) -> dict:
+        parts.sort(key=lambda x: x[0])
+        merged = {k: np.concatenate([p[k] for _, p in parts]) for k in parts[0][1]}
+        spans = np.array(tk.spans, dtype=np.int64).reshape(-1, 2)
+        token_ids = np.array(tk.ids[1:], dtype=np.int64)
+        stats = []
+        for j in range(len(self.models)):
+            stats.append(TokenStats(
+                token_ids=token_ids, span_start=spans[:, 0], span_end=spans[:, 1],
+                **{k: merged[f"m{j}:{k}"] for k in TOKEN_FIELDS if f"m{j}:{k}" in merged},
+            ))
+        pair = {k[5:]: v for k, v in merged.items() if k.startswith("pair:")}
+        return {"stats": stats, "pair": pair}

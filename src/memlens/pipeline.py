@@ -1,0 +1,261 @@
+"""From models and texts to per-token statistics, through the cache.
+
+This is the only place a causal model runs. It decides which texts are missing from the cache,
+runs the target and references that share its tokenizer in one paired pass (so token-level
+InfoRMIA gets D_KL(q || p)), runs references with another vocabulary on their own and aligns
+them to the target's tokens by character spans, and writes results back in shards as it goes,
+so a killed run resumes where it stopped.
+
+Under ``torchrun``/``accelerate launch`` each process scores its share of the missing texts
+(data parallel over texts, via accelerate's PartialState); all processes then read the cache.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from memlens.attacks.base import ReferenceView, TokenComparison
+from memlens.cache import CacheNamespace, Record, StatsCache, text_hash
+from memlens.models.loading import (
+    ModelSpec, fingerprint_files, fingerprint_module, fingerprint_tokenizer, load_model, load_tokenizer, resolve_model,
+)
+from memlens.stats import TOKEN_FIELDS, TokenStats
+
+log = logging.getLogger("memlens")
+
+
+@dataclass
+class LoadOptions:
+    device: str = "auto"
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+    device_map: str | None = None
+    revision: str | None = None
+
+
+class ModelHandle:
+    """A model known by fingerprint, with its tokenizer; the weights load only when needed."""
+
+    def __init__(self, model: Any, tokenizer: Any = None, *, name: str | None = None, gguf_file: str | None = None,
+                 options: LoadOptions | None = None):
+        self.options = options or LoadOptions()
+        self._model: torch.nn.Module | None = None
+        self.spec: ModelSpec | None = None
+        if isinstance(model, torch.nn.Module):
+            if tokenizer is None:
+                raise ValueError("an in-memory model needs its tokenizer (tokenizer=...)")
+            self._model = model.eval()
+            self.name = name or getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
+            self.fingerprint = fingerprint_module(model)
+        else:
+            self.spec = resolve_model(model, gguf_file=gguf_file, revision=self.options.revision, allow_pickle=self.options.allow_pickle)
+            self.name = name or self.spec.label
+            self.fingerprint = fingerprint_files(self.spec)
+            if tokenizer is None:
+                tokenizer = load_tokenizer(self.spec, trust_remote_code=self.options.trust_remote_code)
+        self.tokenizer = tokenizer
+        self.tokenizer_fingerprint = fingerprint_tokenizer(tokenizer)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        if self._model is None:
+            assert self.spec is not None
+            o = self.options
+            log.info("loading %s", self.name)
+            self._model = load_model(self.spec, device=o.device, dtype=o.dtype, trust_remote_code=o.trust_remote_code,
+                                     allow_pickle=o.allow_pickle, device_map=o.device_map)
+        return self._model
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "fingerprint": self.fingerprint, "tokenizer_fingerprint": self.tokenizer_fingerprint}
+
+
+@dataclass
+class PassSettings:
+    batch_size: int | None = None
+    max_length: int | None = None
+    stride: int | None = None
+    temperature: float = 1.0
+    vocab_chunk_rows: int = 1024
+    flush_every: int = 256  # texts buffered before a cache shard is written
+    progress: bool = True
+
+    def key(self) -> dict:
+        return {"max_length": self.max_length, "stride": self.stride}
+
+
+@dataclass
+class StatsBundle:
+    """Statistics of a list of texts: target, each reference, and the token comparison."""
+
+    target: list[TokenStats]
+    references: list[ReferenceView]
+    comparison: TokenComparison | None
+    computed: int = 0  # texts a model actually ran on in this call
+    notes: list[str] = field(default_factory=list)
+
+
+def _single_key(h: ModelHandle, s: PassSettings) -> dict:
+    return {"kind": "causal", "model": h.fingerprint, "tokenizer": h.tokenizer_fingerprint, **s.key()}
+
+
+def _pair_key(t: ModelHandle, refs: list[ModelHandle], s: PassSettings) -> dict:
+    return {"kind": "causal-pair", "target": t.fingerprint, "references": [r.fingerprint for r in refs],
+            "tokenizer": t.tokenizer_fingerprint, "temperature": s.temperature, "reductions": ["informia"], **s.key()}
+
+
+def _to_record(st: TokenStats) -> Record:
+    return {k: getattr(st, k) for k in TOKEN_FIELDS}
+
+
+def _from_record(rec: Record) -> TokenStats:
+    return TokenStats(**{k: rec[k] for k in TOKEN_FIELDS})
+
+
+class _Flusher:
+    """Buffers finished texts and writes them to their namespaces every ``every`` texts."""
+
+    def __init__(self, spaces: list[CacheNamespace], every: int):
+        self.spaces, self.every = spaces, every
+        self.buf: list[dict[str, Record]] = [dict() for _ in spaces]
+        self.last = time.monotonic()
+
+    def add(self, per_space: list[dict[str, Record]]) -> None:
+        for b, recs in zip(self.buf, per_space):
+            b.update(recs)
+        if len(self.buf[0]) >= self.every or time.monotonic() - self.last > 120:
+            self.flush()
+
+    def flush(self) -> None:
+        for ns, b in zip(self.spaces, self.buf):
+            ns.put(b)
+            b.clear()
+        self.last = time.monotonic()
+
+
+def _distributed_share(items: list[int]) -> tuple[list[int], Any]:
+    """This process's share of the work under torchrun/accelerate; everything otherwise."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return items, None
+    from accelerate import PartialState
+
+    state = PartialState()
+    with state.split_between_processes(items) as mine:
+        return list(mine), state
+
+
+def _run_pass(models: list[ModelHandle], texts: list[str], hashes: list[str], spaces: list[CacheNamespace],
+              pair_space: CacheNamespace | None, settings: PassSettings) -> int:
+    """Score the texts missing from any of ``spaces``/``pair_space`` and cache the results."""
+    from memlens.models.causal import CausalScorer
+
+    needed = [i for i, h in enumerate(hashes)
+              if any(h not in ns.get([h]) for ns in spaces) or (pair_space is not None and not pair_space.get([h]))]
+    needed = sorted(set(needed), key=lambda i: hashes[i])
+    unique: dict[str, int] = {}
+    for i in needed:
+        unique.setdefault(hashes[i], i)
+    todo, state = _distributed_share(list(unique.values()))
+    if todo:
+        scorer = CausalScorer([m.model for m in models], models[0].tokenizer, batch_size=settings.batch_size,
+                              max_length=settings.max_length, stride=settings.stride, temperature=settings.temperature,
+                              vocab_chunk_rows=settings.vocab_chunk_rows, progress=settings.progress)
+        all_spaces = spaces + ([pair_space] if pair_space is not None else [])
+        flusher = _Flusher(all_spaces, settings.flush_every)
+
+        def on_done(done: dict[int, dict]) -> None:
+            per_space: list[dict[str, Record]] = [dict() for _ in all_spaces]
+            for j, res in done.items():
+                h = hashes[todo[j]]
+                for k, st in enumerate(res["stats"]):
+                    per_space[k][h] = _to_record(st)
+                if pair_space is not None:
+                    per_space[-1][h] = dict(res["pair"])
+            flusher.add(per_space)
+
+        try:
+            scorer.score([texts[i] for i in todo], on_batch_done=on_done)
+        finally:
+            flusher.flush()  # whatever finished is kept, also when the run is interrupted
+    if state is not None:
+        state.wait_for_everyone()
+        for ns in spaces + ([pair_space] if pair_space is not None else []):
+            ns._loaded = False  # re-read what the other processes wrote
+    return len(todo)
+
+
+def align_by_spans(src_start: np.ndarray, src_end: np.ndarray, src_values: np.ndarray,
+                   dst_start: np.ndarray, dst_end: np.ndarray) -> np.ndarray:
+    """Move additive per-token values from one tokenization to another by character overlap.
+
+    A source token's value is shared among the destination tokens it overlaps, in proportion to
+    the characters they share, so sums over any run of whole tokens are preserved.
+    """
+    out = np.zeros(len(dst_start), dtype=np.float64)
+    j0 = 0
+    for i in range(len(src_start)):
+        a, b = int(src_start[i]), int(src_end[i])
+        width = max(b - a, 1)
+        while j0 < len(dst_end) and dst_end[j0] <= a:
+            j0 += 1
+        j = j0
+        placed = False
+        while j < len(dst_start) and dst_start[j] < max(b, a + 1):
+            ov = min(b, dst_end[j]) - max(a, dst_start[j])
+            if ov > 0:
+                out[j] += src_values[i] * ov / width
+                placed = True
+            j += 1
+        if not placed and j0 < len(dst_start):  # zero-width token (e.g. a special token): give it to the next one
+            out[min(j0, len(dst_start) - 1)] += src_values[i]
+    return out
+
+
+def compute_stats(target: ModelHandle, references: Sequence[ModelHandle], texts: Sequence[str], cache: StatsCache,
+                  settings: PassSettings) -> StatsBundle:
+    """Per-token statistics of ``texts`` under the target and every reference, cached."""
+    texts = list(texts)
+    hashes = [text_hash(t) for t in texts]
+    paired = [r for r in references if r.tokenizer_fingerprint == target.tokenizer_fingerprint]
+    other = [r for r in references if r.tokenizer_fingerprint != target.tokenizer_fingerprint]
+    notes = []
+    target_ns = cache.namespace(_single_key(target, settings))
+    computed = 0
+    if paired:
+        pair_ns = cache.namespace(_pair_key(target, paired, settings))
+        ref_spaces = [cache.namespace(_single_key(r, settings)) for r in paired]
+        computed += _run_pass([target, *paired], texts, hashes, [target_ns, *ref_spaces], pair_ns, settings)
+    else:
+        pair_ns = None
+        computed += _run_pass([target], texts, hashes, [target_ns], None, settings)
+    for r in other:
+        notes.append(f"reference {r.name} has another tokenizer than the target: token-level scores use its log-probabilities "
+                     "aligned by character spans, without the D_KL term")
+        computed += _run_pass([r], texts, hashes, [cache.namespace(_single_key(r, settings))], None, settings)
+
+    tstats = [_from_record(target_ns.get([h])[h]) for h in hashes]
+    views = []
+    for r in references:
+        ns = cache.namespace(_single_key(r, settings))
+        views.append(ReferenceView(r.name, [_from_record(ns.get([h])[h]) for h in hashes]))
+    comparison = None
+    if pair_ns is not None:
+        recs = [pair_ns.get([h])[h] for h in hashes]
+        note = "" if not other else "token-level comparison uses the references sharing the target's tokenizer only"
+        comparison = TokenComparison([r["log_ratio"] for r in recs], [r["kl_ref_target"] for r in recs], note)
+    elif other:
+        log_ratio = []
+        for i, ts in enumerate(tstats):
+            ref_lp = np.mean([align_by_spans(v.stats[i].span_start, v.stats[i].span_end, v.stats[i].logprob,
+                                             ts.span_start, ts.span_end)
+                              for v in views], axis=0)
+            log_ratio.append(ts.logprob - ref_lp)
+        comparison = TokenComparison(log_ratio, None, notes[0])
+    return StatsBundle(tstats, views, comparison, computed, notes)

@@ -1,0 +1,166 @@
+"""Per-token statistics: the one expensive product of a model pass, and the vocabulary reductions.
+
+Every attack is a pure function of these arrays. A model runs once per (model, text); the
+results are cached (see :mod:`memlens.cache`) and every attack setting after that is free.
+
+Shapes: ``T`` is the number of *scored* tokens of a text (every token that has a left context;
+when the tokenizer has a BOS token it is prepended, so every token of the text is scored).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+# Fields of TokenStats that are per-token arrays, and their dtypes (also the cache schema).
+TOKEN_FIELDS: dict[str, np.dtype] = {
+    "token_ids": np.dtype(np.int64),
+    "logprob": np.dtype(np.float32),  # log p(x_t | x_<t), natural log
+    "entropy": np.dtype(np.float32),  # H(p(. | x_<t)), nats
+    "mean_logp": np.dtype(np.float32),  # mu_t = E_{v~p}[log p(v)] (= -entropy)
+    "std_logp": np.dtype(np.float32),  # sigma_t = sqrt(E_p[(log p)^2] - mu_t^2)
+    "rank": np.dtype(np.int64),  # 1 = the model's most likely token
+    "span_start": np.dtype(np.int64),  # character span of the token in the original text
+    "span_end": np.dtype(np.int64),
+}
+
+
+@dataclass
+class TokenStats:
+    """Per-token statistics of one text under one model. All arrays have length T."""
+
+    token_ids: np.ndarray
+    logprob: np.ndarray
+    entropy: np.ndarray
+    mean_logp: np.ndarray
+    std_logp: np.ndarray
+    rank: np.ndarray
+    span_start: np.ndarray
+    span_end: np.ndarray
+    # Paired-pass extras keyed by reduction name (e.g. "kl_ref_target", "log_ratio"); arrays of
+    # shape [T] or [T, d]. Empty for a single-model pass.
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.token_ids)
+        for name, dtype in TOKEN_FIELDS.items():
+            arr = np.asarray(getattr(self, name), dtype=dtype)
+            if arr.shape != (n,):
+                raise ValueError(f"TokenStats.{name} has shape {arr.shape}, expected ({n},)")
+            setattr(self, name, arr)
+        for name, arr in self.extra.items():
+            if len(arr) != n:
+                raise ValueError(f"TokenStats.extra[{name!r}] has length {len(arr)}, expected {n}")
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def nll(self) -> np.ndarray:
+        return -self.logprob
+
+    def slice(self, keep: np.ndarray) -> "TokenStats":
+        """A TokenStats restricted to the tokens selected by ``keep`` (bool mask or indices)."""
+        return TokenStats(
+            **{name: getattr(self, name)[keep] for name in TOKEN_FIELDS},
+            extra={k: v[keep] for k, v in self.extra.items()},
+        )
+
+    @staticmethod
+    def concat(parts: list["TokenStats"]) -> "TokenStats":
+        extra_keys = parts[0].extra.keys() if parts else []
+        return TokenStats(
+            **{name: np.concatenate([getattr(p, name) for p in parts]) for name in TOKEN_FIELDS},
+            extra={k: np.concatenate([p.extra[k] for p in parts]) for k in extra_keys},
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Vocabulary reductions. They run on [N, V] logits of N scored positions, in row chunks, so a
+# float32 copy of the logits exists for at most `chunk` rows at a time.
+# ---------------------------------------------------------------------------------------------
+
+
+def single_model_reductions(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-row statistics of one model's logits [N, V] (any dtype) for true tokens [N]."""
+    x = logits.float()
+    lse = torch.logsumexp(x, dim=-1, keepdim=True)
+    logp = x - lse
+    p = logp.exp()
+    true_logit = x.gather(-1, targets[:, None])
+    mean_logp = (p * logp).sum(-1)
+    second = (p * logp.square()).sum(-1)
+    var = (second - mean_logp.square()).clamp_min(0.0)
+    return {
+        "logprob": (true_logit - lse).squeeze(-1),
+        "entropy": -mean_logp,
+        "mean_logp": mean_logp,
+        "std_logp": var.sqrt(),
+        # rank counts strictly larger logits, so ties share the best rank.
+        "rank": (x > true_logit).sum(-1) + 1,
+    }
+
+
+PairReduction = Callable[..., dict[str, torch.Tensor]]
+# name -> function(logp_target [N,V] fp32, logp_ref [N,V] fp32, targets [N], **settings)
+PAIR_REDUCTIONS: dict[str, PairReduction] = {}
+
+
+def register_pair_reduction(name: str):
+    """Register a paired reduction: computed while target and reference logits are in memory."""
+
+    def deco(fn: PairReduction) -> PairReduction:
+        PAIR_REDUCTIONS[name] = fn
+        return fn
+
+    return deco
+
+
+@register_pair_reduction("informia")
+def _informia_pair(logp_t: torch.Tensor, logp_r: torch.Tensor, targets: torch.Tensor, **_) -> dict[str, torch.Tensor]:
+    """D_KL(q || p) and log p(x_t) - log q(x_t), with p the target and q the reference (nats)."""
+    q = logp_r.exp()
+    kl = (q * (logp_r - logp_t)).sum(-1).clamp_min(0.0)
+    lr = logp_t.gather(-1, targets[:, None]).squeeze(-1) - logp_r.gather(-1, targets[:, None]).squeeze(-1)
+    return {"kl_ref_target": kl, "log_ratio": lr}
+
+
+def apply_pair_reductions(
+    logp_t: torch.Tensor, logp_r: torch.Tensor, targets: torch.Tensor, names: tuple[str, ...] = ("informia",), **settings
+) -> dict[str, torch.Tensor]:
+    """Run the named paired reductions on [N, V] float32 log-probabilities of target and reference.
+
+    Reductions receive ``logp_t``, ``logp_r`` and ``targets`` plus the settings as keywords
+    (the raw logits, when known, as ``logits_t`` / ``logits_r``)."""
+    out: dict[str, torch.Tensor] = {}
+    for name in names:
+        if name not in PAIR_REDUCTIONS:
+            raise KeyError(f"unknown paired reduction {name!r}; known: {sorted(PAIR_REDUCTIONS)}")
+        out.update(PAIR_REDUCTIONS[name](logp_t, logp_r, targets, **settings))
+    return out
+
+
+def pair_reductions(
+    logits_t: torch.Tensor,
+    logits_r: torch.Tensor | list[torch.Tensor],
+    targets: torch.Tensor,
+    names: tuple[str, ...] = ("informia",),
+    temperature: float = 1.0,
+    **settings,
+) -> dict[str, torch.Tensor]:
+    """Paired reductions from [N, V] logits of the target and one or several references.
+
+    The temperature divides both models' logits. With several references, q is the mean of their
+    next-token distributions."""
+    refs = logits_r if isinstance(logits_r, (list, tuple)) else [logits_r]
+    lt = torch.log_softmax(logits_t.float() / temperature, dim=-1)
+    lrs = [torch.log_softmax(r.float() / temperature, dim=-1) for r in refs]
+    if len(lrs) == 1:
+        lq = lrs[0]
+    else:
+        lq = torch.logsumexp(torch.stack(lrs), 0) - math.log(len(lrs))
+    extra = {"logits_t": logits_t, "logits_r": refs[0]} if len(refs) == 1 else {"logits_t": logits_t}
+    return apply_pair_reductions(lt, lq, targets, names, **extra, **settings)
