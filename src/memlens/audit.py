@@ -149,6 +149,7 @@ def audit(
     seed: int = 0,
     progress: bool = True,
     require_labels: bool = True,
+    cache_only: bool = False,
 ) -> AuditResult:
     """Run the membership audit.
 
@@ -175,7 +176,8 @@ def audit(
             raise DataError(f"attack {n!r} needs a reference model (--reference)")
         if spec.needs_population and not pop:
             raise DataError(f"attack {n!r} needs population texts (--population)")
-    settings = PassSettings(batch_size=batch_size, max_length=max_length, stride=stride, temperature=temperature, progress=progress)
+    settings = PassSettings(batch_size=batch_size, max_length=max_length, stride=stride, temperature=temperature,
+                            progress=progress, cache_only=cache_only)
     cache = StatsCache(default_cache_dir() if cache_dir == "default" else cache_dir)
     bundle = compute_stats(t, refs, [s.text for s in samples], cache, settings)
     pop_bundle = compute_stats(t, refs, [s.text for s in pop], cache, settings) if pop else None

@@ -30,6 +30,10 @@ from memlens.stats import TOKEN_FIELDS, TokenStats
 log = logging.getLogger("memlens")
 
 
+class CacheMissError(RuntimeError):
+    """Statistics were asked for from the cache alone, and some are missing."""
+
+
 @dataclass
 class LoadOptions:
     device: str = "auto"
@@ -86,6 +90,7 @@ class PassSettings:
     vocab_chunk_rows: int = 1024
     flush_every: int = 256  # texts buffered before a cache shard is written
     progress: bool = True
+    cache_only: bool = False  # refuse to run a model (``memlens attack``)
 
     def key(self) -> dict:
         return {"max_length": self.max_length, "stride": self.stride}
@@ -162,6 +167,9 @@ def _run_pass(models: list[ModelHandle], texts: list[str], hashes: list[str], sp
     unique: dict[str, int] = {}
     for i in needed:
         unique.setdefault(hashes[i], i)
+    if unique and settings.cache_only:
+        raise CacheMissError(f"{len(unique)} texts have no cached statistics for {models[0].name} with these settings; "
+                             "run `memlens audit` or `memlens score` first (same models, --max-length, --stride, --temperature)")
     todo, state = _distributed_share(list(unique.values()))
     if todo:
         scorer = CausalScorer([m.model for m in models], models[0].tokenizer, batch_size=settings.batch_size,

@@ -1,0 +1,211 @@
+"""End-to-end CLI tests on tiny models saved with save_pretrained; bad inputs get one-line errors."""
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from memlens.cli import app
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+runner = CliRunner()
+
+WORDS = ("river stone lamp orchard violet copper harbor meadow lantern thistle quarry falcon ember willow "
+         "marble cedar pebble saffron juniper tundra canyon velvet walnut hazel amber cobalt").split()
+
+
+def _texts(rng: random.Random, n: int) -> list[str]:
+    return [" ".join(rng.choice(WORDS) for _ in range(14)) + f" code {rng.randint(1000, 9999)}." for _ in range(n)]
+
+
+def _train(model, tok, texts, steps, lr, seed=0):
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    enc = tok(texts, padding=True, return_tensors="pt")
+    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+    for _ in range(steps):
+        loss = model(**enc, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    return model
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    root = tmp_path_factory.mktemp("cli")
+    rng = random.Random(0)
+    members, nonmembers, population, pretrain = _texts(rng, 24), _texts(rng, 24), _texts(rng, 16), _texts(rng, 64)
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.train_from_iterator(pretrain + members + nonmembers, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=64, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0)
+    base = _train(GPT2LMHeadModel(cfg), tok, pretrain, steps=30, lr=3e-3)
+    base.save_pretrained(root / "base")
+    tok.save_pretrained(root / "base")
+    target = _train(base, tok, members, steps=60, lr=3e-3, seed=1)
+    target.save_pretrained(root / "target")
+    tok.save_pretrained(root / "target")
+    for name, rows in (("members", members), ("nonmembers", nonmembers), ("population", population)):
+        (root / f"{name}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in rows))
+    return root
+
+
+def _audit_args(root: Path, out: Path, *extra: str) -> list[str]:
+    return ["audit", "--target", str(root / "target"), "--reference", str(root / "base"),
+            "--members", str(root / "members.jsonl"), "--nonmembers", str(root / "nonmembers.jsonl"),
+            "--population", str(root / "population.jsonl"), "--out", str(out), "--cache-dir", str(root / "cache"),
+            "--bootstrap", "50", "--device", "cpu", *extra]
+
+
+@pytest.mark.slow
+def test_audit_end_to_end_detects_members(setup, tmp_path):
+    r = runner.invoke(app, _audit_args(setup, tmp_path / "out"))
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert res["metrics"]["loss"]["auc"] > 0.9
+    assert res["metrics"]["informia"]["auc"] > 0.9
+    assert set(res["metrics"]) >= {"loss", "zlib", "mink", "minkpp", "ref", "rmia", "informia", "informia_token"}
+    # 24 non-members cannot support a TPR at 0.1% or 1% FPR
+    assert res["metrics"]["loss"]["tpr_at_fpr"]["0.1%"] is None
+    assert res["metrics"]["loss"]["tpr_at_fpr"]["5%"] is not None
+    assert res["settings"]["target"]["fingerprint"]
+    assert res["memlens_version"]
+    import pandas as pd
+
+    scores = pd.read_csv(tmp_path / "out" / "scores.csv")
+    assert list(scores.columns[:2]) == ["id", "label"] and len(scores) == 48
+    assert (tmp_path / "out" / "roc.png").stat().st_size > 1000
+
+    # the same statistics serve other attack settings without a model run
+    r2 = runner.invoke(app, ["attack", "--target", str(setup / "target"), "--reference", str(setup / "base"),
+                             "--members", str(setup / "members.jsonl"), "--nonmembers", str(setup / "nonmembers.jsonl"),
+                             "--population", str(setup / "population.jsonl"), "--attacks", "mink,rmia",
+                             "--param", "mink.k=0.5", "--param", "rmia.a=0.5", "--out", str(tmp_path / "out2"),
+                             "--cache-dir", str(setup / "cache"), "--bootstrap", "0"])
+    assert r2.exit_code == 0, r2.output
+    res2 = json.loads((tmp_path / "out2" / "results.json").read_text())
+    assert res2["settings"]["attack_params"]["mink"]["k"] == 0.5
+
+
+def test_seed_makes_runs_reproducible(setup, tmp_path):
+    for run in ("a", "b"):
+        r = runner.invoke(app, _audit_args(setup, tmp_path / run, "--attacks", "loss,ref", "--seed", "3"))
+        assert r.exit_code == 0, r.output
+    a = json.loads((tmp_path / "a" / "results.json").read_text())["metrics"]
+    b = json.loads((tmp_path / "b" / "results.json").read_text())["metrics"]
+    assert a == b
+
+
+def test_attack_without_cache_fails_clearly(setup, tmp_path):
+    r = runner.invoke(app, ["attack", "--target", str(setup / "target"), "--members", str(setup / "members.jsonl"),
+                            "--nonmembers", str(setup / "nonmembers.jsonl"), "--cache-dir", str(tmp_path / "empty")])
+    assert r.exit_code == 2
+    assert "no cached statistics" in r.output
+
+
+def test_attacks_lists_registry():
+    r = runner.invoke(app, ["attacks"])
+    assert r.exit_code == 0
+    for name in ("loss", "zlib", "mink", "minkpp", "ref", "rmia", "informia", "informia_token"):
+        assert name in r.output
+
+
+def _write(path: Path, content: bytes | str) -> Path:
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return path
+
+
+@pytest.mark.parametrize("case,expect", [
+    ("missing_file", "no such file"),
+    ("unknown_ext", "unknown file type"),
+    ("no_text_field", "no 'text' field"),
+    ("empty_text", "empty text"),
+    ("not_utf8", "not UTF-8"),
+    ("duplicate_ids", "duplicate ids"),
+    ("single_class", "metrics need both"),
+    ("bad_label", "is not 1 (member) or 0"),
+    ("missing_model", "does not exist"),
+    ("pickle_model", "pickle"),
+    ("unknown_attack", "unknown attack"),
+    ("needs_reference", "needs a reference"),
+    ("bad_param", "has no parameter"),
+])
+def test_bad_inputs_one_line_error(setup, tmp_path, case, expect):
+    good_m, good_n = str(setup / "members.jsonl"), str(setup / "nonmembers.jsonl")
+    target = str(setup / "target")
+    args = {"members": good_m, "nonmembers": good_n, "target": target, "extra": []}
+    if case == "missing_file":
+        args["members"] = str(tmp_path / "nope.jsonl")
+    elif case == "unknown_ext":
+        args["members"] = str(_write(tmp_path / "m.docx", "x"))
+    elif case == "no_text_field":
+        args["members"] = str(_write(tmp_path / "m.jsonl", '{"body": "hello"}\n'))
+    elif case == "empty_text":
+        args["members"] = str(_write(tmp_path / "m.jsonl", '{"text": "  "}\n'))
+    elif case == "not_utf8":
+        args["members"] = str(_write(tmp_path / "m.txt", b"caf\xe9 au lait\n"))
+    elif case == "duplicate_ids":
+        args["members"] = str(_write(tmp_path / "m.jsonl", '{"id": "a", "text": "one"}\n{"id": "a", "text": "two"}\n'))
+    elif case == "single_class":
+        args["nonmembers"] = None
+    elif case == "bad_label":
+        args["members"] = str(_write(tmp_path / "m.jsonl", '{"text": "one", "label": 7}\n'))
+    elif case == "missing_model":
+        args["target"] = str(tmp_path / "no-model")
+    elif case == "pickle_model":
+        d = tmp_path / "pk"
+        d.mkdir()
+        (d / "config.json").write_text((setup / "target" / "config.json").read_text())
+        for f in (setup / "target").glob("tok*"):
+            (d / f.name).write_bytes(f.read_bytes())
+        (d / "pytorch_model.bin").write_bytes(b"\x80\x04not really")
+        args["target"] = str(d)
+    elif case == "unknown_attack":
+        args["extra"] = ["--attacks", "loss,telepathy"]
+    elif case == "needs_reference":
+        args["extra"] = ["--attacks", "ref"]
+    elif case == "bad_param":
+        args["extra"] = ["--attacks", "mink", "--param", "mink.q=3"]
+    cmd = ["audit", "--target", args["target"], "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c"), "--bootstrap", "0"]
+    if args["members"]:
+        cmd += ["--members", args["members"]]
+    if args["nonmembers"]:
+        cmd += ["--nonmembers", args["nonmembers"]]
+    r = runner.invoke(app, cmd + args["extra"])
+    assert r.exit_code == 2, r.output
+    assert expect in r.output
+    error_lines = [l for l in r.output.splitlines() if l.startswith("error:")]
+    assert len(error_lines) == 1, r.output
+
+
+def test_long_texts_are_windowed_not_truncated(setup, tmp_path):
+    long = " ".join(["river stone lamp orchard violet"] * 60)  # far beyond n_positions=64
+    m = _write(tmp_path / "m.jsonl", json.dumps({"text": long}) + "\n")
+    n = _write(tmp_path / "n.jsonl", json.dumps({"text": "copper harbor meadow"}) + "\n")
+    r = runner.invoke(app, ["audit", "--target", str(setup / "target"), "--members", str(m), "--nonmembers", str(n),
+                            "--attacks", "loss", "--out", str(tmp_path / "o"), "--no-cache", "--bootstrap", "0"])
+    assert r.exit_code == 0, r.output
+    import pyarrow.parquet as pq
+
+    toks = pq.read_table(tmp_path / "o" / "token_scores.parquet").to_pylist()
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(setup / "target")
+    assert len(toks[0]["token_ids"]) == len(tok(long, add_special_tokens=False)["input_ids"]) > 64
+    assert np.isfinite(toks[0]["target_logprob"]).all()
