@@ -85,20 +85,29 @@ class TokenStats:
 
 
 def single_model_reductions(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-row statistics of one model's logits [N, V] (any dtype) for true tokens [N]."""
+    """Per-row statistics of one model's logits [N, V] (any dtype) for true tokens [N].
+
+    Written as moments of the shifted logits y = x - max(x) under w = exp(y), so that one pass
+    over the row after the max gives everything (a compiler fuses it into one kernel):
+    s0 = sum w, s1 = sum w y, s2 = sum w y^2;  log Z = max + log s0;
+    mu = E_p[log p] = s1/s0 - log s0;  sigma^2 = Var_p[log p] = Var_p[y] = s2/s0 - (s1/s0)^2.
+    """
     x = logits.float()
-    lse = torch.logsumexp(x, dim=-1, keepdim=True)
-    logp = x - lse
-    p = logp.exp()
+    m = x.amax(dim=-1, keepdim=True)
+    y = x - m
+    w = y.exp()
+    s0 = w.sum(-1)
+    s1 = (w * y).sum(-1)
+    s2 = (w * y * y).sum(-1)
+    log_s0 = s0.log()
+    ey = s1 / s0
     true_logit = x.gather(-1, targets[:, None])
-    mean_logp = (p * logp).sum(-1)
-    second = (p * logp.square()).sum(-1)
-    var = (second - mean_logp.square()).clamp_min(0.0)
+    mean_logp = ey - log_s0
     return {
-        "logprob": (true_logit - lse).squeeze(-1),
+        "logprob": true_logit.squeeze(-1) - m.squeeze(-1) - log_s0,
         "entropy": -mean_logp,
         "mean_logp": mean_logp,
-        "std_logp": var.sqrt(),
+        "std_logp": (s2 / s0 - ey * ey).clamp_min(0.0).sqrt(),
         # rank counts strictly larger logits, so ties share the best rank.
         "rank": (x > true_logit).sum(-1) + 1,
     }

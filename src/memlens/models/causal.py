@@ -99,17 +99,48 @@ def auto_batch_size(device: torch.device, max_len: int, n_params: int) -> int:
 
 
 def _reduce_in_chunks(
-    logits_list: list[torch.Tensor], rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor,
+    logits_list: list[torch.Tensor], flat_index: torch.Tensor, targets: torch.Tensor,
     chunk: int, fn: Callable[..., dict[str, torch.Tensor]],
-) -> dict[str, np.ndarray]:
-    """Apply ``fn(*[logits[rows, cols] for each model], targets)`` in chunks of positions."""
-    parts: dict[str, list[np.ndarray]] = {}
-    for lo in range(0, len(rows), chunk):
-        sl = slice(lo, lo + chunk)
-        picked = [lg[rows[sl], cols[sl]] for lg in logits_list]
-        for k, v in fn(*picked, targets[sl]).items():
-            parts.setdefault(k, []).append(v.detach().cpu().numpy())
-    return {k: np.concatenate(v) for k, v in parts.items()}
+) -> dict[str, torch.Tensor]:
+    """Apply ``fn(*[logits rows], targets)`` over contiguous chunks of the flattened [B*L, V]
+    logits, then keep the rows in ``flat_index``. Results stay on the model's device.
+
+    Contiguous slices are views, so no gather copies the logits; the few padded positions that
+    are reduced for nothing cost less than gathering (batches are bucketed by length). Every
+    chunk has the same number of rows (the last one overlaps its predecessor), so a compiled
+    reduction sees one shape and is compiled once.
+    """
+    flat = [lg.reshape(-1, lg.shape[-1]) for lg in logits_list]
+    n = flat[0].shape[0]
+    parts: dict[str, list[torch.Tensor]] = {}
+    for lo in range(0, n, chunk):
+        start = max(0, min(lo, n - chunk))  # the last chunk is shifted back to full size
+        sl = slice(start, min(start + chunk, n))
+        for k, v in fn(*[f[sl] for f in flat], targets[sl]).items():
+            parts.setdefault(k, []).append(v[lo - start:])
+    return {k: torch.cat(v)[flat_index] for k, v in parts.items()}
+
+
+def _to_host(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Start the device-to-host copy without waiting for it: one pinned buffer per batch.
+
+    Per-token outputs of the same length are stacked as float64 (exact for ranks and token
+    ids) so one copy moves them all; others are copied one by one."""
+    if not tensors or next(iter(tensors.values())).device.type != "cuda":
+        return tensors
+    flat = {k: t for k, t in tensors.items() if t.dim() == 1}
+    rest = {k: t for k, t in tensors.items() if t.dim() != 1}
+    out: dict[str, torch.Tensor] = {}
+    if flat:
+        stacked = torch.stack([t.double() for t in flat.values()])
+        dst = torch.empty(stacked.shape, dtype=stacked.dtype, pin_memory=True)
+        dst.copy_(stacked, non_blocking=True)
+        out.update({k: dst[i] for i, k in enumerate(flat)})
+    for k, t in rest.items():
+        dst = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+        dst.copy_(t, non_blocking=True)
+        out[k] = dst
+    return out
 
 
 class CausalScorer:
@@ -123,7 +154,7 @@ class CausalScorer:
     def __init__(self, models: Sequence[torch.nn.Module], tokenizer: Any, *, batch_size: int | None = None,
                  max_length: int | None = None, stride: int | None = None, max_tokens_per_batch: int | None = None,
                  vocab_chunk_rows: int = 1024, temperature: float = 1.0, pair_reduction_names: tuple[str, ...] = ("informia",),
-                 pair_settings: dict | None = None, progress: bool = True):
+                 pair_settings: dict | None = None, progress: bool = True, compile_reductions: bool | None = None):
         from memlens.models.loading import context_length
 
         self.models = list(models)
@@ -144,6 +175,15 @@ class CausalScorer:
         self.progress = progress
         if temperature <= 0:
             raise ValueError("temperature must be positive")
+        # On GPUs, torch.compile fuses the vocabulary reductions into a few kernels that read each
+        # chunk of logits once or twice instead of a dozen times (see benchmarks/throughput.py).
+        if compile_reductions is None:
+            compile_reductions = self.device.type == "cuda"
+        self._single_fn = single_model_reductions
+        self._pair_impl = pair_reductions
+        if compile_reductions:
+            self._single_fn = torch.compile(single_model_reductions)
+            self._pair_impl = torch.compile(pair_reductions)
 
     @property
     def paired(self) -> bool:
@@ -163,66 +203,92 @@ class CausalScorer:
         ``on_batch_done`` receives each text's result as soon as all of its windows are done,
         so a caller can persist progress (and a killed run loses at most one batch).
         """
+        return self.score_tokenized([tokenize(self.tokenizer, t) for t in texts], on_batch_done)
+
+    @torch.inference_mode()
+    def score_tokenized(self, toks: Sequence[Tokenized], on_batch_done: Callable[[dict[int, dict]], None] | None = None) -> dict[int, dict]:
+        """:meth:`score` on texts already tokenized (benchmarks feed token ids directly)."""
         from tqdm.auto import tqdm
 
-        toks = [tokenize(self.tokenizer, t) for t in texts]
         windows = [w for i, tk in enumerate(toks) for w in make_windows(len(tk.ids), i, self.max_length, self.stride)]
-        pending = {i: sum(1 for w in windows if w.text_index == i) for i in range(len(texts))}
-        partial: dict[int, list[tuple[int, dict[str, np.ndarray]]]] = {i: [] for i in range(len(texts))}
+        pending = {i: 0 for i in range(len(toks))}
+        for w in windows:
+            pending[w.text_index] += 1
+        partial: dict[int, list[tuple[int, dict[str, np.ndarray]]]] = {i: [] for i in range(len(toks))}
         results: dict[int, dict] = {}
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         batches = list(batches_by_length(windows, self.batch_size, self.max_tokens_per_batch))
         bar = tqdm(total=sum(w.end - w.score_from for w in windows), unit="tok", desc="scoring", disable=not self.progress, leave=False)
+        # One batch in flight: while the GPU works on batch i, the CPU unpacks batch i - 1.
+        in_flight = None
         for batch in batches:
-            width = max(w.end - w.start for w in batch)
-            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            rows, cols, tgt = [], [], []
-            for r, w in enumerate(batch):
-                seq = toks[w.text_index].ids[w.start:w.end]
-                ids[r, : len(seq)] = torch.tensor(seq)
-                mask[r, : len(seq)] = 1
-                # logits at position p predict token p + 1 (positions relative to the window)
-                for p in range(w.score_from - w.start - 1, w.end - w.start - 1):
-                    rows.append(r)
-                    cols.append(p)
-                    tgt.append(seq[p + 1])
-            ids, mask = ids.to(self.device), mask.to(self.device)
-            rows_t = torch.tensor(rows, device=self.device)
-            cols_t = torch.tensor(cols, device=self.device)
-            tgt_t = torch.tensor(tgt, device=self.device)
-            logits = [m(input_ids=ids, attention_mask=mask).logits for m in self.models]
-            per_model = [
-                _reduce_in_chunks([lg], rows_t, cols_t, tgt_t, self.vocab_chunk_rows, single_model_reductions) for lg in logits
-            ]
-            pair: dict[str, np.ndarray] = {}
-            if self.paired:
-                v = min(lg.shape[-1] for lg in logits)  # padded vocabularies may differ in length
-                pair = _reduce_in_chunks(
-                    [lg[..., :v] for lg in logits], rows_t, cols_t, tgt_t, self.vocab_chunk_rows, self._pair_fn
-                )
-            del logits
-            # split the flat positions back into windows
-            offset = 0
-            for w in batch:
-                n = w.end - w.score_from
-                sl = slice(offset, offset + n)
-                part = {f"m{j}:{k}": a[sl] for j, d in enumerate(per_model) for k, a in d.items()}
-                part.update({f"pair:{k}": a[sl] for k, a in pair.items()})
-                partial[w.text_index].append((w.start, part))
-                offset += n
-                pending[w.text_index] -= 1
-                bar.update(n)
-            done = {i: self._assemble(toks[i], partial.pop(i)) for i in {w.text_index for w in batch} if pending[i] == 0}
-            results.update(done)
-            if on_batch_done and done:
-                on_batch_done(done)
+            launched = self._launch(batch, toks, pad_id)
+            if in_flight is not None:
+                self._finish(*in_flight, toks, partial, pending, results, bar, on_batch_done)
+            in_flight = (batch, launched)
+        if in_flight is not None:
+            self._finish(*in_flight, toks, partial, pending, results, bar, on_batch_done)
         bar.close()
         return results
 
     def _pair_fn(self, *args: torch.Tensor) -> dict[str, torch.Tensor]:
         *logits, targets = args
-        return pair_reductions(logits[0], list(logits[1:]), targets, self.pair_reduction_names, self.temperature, **self.pair_settings)
+        return self._pair_impl(logits[0], list(logits[1:]), targets, self.pair_reduction_names, self.temperature, **self.pair_settings)
+
+    def _launch(self, batch: list[Window], toks: Sequence[Tokenized], pad_id: int):
+        """Queue the forward passes and reductions of one batch; returns host tensors being filled."""
+        width = max(w.end - w.start for w in batch)
+        ids_np = np.full((len(batch), width), pad_id, dtype=np.int64)
+        mask_np = np.zeros((len(batch), width), dtype=np.int64)
+        index = []
+        for r, w in enumerate(batch):
+            seq = toks[w.text_index].ids[w.start:w.end]
+            ids_np[r, : len(seq)] = seq
+            mask_np[r, : len(seq)] = 1
+            # logits at position p predict token p + 1 (positions relative to the window)
+            index.append(r * width + np.arange(w.score_from - w.start - 1, w.end - w.start - 1))
+        # the target of position p is token p + 1; the last position's target is a dummy
+        tgt_np = np.concatenate([ids_np[:, 1:], ids_np[:, :1]], axis=1).reshape(-1)
+        dev = self.device
+        nb = dev.type == "cuda"
+        ids = torch.from_numpy(ids_np).to(dev, non_blocking=nb)
+        mask = torch.from_numpy(mask_np).to(dev, non_blocking=nb)
+        tgt = torch.from_numpy(tgt_np).to(dev, non_blocking=nb)
+        flat_index = torch.from_numpy(np.concatenate(index)).to(dev, non_blocking=nb)
+        logits = [m(input_ids=ids, attention_mask=mask).logits for m in self.models]
+        out: dict[str, torch.Tensor] = {}
+        for j, lg in enumerate(logits):
+            for k, v in _reduce_in_chunks([lg], flat_index, tgt, self.vocab_chunk_rows, self._single_fn).items():
+                out[f"m{j}:{k}"] = v
+        if self.paired:
+            v = min(lg.shape[-1] for lg in logits)  # padded vocabularies may differ in length
+            for k, t in _reduce_in_chunks([lg[..., :v] for lg in logits], flat_index, tgt, self.vocab_chunk_rows, self._pair_fn).items():
+                out[f"pair:{k}"] = t
+        del logits
+        host = _to_host(out)
+        event = None
+        if nb:
+            event = torch.cuda.Event()
+            event.record()
+        return host, event
+
+    def _finish(self, batch, launched, toks, partial, pending, results, bar, on_batch_done) -> None:
+        """Wait for one batch's numbers, split them back into windows, assemble finished texts."""
+        host, event = launched
+        if event is not None:
+            event.synchronize()
+        arrays = {k: t.numpy() for k, t in host.items()}
+        offset = 0
+        for w in batch:
+            n = w.end - w.score_from
+            partial[w.text_index].append((w.start, {k: a[offset:offset + n] for k, a in arrays.items()}))
+            offset += n
+            pending[w.text_index] -= 1
+            bar.update(n)
+        done = {i: self._assemble(toks[i], partial.pop(i)) for i in {w.text_index for w in batch} if pending[i] == 0}
+        results.update(done)
+        if on_batch_done and done:
+            on_batch_done(done)
 
     def _assemble(self, tk: Tokenized, parts: list[tuple[int, dict[str, np.ndarray]]]) -> dict:
         parts.sort(key=lambda x: x[0])
