@@ -35,6 +35,7 @@ class AuditResult:
     attack_info: dict[str, dict] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     reference_logprobs: list[np.ndarray] | None = None  # aligned to target tokens, for the token view
+    extra: dict[str, Any] = field(default_factory=dict)  # further studies (e.g. the demo's), saved in results.json
 
     def results_dict(self) -> dict[str, Any]:
         return {
@@ -44,13 +45,18 @@ class AuditResult:
             "attack_info": self.attack_info,
             "notes": self.notes,
             "n_texts": len(self.samples),
+            **self.extra,
         }
 
     def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write scores.csv, results.json, token_scores.parquet and roc.png (if there are metrics)."""
+        """Write scores.csv, texts.jsonl, results.json, token_scores.parquet and roc.png (if there are metrics)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         self.scores.to_csv(out / "scores.csv", index=False)
+        with open(out / "texts.jsonl", "w", encoding="utf-8") as f:  # the report and `memlens show` read these back
+            for smp in self.samples:
+                f.write(json.dumps({"id": smp.id, "text": smp.text, "label": smp.label, "meta": smp.meta},
+                                   ensure_ascii=False, default=_json_default) + "\n")
         (out / "results.json").write_text(json.dumps(self.results_dict(), indent=2, default=_json_default))
         self._save_tokens(out / "token_scores.parquet")
         if self.metrics:
@@ -97,7 +103,11 @@ def _handles(target, references, tokenizer, reference_tokenizers, gguf_file, opt
     refs = []
     if references is None or isinstance(references, (str, os.PathLike, ModelHandle)) or hasattr(references, "forward"):
         references = [] if references is None else [references]
-    rtoks = list(reference_tokenizers or [None] * len(references))
+    references = list(references)
+    rtoks = list(reference_tokenizers or [])
+    if len(rtoks) > len(references):
+        raise ValueError(f"{len(rtoks)} reference tokenizers given for {len(references)} reference models")
+    rtoks += [None] * (len(references) - len(rtoks))  # zip() would silently drop the references without one
     for r, rt in zip(references, rtoks):
         refs.append(r if isinstance(r, ModelHandle) else ModelHandle(r, rt if rt is not None else (tokenizer if hasattr(r, "forward") else None), options=options))
     return t, refs

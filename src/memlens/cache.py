@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 log = logging.getLogger("memlens")
 
 Record = dict[str, np.ndarray]  # per-token arrays of one text, [T] or [T, d]
+_TMP_PREFIX = ".tmp-"  # files being written; renamed into place when complete
 
 
 def text_hash(text: str) -> str:
@@ -66,6 +67,8 @@ class CacheNamespace:
         if not self.dir.is_dir():
             return
         for shard in sorted(self.dir.glob("*.parquet")):
+            if shard.name.startswith(_TMP_PREFIX):
+                continue  # a write that a killed run never finished (pathlib's glob matches dot-files)
             data = shard.read_bytes()
             if hashlib.sha256(data).hexdigest()[:32] != shard.stem:
                 self._quarantine(shard, "its contents do not match its checksum")
@@ -124,7 +127,7 @@ class StatsCache:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP_PREFIX, suffix=path.suffix)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -79,7 +79,9 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_bytes().decode("utf-8")
+        # utf-8-sig: drop the byte-order mark that Excel and Notepad put first (it would otherwise
+        # end up in the first column name or the first text).
+        return path.read_bytes().decode("utf-8-sig")
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except UnicodeDecodeError as e:

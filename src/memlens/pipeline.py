@@ -15,6 +15,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Sequence
 
 import numpy as np
@@ -66,6 +67,25 @@ class ModelHandle:
                 tokenizer = load_tokenizer(self.spec, trust_remote_code=self.options.trust_remote_code)
         self.tokenizer = tokenizer
         self.tokenizer_fingerprint = fingerprint_tokenizer(tokenizer)
+        self._context: int | None = None
+
+    def context_length(self) -> int:
+        """The longest input the model takes, from its config (without loading the weights)."""
+        if self._context is None:
+            from memlens.models.loading import context_length
+
+            cfg = None
+            if self._model is None and self.spec is not None:
+                try:
+                    from transformers import AutoConfig
+
+                    extra = {"gguf_file": self.spec.gguf_file} if self.spec.gguf_file else {}
+                    cfg = AutoConfig.from_pretrained(str(self.spec.path), trust_remote_code=self.options.trust_remote_code, **extra)
+                except Exception:
+                    cfg = None
+            holder = SimpleNamespace(config=cfg) if cfg is not None else self.model
+            self._context = context_length(holder, self.tokenizer)
+        return self._context
 
     @property
     def model(self) -> torch.nn.Module:
@@ -107,13 +127,17 @@ class StatsBundle:
     notes: list[str] = field(default_factory=list)
 
 
-def _single_key(h: ModelHandle, s: PassSettings) -> dict:
-    return {"kind": "causal", "model": h.fingerprint, "tokenizer": h.tokenizer_fingerprint, **s.key()}
+# ``context`` is the shortest context of the models that ran together: a paired pass windows long
+# texts to it, so the target's statistics from a pass paired with a shorter-context reference
+# differ from a target-only pass and must not share its key.
+def _single_key(h: ModelHandle, s: PassSettings, context: int) -> dict:
+    return {"kind": "causal", "model": h.fingerprint, "tokenizer": h.tokenizer_fingerprint, "context": context, **s.key()}
 
 
-def _pair_key(t: ModelHandle, refs: list[ModelHandle], s: PassSettings) -> dict:
+def _pair_key(t: ModelHandle, refs: list[ModelHandle], s: PassSettings, context: int) -> dict:
     return {"kind": "causal-pair", "target": t.fingerprint, "references": [r.fingerprint for r in refs],
-            "tokenizer": t.tokenizer_fingerprint, "temperature": s.temperature, "reductions": ["informia"], **s.key()}
+            "tokenizer": t.tokenizer_fingerprint, "temperature": s.temperature, "reductions": ["informia"],
+            "context": context, **s.key()}
 
 
 def _to_record(st: TokenStats) -> Record:
@@ -207,23 +231,51 @@ def align_by_spans(src_start: np.ndarray, src_end: np.ndarray, src_values: np.nd
     the characters they share, so sums over any run of whole tokens are preserved.
     """
     out = np.zeros(len(dst_start), dtype=np.float64)
+    n_dst = len(dst_start)
+    if n_dst == 0:
+        return out
+    # Byte-level BPE gives the tokens of one multi-byte character the same span: split such a span
+    # evenly among them, so each token owns a distinct (fractional) stretch of characters.
+    src_start, src_end = _split_shared_spans(src_start, src_end)
+    dst_start, dst_end = _split_shared_spans(dst_start, dst_end)
     j0 = 0
     for i in range(len(src_start)):
-        a, b = int(src_start[i]), int(src_end[i])
-        width = max(b - a, 1)
-        while j0 < len(dst_end) and dst_end[j0] <= a:
+        a, b = src_start[i], src_end[i]
+        while j0 < n_dst and dst_end[j0] <= a:
             j0 += 1
-        j = j0
-        placed = False
-        while j < len(dst_start) and dst_start[j] < max(b, a + 1):
+        # Share by overlap normalised by the total overlap (not the source width), so that
+        # characters no destination token covers (e.g. trimmed whitespace) lose no value.
+        hits, j = [], j0
+        while j < n_dst and dst_start[j] < b:
             ov = min(b, dst_end[j]) - max(a, dst_start[j])
             if ov > 0:
-                out[j] += src_values[i] * ov / width
-                placed = True
+                hits.append((j, ov))
             j += 1
-        if not placed and j0 < len(dst_start):  # zero-width token (e.g. a special token): give it to the next one
-            out[min(j0, len(dst_start) - 1)] += src_values[i]
+        if hits:
+            total = sum(ov for _, ov in hits)
+            for j, ov in hits:
+                out[j] += src_values[i] * ov / total
+        else:  # zero-width token (e.g. a special token) or uncovered characters: the next token takes it
+            out[min(j0, n_dst - 1)] += src_values[i]
     return out
+
+
+def _split_shared_spans(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Spans as floats, where a run of k consecutive tokens with one span (s, e) becomes k equal parts."""
+    start = np.asarray(start, dtype=np.float64).copy()
+    end = np.asarray(end, dtype=np.float64).copy()
+    i, n = 0, len(start)
+    while i < n:
+        j = i
+        while j + 1 < n and start[j + 1] == start[i] and end[j + 1] == end[i]:
+            j += 1
+        k = j - i + 1
+        if k > 1 and end[i] > start[i]:
+            s0, w = start[i], (end[i] - start[i]) / k
+            for r in range(k):
+                start[i + r], end[i + r] = s0 + r * w, s0 + (r + 1) * w
+        i = j + 1
+    return start, end
 
 
 def compute_stats(target: ModelHandle, references: Sequence[ModelHandle], texts: Sequence[str], cache: StatsCache,
@@ -234,11 +286,13 @@ def compute_stats(target: ModelHandle, references: Sequence[ModelHandle], texts:
     paired = [r for r in references if r.tokenizer_fingerprint == target.tokenizer_fingerprint]
     other = [r for r in references if r.tokenizer_fingerprint != target.tokenizer_fingerprint]
     notes = []
-    target_ns = cache.namespace(_single_key(target, settings))
+    ctx = {id(h): min(m.context_length() for m in [target, *paired]) for h in [target, *paired]}
+    ctx.update({id(r): r.context_length() for r in other})
+    target_ns = cache.namespace(_single_key(target, settings, ctx[id(target)]))
     computed = 0
     if paired:
-        pair_ns = cache.namespace(_pair_key(target, paired, settings))
-        ref_spaces = [cache.namespace(_single_key(r, settings)) for r in paired]
+        pair_ns = cache.namespace(_pair_key(target, paired, settings, ctx[id(target)]))
+        ref_spaces = [cache.namespace(_single_key(r, settings, ctx[id(r)])) for r in paired]
         computed += _run_pass([target, *paired], texts, hashes, [target_ns, *ref_spaces], pair_ns, settings)
     else:
         pair_ns = None
@@ -246,12 +300,12 @@ def compute_stats(target: ModelHandle, references: Sequence[ModelHandle], texts:
     for r in other:
         notes.append(f"reference {r.name} has another tokenizer than the target: token-level scores use its log-probabilities "
                      "aligned by character spans, without the D_KL term")
-        computed += _run_pass([r], texts, hashes, [cache.namespace(_single_key(r, settings))], None, settings)
+        computed += _run_pass([r], texts, hashes, [cache.namespace(_single_key(r, settings, ctx[id(r)]))], None, settings)
 
     tstats = [_from_record(target_ns.get([h])[h]) for h in hashes]
     views = []
     for r in references:
-        ns = cache.namespace(_single_key(r, settings))
+        ns = cache.namespace(_single_key(r, settings, ctx[id(r)]))
         views.append(ReferenceView(r.name, [_from_record(ns.get([h])[h]) for h in hashes]))
     comparison = None
     if pair_ns is not None:

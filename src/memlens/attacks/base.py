@@ -106,7 +106,10 @@ class AttackSpec:
             if isinstance(default, bool) and isinstance(v, str):
                 v = v.lower() in ("1", "true", "yes")
             elif isinstance(default, (int, float)) and not isinstance(default, bool) and isinstance(v, str):
-                v = type(default)(float(v)) if isinstance(default, int) and float(v).is_integer() else float(v)
+                try:
+                    v = type(default)(float(v)) if isinstance(default, int) and float(v).is_integer() else float(v)
+                except ValueError:
+                    raise AttackError(f"attack {self.name!r}: {k}={v!r} is not a number") from None
             choices = self.params[k].choices
             if choices is not None and v not in choices:
                 raise AttackError(f"attack {self.name!r}: {k}={v!r} is not one of {list(choices)}")
