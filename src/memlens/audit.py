@@ -160,12 +160,17 @@ def audit(
     progress: bool = True,
     require_labels: bool = True,
     cache_only: bool = False,
+    model_kind: str = "causal",
+    masked: dict[str, Any] | None = None,
 ) -> AuditResult:
     """Run the membership audit.
 
     ``target``/``references``: hub ids, local directories, ``.gguf`` files, or in-memory models
     (then pass ``tokenizer``). ``members``/``nonmembers``/``data``/``population``: paths or lists
     of strings/dicts. ``cache_dir``: "default" (``~/.cache/memlens``), a path, or None (no disk cache).
+    ``model_kind``: "causal" (autoregressive LMs) or "masked" (masked / diffusion LMs, for SAMA);
+    ``masked``: options of the masked pass (steps, alpha_min, alpha_max, nested, mask_token_id,
+    auto_class, shift_logits), see :func:`memlens.models.masked.score_masked`.
     """
     import torch
 
@@ -177,6 +182,11 @@ def audit(
     pop = as_samples(population, name="population", text_field=text_field)
     check_unique_ids(pop, "population texts")
     options = LoadOptions(device=device, dtype=dtype, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, device_map=device_map)
+    if model_kind not in ("causal", "masked"):
+        raise DataError(f"model kind must be causal or masked, got {model_kind!r}")
+    if model_kind == "masked":
+        return _audit_masked(target, references, samples, attacks, attack_params, tokenizer, options, masked or {},
+                             cache_dir, max_length, cache_only, progress, seed, fprs, n_bootstrap)
     t, refs = _handles(target, references, tokenizer, reference_tokenizers, gguf_file, options)
     names = resolve_attack_names(attacks, have_reference=bool(refs), have_population=bool(pop))
     for n in names:  # fail before any model runs
@@ -200,6 +210,35 @@ def audit(
     )
     results = run_attacks(inp, names, attack_params)
     return _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, len(pop))
+
+
+def _audit_masked(target, references, samples, attacks, attack_params, tokenizer, options, masked_opts, cache_dir,
+                  max_length, cache_only, progress, seed, fprs, n_bootstrap) -> AuditResult:
+    """The audit of a masked / diffusion LM: the masked pass, then SAMA and its baselines."""
+    from memlens.models.masked import as_masked_handle, masked_attack_input, score_masked
+
+    kw = {k: masked_opts[k] for k in ("auto_class", "mask_token_id", "shift_logits") if masked_opts.get(k) is not None}
+    pass_kw = {k: masked_opts[k] for k in ("steps", "alpha_min", "alpha_max", "nested") if masked_opts.get(k) is not None}
+    t = as_masked_handle(target, tokenizer, options=options, **kw)
+    ref_list = [] if references is None else (list(references) if isinstance(references, (list, tuple)) else [references])
+    refs = [as_masked_handle(r, tokenizer or (t.tokenizer if hasattr(r, "forward") else None), options=options, **kw) for r in ref_list]
+    names = resolve_attack_names(attacks, have_reference=bool(refs), have_population=False, model_kind="masked")
+    for n in names:
+        spec = get_attack(n)
+        spec.resolve_params((attack_params or {}).get(n))
+        if spec.needs_reference and not refs:
+            raise DataError(f"attack {n!r} needs a reference model (--reference)")
+    cache = StatsCache(default_cache_dir() if cache_dir == "default" else cache_dir)
+    extras = score_masked(t, refs, [s.text for s in samples], cache=cache, seed=seed, max_length=max_length,
+                          progress=progress, cache_only=cache_only, **pass_kw)
+    inp = masked_attack_input([s.text for s in samples], extras)
+    results = run_attacks(inp, names, attack_params)
+    bundle = StatsBundle(inp.target, inp.references, None, extras.computed, list(extras.notes))
+    result = _assemble(samples, t, refs, results, bundle, names, attack_params, PassSettings(max_length=max_length), fprs,
+                       n_bootstrap, seed, 0)
+    result.settings["model_kind"] = "masked"
+    result.settings["masked_pass"] = extras.settings
+    return result
 
 
 def _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, n_pop) -> AuditResult:

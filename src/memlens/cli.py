@@ -26,9 +26,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from memlens.data import DataError
     from memlens.metrics import MetricsError
     from memlens.models.loading import ModelLoadError
+    from memlens.models.masked import MaskedLMError
     from memlens.pipeline import CacheMissError
 
-    return (DataError, ModelLoadError, AttackError, MetricsError, CacheMissError, FileNotFoundError)
+    return (DataError, ModelLoadError, AttackError, MetricsError, CacheMissError, MaskedLMError, FileNotFoundError)
 
 
 def friendly_errors(fn: Callable) -> Callable:
@@ -114,6 +115,14 @@ def audit(
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="bootstrap resamples for confidence intervals"),
     seed: int = typer.Option(0, "--seed"),
     report: bool = typer.Option(True, "--report/--no-report", help="write report.html"),
+    model_kind: str = typer.Option("causal", "--model-kind", help="causal (autoregressive) or masked (masked / diffusion LM: SAMA)"),
+    mask_steps: int = typer.Option(16, "--mask-steps", min=2, help="masked LMs: progressive masking steps T"),
+    mask_min: float = typer.Option(0.05, "--mask-min", min=0.0, max=1.0, help="masked LMs: smallest mask density"),
+    mask_max: float = typer.Option(0.5, "--mask-max", min=0.0, max=1.0, help="masked LMs: largest mask density"),
+    independent_masks: bool = typer.Option(False, "--independent-masks", help="masked LMs: a fresh mask per step instead of nested masks"),
+    mask_token_id: Optional[int] = typer.Option(None, "--mask-token-id", help="masked LMs: mask token id if the tokenizer has none"),
+    masked_auto_class: str = typer.Option("AutoModelForMaskedLM", "--masked-auto-class",
+                                          help="masked LMs: transformers class (AutoModel + --trust-remote-code for LLaDA/Dream)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
     _cache_only: bool = typer.Option(False, "--cache-only", hidden=True),
 ):
@@ -129,6 +138,9 @@ def audit(
         device_map=device_map, batch_size=batch_size, max_length=max_length, stride=stride, temperature=temperature,
         cache_dir=None if no_cache else (cache_dir or "default"), trust_remote_code=trust_remote_code,
         allow_pickle=allow_pickle, text_field=text_field, n_bootstrap=bootstrap, seed=seed, cache_only=_cache_only,
+        model_kind=model_kind,
+        masked={"steps": mask_steps, "alpha_min": mask_min, "alpha_max": mask_max, "nested": not independent_masks,
+                "mask_token_id": mask_token_id, "auto_class": masked_auto_class},
     )
     result.save(out)
     if report:
@@ -165,6 +177,13 @@ def attack(
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir"),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0),
     seed: int = typer.Option(0, "--seed"),
+    model_kind: str = typer.Option("causal", "--model-kind"),
+    mask_steps: int = typer.Option(16, "--mask-steps", min=2),
+    mask_min: float = typer.Option(0.05, "--mask-min"),
+    mask_max: float = typer.Option(0.5, "--mask-max"),
+    independent_masks: bool = typer.Option(False, "--independent-masks"),
+    mask_token_id: Optional[int] = typer.Option(None, "--mask-token-id"),
+    masked_auto_class: str = typer.Option("AutoModelForMaskedLM", "--masked-auto-class"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Run attacks on cached statistics only (no model runs; fails if any statistic is missing)."""
@@ -172,7 +191,9 @@ def attack(
           attacks=attacks, param=param, out=out, text_field=text_field, gguf_file=gguf_file, device="cpu", dtype="auto",
           device_map=None, batch_size=None, max_length=max_length, stride=stride, temperature=temperature,
           cache_dir=cache_dir, no_cache=False, trust_remote_code=False, allow_pickle=False, bootstrap=bootstrap, seed=seed,
-          report=True, verbose=verbose, _cache_only=True)
+          report=True, model_kind=model_kind, mask_steps=mask_steps, mask_min=mask_min, mask_max=mask_max,
+          independent_masks=independent_masks, mask_token_id=mask_token_id, masked_auto_class=masked_auto_class,
+          verbose=verbose, _cache_only=True)
 
 
 @app.command()
@@ -206,6 +227,138 @@ def score(
                          options=LoadOptions(device=device, dtype=dtype, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle))
     n_tok = sum(len(s) for s in bundle.target)
     console.print(f"{len(all_texts)} texts, {n_tok} tokens: {bundle.computed} computed, {len(set(all_texts)) - bundle.computed} from cache")
+
+
+@app.command()
+@friendly_errors
+def demo(
+    out: Path = typer.Option(Path("memlens-demo"), "--out", "-o", help="output directory (testbed, models, results, report)"),
+    quick: bool = typer.Option(False, "--quick", help="small testbed and model (about 2 minutes on 2 CPU cores)"),
+    profiles: Optional[int] = typer.Option(None, "--profiles", min=1, help="member profiles per repetition tier"),
+    model_size: Optional[str] = typer.Option(None, "--model-size", help="tiny, small, base or large"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="passes over the fine-tuning stream"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N"),
+    seed: int = typer.Option(0, "--seed"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+):
+    """Build a PII testbed with known membership, train tiny LMs, and audit them end to end."""
+    _setup(verbose)
+    from memlens.demo import MODEL_SIZES, run_demo
+
+    if model_size is not None and model_size not in MODEL_SIZES:
+        raise typer.BadParameter(f"--model-size must be one of {', '.join(MODEL_SIZES)}")
+    run = run_demo(out, quick=quick, profiles=profiles, model_size=model_size, epochs=epochs, device=device, seed=seed)
+    print_metrics(run["result"])
+    print_demo_summary(run["demo"])
+    console.print(f"wrote {out}/ (results.json, scores.csv, roc.png, report.html, extraction.jsonl, testbed/)")
+
+
+def print_demo_summary(d: dict) -> None:
+    tiers = list(d["per_tier"])
+    if tiers:
+        t = Table(title="AUC (TPR@1%FPR) per repetition tier")
+        t.add_column("attack")
+        for tier in tiers:
+            t.add_column(tier, justify="right")
+        for attack in d["per_tier"][tiers[0]]:
+            cells = []
+            for tier in tiers:
+                m = d["per_tier"][tier][attack]
+                tpr = "n/a" if m["tpr_at_1%fpr"] is None else f"{m['tpr_at_1%fpr']:.2f}"
+                cells.append(f"{m['auc']:.3f} ({tpr})")
+            t.add_row(attack, *cells)
+        console.print(t)
+    ex = d["extraction"]
+    t = Table(title="verbatim extraction of PII values (greedy decoding)")
+    for col in ("group", "secrets", "exact", "fuzzy"):
+        t.add_column(col, justify="right" if col != "group" else "left")
+    for tier, r in ex["by_tier"].items():
+        t.add_row(f"members {tier}x" if tier != "nonmember" else "non-members", str(r["n"]),
+                  f"{r['exact']:.1%}", f"{r['fuzzy']:.1%}")
+    console.print(t)
+    loc = d["localization"]
+    t = Table(title="token-level localization of PII tokens in member texts")
+    for col in ("token score", "AUC", "top-k precision"):
+        t.add_column(col)
+    for name, r in loc.items():
+        t.add_row(name, "n/a" if r["auc"] is None else f"{r['auc']:.3f}",
+                  "n/a" if r["topk_precision"] is None else f"{r['topk_precision']:.3f}")
+    console.print(t)
+    console.print(f"[dim]time: {d['timings'].get('total_s', 0):.0f} s[/]")
+
+
+testbed_app = typer.Typer(help="The synthetic PII testbed with known membership.", no_args_is_help=True)
+app.add_typer(testbed_app, name="testbed")
+
+
+@testbed_app.command("build")
+@friendly_errors
+def testbed_build(
+    out: Path = typer.Option(..., "--out", "-o", help="output directory"),
+    quick: bool = typer.Option(False, "--quick"),
+    profiles: Optional[int] = typer.Option(None, "--profiles", min=1, help="member profiles per repetition tier"),
+    train: bool = typer.Option(True, "--train/--data-only", help="also train tokenizer, base and target models"),
+    references: int = typer.Option(0, "--references", min=0, help="reference models fine-tuned on population halves"),
+    device: str = typer.Option("cpu", "--device"),
+    seed: int = typer.Option(0, "--seed"),
+):
+    """Write members/non-members/population JSONL with PII spans (and train the models)."""
+    _setup(False)
+    from memlens.testbed import build
+
+    kwargs = {"seed": seed, "n_reference_models": references}
+    if profiles is not None:
+        kwargs["members_per_tier"] = profiles
+    paths = build(out, quick=quick, train=train, device=device, **kwargs)
+    console.print(f"testbed in {paths.root}: members.jsonl, nonmembers.jsonl, population.jsonl, manifest.json"
+                  + (", models/base, models/target" if train else ""))
+
+
+@app.command()
+@friendly_errors
+def extract(
+    target: str = TargetOpt,
+    data: List[Path] = typer.Argument(..., help="texts with secret spans (e.g. the testbed's members.jsonl and nonmembers.jsonl)"),
+    spans_field: str = typer.Option("pii", "--spans-field", help="field listing {type, start, end} spans of each text"),
+    gguf_file: Optional[str] = typer.Option(None, "--gguf-file"),
+    device: str = typer.Option("auto", "--device"),
+    batch_size: int = typer.Option(16, "--batch-size", min=1),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="write extraction.jsonl and extraction.json here"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle"),
+):
+    """Prompt with each text up to a secret, greedy-decode, count exact and fuzzy matches."""
+    _setup(False)
+    import json as _json
+
+    from memlens.data import DataError, load_samples
+    from memlens.extraction import extract as run_extract, secrets_from_samples, summarize
+    from memlens.models.loading import load_model, load_tokenizer, resolve_model
+
+    samples = [s for p in data for s in load_samples(p)]
+    secrets = secrets_from_samples(samples, field=spans_field)
+    if not secrets:
+        raise DataError(f"no secret spans found: the texts have no {spans_field!r} field with {{type, start, end}} entries")
+    ms = resolve_model(target, gguf_file=gguf_file, allow_pickle=allow_pickle)
+    tok = load_tokenizer(ms, trust_remote_code=trust_remote_code)
+    model = load_model(ms, device=device, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    outcomes = run_extract(model, tok, secrets, batch_size=batch_size)
+    summary = summarize(outcomes)
+    t = Table(title="verbatim extraction")
+    for col in ("group", "secrets", "exact", "fuzzy"):
+        t.add_column(col)
+    for name, r in [("members", summary["members"]), ("non-members", summary["nonmembers"])] + \
+            [(f"type {k}", v) for k, v in summary["by_type_members"].items()]:
+        if r["n"]:
+            t.add_row(name, str(r["n"]), f"{r['exact']:.1%}", f"{r['fuzzy']:.1%}")
+    console.print(t)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "extraction.json").write_text(_json.dumps(summary, indent=2))
+        with open(out / "extraction.jsonl", "w", encoding="utf-8") as f:
+            for o in outcomes:
+                f.write(_json.dumps({"id": o.secret.text_id, "type": o.secret.type, "value": o.secret.value, "label": o.secret.label,
+                                     "generated": o.generated, "exact": o.exact, "similarity": o.similarity}, ensure_ascii=False) + "\n")
 
 
 @app.command("attacks")

@@ -1,0 +1,415 @@
+"""A tiny masked diffusion LM testbed with ground-truth membership (for SAMA and the DLM baselines).
+
+A small bidirectional transformer (``BertForMaskedLM``, no next-sentence head, byte-level BPE)
+trained with the masked-diffusion objective of LLaDA / MDLM: per sequence draw a ratio
+``r ~ U(0, 1)`` (floored at ``min_ratio``), mask each text token with probability r, and take the
+cross-entropy on the masked tokens, weighted by 1/r and normalised by the sequence length
+(``weighting="llada"``, an ELBO) or plainly averaged over masked tokens (``weighting="plain"``).
+
+The testbed: a *reference* pretrained from scratch, then a *target* = the reference fine-tuned on
+the members (each repeated 1x, 4x or 16x per epoch: repetition tiers). Two conditions:
+
+* ``no-shift``: the reference is pretrained on same-domain documents (other people's bios),
+* ``shift``: the reference is pretrained on another domain (other genres of text), so fine-tuning also
+  adapts the target to the domain, which raises the target's likelihood of non-members too.
+
+:func:`train_masked_diffusion` takes plain lists of texts and any ``PreTrainedTokenizerFast`` with a
+mask token (:func:`add_mask_token` adds one), so it can be fed the PII corpus of
+:mod:`memlens.testbed` (members / non-members / population JSONL) as well. The synthetic corpora
+here (:func:`synthetic_bios`, :func:`other_domain_texts`) are Faker-based and only for the
+self-contained experiment (``python -m memlens.testbed.diffusion``).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+MASK_TOKEN = "<|mask|>"
+EOT = "<|endoftext|>"
+CONDITIONS = ("no-shift", "shift")
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenizer and model
+# --------------------------------------------------------------------------------------------
+def add_mask_token(tokenizer: Any, token: str = MASK_TOKEN) -> Any:
+    """Give ``tokenizer`` a mask token (and a pad token) if it has none; returns it (modified in place).
+
+    A model trained with this tokenizer must have ``len(tokenizer)`` embeddings.
+    """
+    if tokenizer.mask_token is None:
+        tokenizer.add_special_tokens({"mask_token": token})
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.mask_token
+    return tokenizer
+
+
+def train_tokenizer(texts: Sequence[str], vocab_size: int = 1024) -> Any:
+    """A byte-level BPE tokenizer on ``texts`` with ``<|endoftext|>`` (pad/bos/eos) and a mask token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.train_from_iterator(list(texts), trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[EOT, MASK_TOKEN], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=EOT, eos_token=EOT, pad_token=EOT, mask_token=MASK_TOKEN)
+
+
+def make_model(tokenizer: Any, *, hidden: int = 128, layers: int = 2, heads: int = 4, intermediate: int = 256,
+               max_positions: int = 128, dropout: float = 0.0, seed: int = 0) -> torch.nn.Module:
+    """A small bidirectional transformer with an MLM head (BertForMaskedLM), randomly initialised."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                     intermediate_size=intermediate, max_position_embeddings=max_positions, type_vocab_size=1,
+                     hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+                     pad_token_id=tokenizer.pad_token_id)
+    return BertForMaskedLM(cfg)
+
+
+# --------------------------------------------------------------------------------------------
+# The masked-diffusion objective
+# --------------------------------------------------------------------------------------------
+@dataclass
+class TrainLog:
+    steps: int = 0
+    seconds: float = 0.0
+    losses: list[float] = field(default_factory=list)
+
+
+def _encode(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[tuple[list[int], list[int]]]:
+    out = []
+    for t in texts:
+        enc = tokenizer(t, add_special_tokens=True, truncation=True, max_length=max_length, return_special_tokens_mask=True)
+        out.append((list(enc["input_ids"]), list(enc["special_tokens_mask"])))
+    return out
+
+
+def diffusion_loss(model: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor, maskable: torch.Tensor, mask_id: int,
+                   generator: torch.Generator, *, weighting: str = "llada", min_ratio: float = 1e-3) -> torch.Tensor:
+    """The random-ratio masking loss of one batch (ids/attn/maskable: [B, n])."""
+    b = ids.shape[0]
+    ratio = min_ratio + (1 - min_ratio) * torch.rand(b, 1, generator=generator)
+    masked = (torch.rand(ids.shape, generator=generator) < ratio) & maskable
+    none = ~masked.any(dim=1) & maskable.any(dim=1)
+    for r in torch.nonzero(none).flatten().tolist():  # at least one masked token per sequence
+        cand = torch.nonzero(maskable[r]).flatten()
+        masked[r, cand[torch.randint(len(cand), (1,), generator=generator)]] = True
+    inputs = ids.masked_fill(masked, mask_id)
+    logits = model(input_ids=inputs, attention_mask=attn).logits
+    ce = torch.nn.functional.cross_entropy(logits[masked], ids[masked], reduction="none")
+    if weighting == "plain":
+        return ce.mean()
+    if weighting != "llada":
+        raise ValueError(f"weighting must be llada or plain, got {weighting!r}")
+    rows = torch.nonzero(masked)[:, 0]
+    per_seq = torch.zeros(b).index_add_(0, rows, ce / ratio[rows, 0])
+    return (per_seq / maskable.sum(dim=1).clamp(min=1)).mean()
+
+
+def train_masked_diffusion(model: torch.nn.Module, texts: Sequence[str], tokenizer: Any, *, epochs: float = 1.0,
+                           lr: float = 1e-3, batch_size: int = 32, max_length: int | None = None, weighting: str = "llada",
+                           min_ratio: float = 1e-3, warmup: float = 0.05, weight_decay: float = 0.01, seed: int = 0,
+                           log_every: int = 0) -> TrainLog:
+    """Train ``model`` in place with the masked-diffusion objective on ``texts`` (each text one sequence).
+
+    ``texts`` may repeat (repetition tiers); they are shuffled every epoch. ``tokenizer`` needs a mask
+    token (see :func:`add_mask_token`); its special tokens are never masked. Linear warmup then
+    linear decay of the learning rate. Texts are cut to ``max_length`` tokens (default: the model's
+    context). Returns the step count, time and per-step losses.
+    """
+    from memlens.models.loading import context_length
+
+    if tokenizer.mask_token_id is None:
+        raise ValueError("the tokenizer has no mask token: call add_mask_token(tokenizer) (and size the model to it)")
+    mask_id = int(tokenizer.mask_token_id)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else mask_id
+    limit = context_length(model, tokenizer)
+    data = _encode(tokenizer, texts, min(max_length or limit, limit))
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    n_steps = max(1, math.ceil(len(data) * epochs / batch_size))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    n_warm = int(warmup * n_steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / max(1, n_warm) if s < n_warm else max(0.0, (n_steps - s) / max(1, n_steps - n_warm)))
+    model.train()
+    log = TrainLog()
+    t0 = time.perf_counter()
+    order: list[int] = []
+    for step in range(n_steps):
+        if len(order) < batch_size:
+            perm = list(range(len(data)))
+            rng.shuffle(perm)
+            order.extend(perm)
+        idx, order = order[:batch_size], order[batch_size:]
+        width = max(len(data[i][0]) for i in idx)
+        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+        attn = torch.zeros((len(idx), width), dtype=torch.long)
+        maskable = torch.zeros((len(idx), width), dtype=torch.bool)
+        for r, i in enumerate(idx):
+            seq, special = data[i]
+            ids[r, : len(seq)] = torch.tensor(seq)
+            attn[r, : len(seq)] = 1
+            maskable[r, : len(seq)] = torch.tensor([not s for s in special])
+        loss = diffusion_loss(model, ids, attn, maskable, mask_id, gen, weighting=weighting, min_ratio=min_ratio)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        log.losses.append(loss.item())
+        if log_every and (step + 1) % log_every == 0:
+            print(f"  step {step + 1}/{n_steps} loss {np.mean(log.losses[-log_every:]):.3f}", flush=True)
+    model.eval()
+    log.steps = n_steps
+    log.seconds = time.perf_counter() - t0
+    return log
+
+
+# --------------------------------------------------------------------------------------------
+# Synthetic corpora (Faker)
+# --------------------------------------------------------------------------------------------
+def synthetic_bios(n: int, seed: int = 0) -> list[str]:
+    """Short biographies with a name, e-mail, phone, birth date, city, job and employer."""
+    from faker import Faker
+
+    fk = Faker("en_US")
+    fk.seed_instance(seed)
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        first, last = fk.first_name(), fk.last_name()
+        name = f"{first} {last}"
+        email = f"{first.lower()}.{last.lower()}{rng.randint(1, 99)}@{fk.free_email_domain()}"
+        born = fk.date_of_birth(minimum_age=20, maximum_age=80).strftime(rng.choice(["%B %d, %Y", "%d/%m/%Y", "%Y-%m-%d"]))
+        job, city, company, phone = fk.job(), fk.city(), fk.company(), fk.numerify("###-###-####")
+        pron = rng.choice(["She", "He", "They"])
+        parts = [rng.choice([f"{name} was born on {born} in {city}.", f"Born in {city} on {born}, {name} grew up there.",
+                             f"{name} ({born}) lives in {city}."]),
+                 rng.choice([f"{pron} works as a {job.lower()} at {company}.",
+                             f"{pron} is employed by {company} as a {job.lower()}."]),
+                 rng.choice([f"Contact: {email}, phone {phone}.", f"Reach {first} at {email} or {phone}.",
+                             f"E-mail {email}; tel. {phone}."])]
+        if rng.random() < 0.5:
+            parts.insert(2, rng.choice([f"{pron} enjoys {fk.word()} and {fk.word()}.",
+                                        f"{pron} moved to {fk.city()} in {fk.year()}."]))
+        out.append(" ".join(parts))
+    return out
+
+
+OTHER_GENRES = ("prose", "order", "company", "event", "review")
+
+
+def other_domain_texts(n: int, seed: int = 0, genres: Sequence[str] = OTHER_GENRES) -> list[str]:
+    """Text of other genres than the bios, about as long: prose, order notices, company profiles,
+    event announcements and reviews. They share token types with the bios (names, dates, cities,
+    phone numbers, e-mail addresses) but none of their templates, like a base model's general
+    pretraining data next to a fine-tuning domain. ``genres=("prose",)`` gives Faker's lorem-like
+    prose alone: an extreme shift in which the base has never seen a name or a number.
+    """
+    from faker import Faker
+
+    fk = Faker("en_US")
+    fk.seed_instance(seed + 10_000)
+    rng = random.Random(seed + 10_000)
+    bad = set(genres) - set(OTHER_GENRES)
+    if bad:
+        raise ValueError(f"unknown genres {sorted(bad)}; choose from {OTHER_GENRES}")
+    out = []
+    for i in range(n):
+        g = genres[i % len(genres)]
+        if g == "prose":
+            out.append(fk.paragraph(nb_sentences=4))
+        elif g == "order":
+            number, who = fk.numerify("#######"), fk.name()
+            shipped = fk.date(rng.choice(["%B %d, %Y", "%Y-%m-%d"]))
+            out.append(f"Order #{number} for {who} was shipped on {shipped} "
+                       f"to {fk.street_address()}, {fk.city()}. Questions? Call {fk.numerify('###-###-####')} or write to "
+                       f"{fk.company_email()}. {fk.sentence()}")
+        elif g == "company":
+            out.append(f"{fk.company()} is a company based in {fk.city()} that aims to {fk.bs()}. Founded in {fk.year()}, "
+                       f"it is known for its {fk.catch_phrase().lower()}. {fk.sentence()}")
+        elif g == "event":
+            out.append(f"The {fk.word()} festival returns to {fk.city()} on {fk.date('%B %d')}. Tickets at {fk.url()}. "
+                       f"Organizer: {fk.name()} ({fk.free_email()}). {fk.sentence()}")
+        else:
+            out.append(f"I bought a {fk.word()} from {fk.company()} last {fk.day_of_week()}. {fk.sentence()} "
+                       f"{fk.sentence()} Rating: {rng.randint(1, 5)}/5. - {fk.first_name()}")
+    rng.shuffle(out)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The testbed
+# --------------------------------------------------------------------------------------------
+@dataclass
+class DiffusionTestbed:
+    condition: str
+    tokenizer: Any
+    reference: torch.nn.Module
+    target: torch.nn.Module
+    members: list[str]
+    nonmembers: list[str]
+    member_tiers: list[int]  # repetitions per epoch of each member
+    timings: dict[str, float] = field(default_factory=dict)
+    logs: dict[str, TrainLog] = field(default_factory=dict)
+
+    @property
+    def texts(self) -> list[str]:
+        return self.members + self.nonmembers
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.r_[np.ones(len(self.members), int), np.zeros(len(self.nonmembers), int)]
+
+
+@dataclass
+class DiffusionConfig:
+    n_members: int = 48
+    n_nonmembers: int = 100  # >= 100 so that TPR at 1% FPR is supported
+    tiers: tuple[int, ...] = (1, 4, 16)
+    n_pretrain: int = 1500
+    pretrain_epochs: float = 3.0
+    pretrain_lr: float = 2e-3
+    finetune_epochs: float = 6.0
+    finetune_lr: float = 1e-3
+    batch_size: int = 32
+    vocab_size: int = 1024
+    hidden: int = 128
+    layers: int = 2
+    heads: int = 4
+    intermediate: int = 256
+    weighting: str = "llada"
+    shift_in_domain: float = 0.0  # shift condition: fraction of the pretraining texts that are in-domain
+    n_finetune_extra: int = 0  # non-audited in-domain texts added (once per epoch) to the fine-tuning set
+    shift_genres: tuple[str, ...] = OTHER_GENRES  # shift condition: genres of the pretraining texts
+    dropout: float = 0.0
+    seed: int = 0
+
+
+def build_diffusion_testbed(condition: str = "no-shift", config: DiffusionConfig | None = None, *, tokenizer: Any = None,
+                            pretrain_texts: Sequence[str] | None = None, members: Sequence[str] | None = None,
+                            nonmembers: Sequence[str] | None = None, verbose: bool = False) -> DiffusionTestbed:
+    """Pretrain a reference, fine-tune a copy on the members (with repetition tiers): the target.
+
+    Texts default to the synthetic Faker corpora: members / non-members are bios; pretraining text
+    is other people's bios (``no-shift``) or text of other genres (``shift``, see
+    :func:`other_domain_texts`). Pass your own lists (and a tokenizer with a mask token, see
+    :func:`add_mask_token`) to use another corpus, e.g. the PII testbed's members / non-members /
+    population.
+    """
+    import copy
+
+    if condition not in CONDITIONS:
+        raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
+    c = config or DiffusionConfig()
+    t0 = time.perf_counter()
+    if members is None or nonmembers is None:
+        bios = synthetic_bios(c.n_members + c.n_nonmembers, seed=c.seed + 1)
+        members, nonmembers = bios[: c.n_members], bios[c.n_members:]
+    members, nonmembers = list(members), list(nonmembers)
+    if pretrain_texts is None:
+        if condition == "no-shift":
+            pretrain_texts = synthetic_bios(c.n_pretrain, seed=c.seed + 2)
+        else:
+            n_in = int(round(c.shift_in_domain * c.n_pretrain))
+            pretrain_texts = (synthetic_bios(n_in, seed=c.seed + 2)
+                              + other_domain_texts(c.n_pretrain - n_in, seed=c.seed + 2, genres=c.shift_genres))
+    extra = synthetic_bios(c.n_finetune_extra, seed=c.seed + 4) if c.n_finetune_extra else []
+    if tokenizer is None:
+        # The tokenizer is trained on held-out bios and prose, the same for both conditions.
+        held_out = synthetic_bios(1000, seed=c.seed + 3) + other_domain_texts(1000, seed=c.seed + 3)
+        tokenizer = train_tokenizer(held_out, c.vocab_size)
+    add_mask_token(tokenizer)
+    timings = {"data": time.perf_counter() - t0}
+
+    ref = make_model(tokenizer, hidden=c.hidden, layers=c.layers, heads=c.heads, intermediate=c.intermediate,
+                     dropout=c.dropout, seed=c.seed)
+    if verbose:
+        print(f"[{condition}] pretraining on {len(pretrain_texts)} texts", flush=True)
+    logs = {"pretrain": train_masked_diffusion(ref, pretrain_texts, tokenizer, epochs=c.pretrain_epochs, lr=c.pretrain_lr,
+                                               batch_size=c.batch_size, weighting=c.weighting, seed=c.seed)}
+    timings["pretrain"] = logs["pretrain"].seconds
+
+    tiers = [c.tiers[i * len(c.tiers) // len(members)] for i in range(len(members))]
+    finetune = [m for m, k in zip(members, tiers) for _ in range(k)] + list(extra)
+    target = copy.deepcopy(ref)
+    if verbose:
+        print(f"[{condition}] fine-tuning on {len(members)} members ({len(finetune)} sequences per epoch)", flush=True)
+    logs["finetune"] = train_masked_diffusion(target, finetune, tokenizer, epochs=c.finetune_epochs, lr=c.finetune_lr,
+                                              batch_size=c.batch_size, weighting=c.weighting, seed=c.seed + 7)
+    timings["finetune"] = logs["finetune"].seconds
+    ref.eval()
+    target.eval()
+    return DiffusionTestbed(condition, tokenizer, ref, target, members, nonmembers, tiers, timings, logs)
+
+
+ATTACKS = ("sama", "dlm_loss", "dlm_ref")
+
+
+def evaluate_testbed(tb: DiffusionTestbed, *, attacks: Sequence[str] = ATTACKS, attack_params: dict | None = None,
+                     seed: int = 0, steps: int = 16, cache: Any = None) -> dict:
+    """Score the testbed's texts with the masked-LM attacks; AUC and TPR@1%FPR overall and per tier."""
+    from sklearn.metrics import roc_auc_score
+
+    import memlens.attacks.dlm_baselines  # noqa: F401  (registers the attacks)
+    import memlens.attacks.sama  # noqa: F401
+    from memlens.attacks.base import get_attack
+    from memlens.metrics import tpr_at_fpr
+    from memlens.models.masked import masked_attack_input, score_masked
+
+    t0 = time.perf_counter()
+    ex = score_masked(tb.target, tb.reference, tb.texts, tokenizer=tb.tokenizer, cache=cache, seed=seed, steps=steps)
+    score_s = time.perf_counter() - t0
+    inp = masked_attack_input(tb.texts, ex)
+    labels = tb.labels
+    tiers = np.r_[tb.member_tiers, np.zeros(len(tb.nonmembers), int)]
+    out: dict = {"condition": tb.condition, "scoring_seconds": score_s, "attacks": {}}
+    for name in attacks:
+        sc = get_attack(name)(inp, **(attack_params or {}).get(name, {})).scores
+        row = {"auc": float(roc_auc_score(labels, sc)), "tpr@1%": tpr_at_fpr(labels, sc, 0.01), "scores": sc}
+        for k in sorted(set(tb.member_tiers)):
+            sel = (tiers == k) | (labels == 0)
+            row[f"auc_{k}x"] = float(roc_auc_score(labels[sel], sc[sel]))
+        out["attacks"][name] = row
+    out["extras"] = ex
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Train the tiny diffusion-LM testbed and compare SAMA with the DLM baselines.")
+    ap.add_argument("--condition", choices=(*CONDITIONS, "both"), default="both")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--members", type=int, default=48)
+    ap.add_argument("--nonmembers", type=int, default=100)
+    args = ap.parse_args(argv)
+    conds = CONDITIONS if args.condition == "both" else (args.condition,)
+    for cond in conds:
+        t0 = time.perf_counter()
+        cfg = DiffusionConfig(n_members=args.members, n_nonmembers=args.nonmembers, seed=args.seed)
+        tb = build_diffusion_testbed(cond, cfg, verbose=True)
+        res = evaluate_testbed(tb, seed=args.seed)
+        total = time.perf_counter() - t0
+        print(f"== {cond}: pretrain {tb.timings['pretrain']:.1f}s, finetune {tb.timings['finetune']:.1f}s, "
+              f"scoring {res['scoring_seconds']:.1f}s, total {total:.1f}s")
+        tiers = sorted(set(tb.member_tiers))
+        print(f"{'attack':10s} {'AUC':>6s} {'TPR@1%':>7s} " + " ".join(f"{f'AUC {k}x':>8s}" for k in tiers))
+        for name, row in res["attacks"].items():
+            tpr = "n/a" if row["tpr@1%"] is None else f"{row['tpr@1%']:.3f}"
+            print(f"{name:10s} {row['auc']:6.3f} {tpr:>7s} " + " ".join(f"{row[f'auc_{k}x']:8.3f}" for k in tiers))
+
+
+if __name__ == "__main__":
+    main()
