@@ -142,6 +142,8 @@ def audit(
         masked={"steps": mask_steps, "alpha_min": mask_min, "alpha_max": mask_max, "nested": not independent_masks,
                 "mask_token_id": mask_token_id, "auto_class": masked_auto_class},
     )
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun every process scores its share; the first one writes the results
     result.save(out)
     if report:
         _write_report(result, out)
