@@ -209,3 +209,29 @@ def test_long_texts_are_windowed_not_truncated(setup, tmp_path):
     tok = AutoTokenizer.from_pretrained(setup / "target")
     assert len(toks[0]["token_ids"]) == len(tok(long, add_special_tokens=False)["input_ids"]) > 64
     assert np.isfinite(toks[0]["target_logprob"]).all()
+
+
+@pytest.mark.slow
+def test_torchrun_data_parallel_matches_single_process(setup, tmp_path):
+    """Two torchrun processes (Gloo on CPU) split the texts, and give the single-process scores."""
+    import subprocess
+    import sys
+
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    args = _audit_args(setup, tmp_path / "dist", "--attacks", "loss,informia_token", "--no-report")
+    args[args.index("--cache-dir") + 1] = str(tmp_path / "dist-cache")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": "29517"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+                           "-m", "memlens.cli", *args], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single = runner.invoke(app, _audit_args(setup, tmp_path / "single", "--attacks", "loss,informia_token", "--no-report",
+                                            "--no-cache"))
+    assert single.exit_code == 0, single.output
+    a = pd.read_csv(tmp_path / "dist" / "scores.csv")
+    b = pd.read_csv(tmp_path / "single" / "scores.csv")
+    np.testing.assert_allclose(a[["loss", "informia_token"]].to_numpy(), b[["loss", "informia_token"]].to_numpy(), atol=1e-5)
+    # each process wrote its own share of the target's statistics
+    shard_rows = sorted(pq.read_table(f).num_rows for f in (tmp_path / "dist-cache").glob("*/*.parquet"))
+    assert len(shard_rows) >= 4 and max(shard_rows) < 72

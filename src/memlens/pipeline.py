@@ -7,7 +7,7 @@ them to the target's tokens by character spans, and writes results back in shard
 so a killed run resumes where it stopped.
 
 Under ``torchrun``/``accelerate launch`` each process scores its share of the missing texts
-(data parallel over texts, via accelerate's PartialState); all processes then read the cache.
+(data parallel over texts through torch.distributed); all processes then read the cache.
 """
 from __future__ import annotations
 
@@ -169,15 +169,18 @@ class _Flusher:
         self.last = time.monotonic()
 
 
-def _distributed_share(items: list[int]) -> tuple[list[int], Any]:
-    """This process's share of the work under torchrun/accelerate; everything otherwise."""
+def _process_group() -> Any:
+    """torch.distributed, initialised as torchrun set it up (NCCL on GPUs, Gloo on CPUs), or None
+    when this is a single process."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return items, None
-    from accelerate import PartialState
+        return None
+    import torch.distributed as dist
 
-    state = PartialState()
-    with state.split_between_processes(items) as mine:
-        return list(mine), state
+    if not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return dist
 
 
 def _run_pass(models: list[ModelHandle], texts: list[str], hashes: list[str], spaces: list[CacheNamespace],
@@ -185,6 +188,10 @@ def _run_pass(models: list[ModelHandle], texts: list[str], hashes: list[str], sp
     """Score the texts missing from any of ``spaces``/``pair_space`` and cache the results."""
     from memlens.models.causal import CausalScorer
 
+    dist = _process_group()
+    if dist is not None:
+        # Every process must see the same cache state, or they would split different work lists.
+        dist.barrier()
     needed = [i for i, h in enumerate(hashes)
               if any(h not in ns.get([h]) for ns in spaces) or (pair_space is not None and not pair_space.get([h]))]
     needed = sorted(set(needed), key=lambda i: hashes[i])
@@ -194,7 +201,9 @@ def _run_pass(models: list[ModelHandle], texts: list[str], hashes: list[str], sp
     if unique and settings.cache_only:
         raise CacheMissError(f"{len(unique)} texts have no cached statistics for {models[0].name} with these settings; "
                              "run `memlens audit` or `memlens score` first (same models, --max-length, --stride, --temperature)")
-    todo, state = _distributed_share(list(unique.values()))
+    todo = list(unique.values())
+    if dist is not None:  # data parallel over texts: every WORLD_SIZE-th text is this process's
+        todo = todo[dist.get_rank()::dist.get_world_size()]
     if todo:
         scorer = CausalScorer([m.model for m in models], models[0].tokenizer, batch_size=settings.batch_size,
                               max_length=settings.max_length, stride=settings.stride, temperature=settings.temperature,
@@ -216,8 +225,8 @@ def _run_pass(models: list[ModelHandle], texts: list[str], hashes: list[str], sp
             scorer.score([texts[i] for i in todo], on_batch_done=on_done)
         finally:
             flusher.flush()  # whatever finished is kept, also when the run is interrupted
-    if state is not None:
-        state.wait_for_everyone()
+    if dist is not None:
+        dist.barrier()
         for ns in spaces + ([pair_space] if pair_space is not None else []):
             ns._loaded = False  # re-read what the other processes wrote
     return len(todo)

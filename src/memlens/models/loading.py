@@ -178,7 +178,7 @@ def load_tokenizer(ms: ModelSpec, *, trust_remote_code: bool = False):
 def pick_device(device: str) -> torch.device:
     if device == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return pick_device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -188,6 +188,8 @@ def pick_device(device: str) -> torch.device:
         raise ModelLoadError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ModelLoadError("--device cuda was asked for, but torch sees no CUDA GPU")
+    if dev.type == "cuda" and dev.index is None and "LOCAL_RANK" in os.environ:
+        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))  # one GPU per torchrun process
     return dev
 
 
