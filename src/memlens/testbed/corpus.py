@@ -16,8 +16,8 @@ from __future__ import annotations
 import random
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
 
@@ -68,7 +68,7 @@ def public_text_chunks(
     seed: int = 0,
     extra_files: Sequence[str | Path] = (),
     min_words: int = 30,
-    max_words: int = 110,
+    max_words: int = 90,
 ) -> list[str]:
     """Up to ``max_chars`` characters of real prose cut into document-sized chunks.
 
@@ -95,8 +95,3 @@ def public_text_chunks(
             chunks.append(chunk)
             total += len(chunk)
     return chunks
-
-
-def iter_texts(records: Iterable[dict]) -> Iterable[str]:
-    for r in records:
-        yield r["text"]

@@ -17,8 +17,8 @@ from __future__ import annotations
 import datetime as _dt
 import random
 import string
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Mapping
 
 from .profiles import PII_TYPES, REFERENCE_DATE, Profile
 
@@ -26,6 +26,9 @@ DOC_KINDS: tuple[str, ...] = ("wiki_bio", "forum_post", "review", "listing", "em
 
 #: Target document length in words (inclusive); kinds aim inside it, tests check it.
 MIN_WORDS, MAX_WORDS = 40, 120
+#: Character cap: chat logs repeat usernames and timestamps on every line and tokenize densely;
+#: this keeps every document under ~250 tokens, inside the models' 256-token context.
+MAX_CHARS = 560
 
 
 @dataclass
@@ -76,9 +79,20 @@ def render(template: str, fields: Mapping[str, str]) -> tuple[str, list[dict]]:
 # --------------------------------------------------------------------------------------------
 # Shared vocabulary (non-PII filler)
 # --------------------------------------------------------------------------------------------
-_MONTHS = (
-    "January February March April May June July August September October November December"
-).split()
+_MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 _SEASONS = ("spring", "summer", "fall", "winter")
 _COLLEGES = (
     "a state university",
@@ -294,13 +308,18 @@ def _wiki_bio(rng: random.Random) -> str:
 def _forum_post(rng: random.Random) -> str:
     theme = rng.choice(["health", "money", "work"])
     title = {
-        "health": ["Living with {medical_condition}, need advice", "Newly diagnosed: {medical_condition}"],
+        "health": [
+            "Living with {medical_condition}, need advice",
+            "Newly diagnosed: {medical_condition}",
+        ],
         "money": ["Someone used my credit card??", "Insurance billing nightmare"],
         "work": ["Should I leave {employer}?", "Salary question for {job} roles"],
     }[theme]
-    opening = [
-        "Re: " + t for t in title
-    ] + [f"[Help] {t}" for t in title] + [f"Posted by {{username}} | {t}" for t in title]
+    opening = (
+        ["Re: " + t for t in title]
+        + [f"[Help] {t}" for t in title]
+        + [f"Posted by {{username}} | {t}" for t in title]
+    )
     body = {
         "health": [
             "I'm {age} and was diagnosed with {medical_condition} last {season}.",
@@ -316,6 +335,17 @@ def _forum_post(rng: random.Random) -> str:
         ],
     }[theme]
     required = [rng.choice(body)]
+    if theme == "health":
+        # The health sentences carry no identifier of their own; people still leave contacts.
+        required.append(
+            rng.choice(
+                [
+                    "Please DM me or email {email} if you have been through this.",
+                    "Text me at {phone} if you'd rather not post publicly.",
+                    "I'm {username} on the patient support app too, add me.",
+                ]
+            )
+        )
     optional = [
         "Long-time lurker, first post.",
         "Sorry if this is the wrong subforum.",
@@ -461,7 +491,9 @@ def _email(rng: random.Random) -> str:
     middle += rng.sample(optional, rng.randint(0, 2))
     rng.shuffle(middle)
     salutation = rng.choice(["{greeting},", "{greeting} there,", "To whom it may concern,"])
-    sig = rng.choice(["{signoff},\n{name}", "{signoff},\n{first_name}\n{phone}", "{signoff},\n{name}\n{email}"])
+    sig = rng.choice(
+        ["{signoff},\n{name}", "{signoff},\n{first_name}\n{phone}", "{signoff},\n{name}\n{email}"]
+    )
     return header + "\n\n" + salutation + "\n\n" + " ".join(middle) + "\n\n" + sig
 
 
@@ -491,9 +523,15 @@ def _chat(rng: random.Random) -> str:
             [(other, "did you send the lease stuff yet"), (me, "not yet, ssn is {ssn} right?")],
             [(other, "what address do I put for you"), (me, "{address}, until june anyway")],
             [(me, "new number btw {phone}"), (other, "saved")],
-            [(other, "how's the new job"), (me, "good, {employer} pays {salary} so can't complain")],
+            [
+                (other, "how's the new job"),
+                (me, "good, {employer} pays {salary} so can't complain"),
+            ],
             [(other, "I can book the cabin if you send a card"), (me, "use mine, {credit_card}")],
-            [(other, "doctor appt went ok?"), (me, "yeah the {medical_condition} meds are finally working")],
+            [
+                (other, "doctor appt went ok?"),
+                (me, "yeah the {medical_condition} meds are finally working"),
+            ],
             [(other, "where do I send the photos"), (me, "email them to {email}")],
             [(other, "what's your birthday again, the form asks"), (me, "{dob}")],
             [(me, "running late, 10 min"), (other, "np")],
@@ -528,7 +566,7 @@ def make_document(profile: Profile, kind: str, rng: random.Random) -> Document:
     for _ in range(100):
         fields = _fields(profile, rng)
         text, spans = render(_KIND_TEMPLATES[kind](rng), fields)
-        if MIN_WORDS <= len(text.split()) <= MAX_WORDS:
+        if MIN_WORDS <= len(text.split()) <= MAX_WORDS and len(text) <= MAX_CHARS:
             break
     else:  # pragma: no cover - the templates are sized so this cannot happen in practice
         raise RuntimeError(f"could not render a {kind} document of {MIN_WORDS}-{MAX_WORDS} words")

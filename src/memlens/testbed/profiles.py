@@ -21,8 +21,8 @@ from __future__ import annotations
 import datetime as _dt
 import random
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterable
 
 from faker import Faker
 
@@ -189,7 +189,7 @@ class Profile:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Profile":
+    def from_dict(cls, d: dict) -> Profile:
         return cls(**d)
 
 
@@ -229,9 +229,7 @@ class ProfileGenerator:
         # parenthesised ones read badly inside sentences.
         from faker.providers.job.en_US import Provider as _Jobs
 
-        self._jobs = sorted(
-            {_normalize_job(j) for j in _Jobs.jobs if not re.search(r"[,()/]", j)}
-        )
+        self._jobs = sorted({_normalize_job(j) for j in _Jobs.jobs if not re.search(r"[,()/]", j)})
 
     # -- uniqueness -------------------------------------------------------------------------
     def _unique(self, kind: str, make: Callable[[int], str], max_tries: int = 1000) -> str:
@@ -356,8 +354,10 @@ class ProfileGenerator:
         gender = r.choice(("female", "male"))
         first, last = self._name(gender)
         dob = self._dob()
-        age = REFERENCE_DATE.year - dob.year - (
-            (REFERENCE_DATE.month, REFERENCE_DATE.day) < (dob.month, dob.day)
+        age = (
+            REFERENCE_DATE.year
+            - dob.year
+            - ((REFERENCE_DATE.month, REFERENCE_DATE.day) < (dob.month, dob.day))
         )
         address, street, city, state, zipcode = self._address()
         card, network = self._credit_card()

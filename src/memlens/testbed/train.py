@@ -1,0 +1,367 @@
+"""Tokenizer and tiny causal LMs for the testbed: base (pretrained), target (fine-tuned on
+members), and optional population-trained references.
+
+* The tokenizer is a byte-level BPE trained with ``tokenizers`` on the *pretraining* corpus only,
+  so audited PII never shapes the vocabulary (a member's name is not one token because it was a
+  member). ``<|endoftext|>`` is BOS, EOS and PAD; the tokenizer prepends BOS itself (a template
+  post-processor), so anyone who loads it with ``AutoTokenizer`` scores text exactly the way the
+  models were trained.
+* Models are small Llama-architecture ``transformers`` models saved with ``save_pretrained``
+  (safetensors) next to their tokenizer, so every model directory loads on its own.
+* The loop is plain PyTorch: AdamW, linear warm-up then cosine decay, right-padded batches with
+  the loss masked on padding, seeded shuffling and initialisation.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .build import TestbedConfig, TestbedPaths, read_jsonl
+
+SPECIAL_TOKEN = "<|endoftext|>"
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenizer
+# --------------------------------------------------------------------------------------------
+def train_tokenizer(texts: Sequence[str], vocab_size: int, context: int = 256):
+    """Train a byte-level BPE tokenizer and wrap it as a ``PreTrainedTokenizerFast``.
+
+    The special token ``<|endoftext|>`` (id 0) serves as BOS, EOS, PAD and UNK (byte-level BPE
+    never needs UNK, but some tools insist on one). Encoding prepends BOS.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[SPECIAL_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte is representable
+        min_frequency=2,
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer, length=len(texts))
+    bos = tok.token_to_id(SPECIAL_TOKEN)
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{SPECIAL_TOKEN} $A",
+        pair=f"{SPECIAL_TOKEN} $A {SPECIAL_TOKEN} $B",
+        special_tokens=[(SPECIAL_TOKEN, bos)],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=SPECIAL_TOKEN,
+        eos_token=SPECIAL_TOKEN,
+        pad_token=SPECIAL_TOKEN,
+        unk_token=SPECIAL_TOKEN,
+        model_max_length=context,
+    )
+
+
+def encode(tokenizer, texts: Sequence[str], context: int) -> list[list[int]]:
+    """``BOS text EOS`` token ids per text, truncated to ``context`` tokens.
+
+    EOS is part of the training target so the model learns where documents end (greedy
+    extraction would otherwise run on into the next template).
+    """
+    ids = tokenizer(list(texts), truncation=True, max_length=context)["input_ids"]
+    return [(seq + [tokenizer.eos_token_id])[:context] for seq in ids]
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------
+def make_model(cfg: TestbedConfig, vocab_size: int, seed: int | None = None):
+    """A freshly initialised Llama-architecture causal LM sized by ``cfg``.
+
+    Llama rather than GPT-2: it is the architecture every downstream tool (GGUF export, LoRA,
+    fast kernels) supports best, and on CPU it trained faster than a GPT-2 of the same width.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    mc = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=cfg.d_model,
+        intermediate_size=cfg.d_ff,
+        num_hidden_layers=cfg.n_layer,
+        num_attention_heads=cfg.n_head,
+        num_key_value_heads=cfg.n_head,
+        max_position_embeddings=cfg.context,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+        tie_word_embeddings=True,
+        rms_norm_eps=1e-5,
+        attention_dropout=0.0,
+    )
+    return LlamaForCausalLM(mc)
+
+
+# --------------------------------------------------------------------------------------------
+# Training loop
+# --------------------------------------------------------------------------------------------
+def _length_bucketed_batches(
+    lengths: Sequence[int], batch_size: int, rng: random.Random
+) -> list[list[int]]:
+    """Random batches of similar-length sequences: shuffle, sort within large windows, cut,
+    shuffle the batches. Keeps the order random while wasting little compute on padding."""
+    idx = list(range(len(lengths)))
+    rng.shuffle(idx)
+    window = batch_size * 32
+    batches = []
+    for w in range(0, len(idx), window):
+        chunk = sorted(idx[w : w + window], key=lambda i: lengths[i])
+        batches += [chunk[b : b + batch_size] for b in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _collate(seqs: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, s in enumerate(seqs):
+        ids[row, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[row, : len(s)] = 1
+    # PAD == EOS, so padding must be masked by position, not by token id: the real EOS that
+    # ends each document stays a training target.
+    labels = ids.masked_fill(mask == 0, -100)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def train_lm(
+    model,
+    seqs: Sequence[list[int]],
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    device: str | torch.device = "cpu",
+    warmup_frac: float = 0.05,
+    weight_decay: float = 0.01,
+    min_lr_ratio: float = 0.1,
+    pad_id: int = 0,
+    desc: str = "train",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train ``model`` in place on token sequences; return a summary (losses, steps, time).
+
+    AdamW with linear warm-up then cosine decay to ``min_lr_ratio * lr``. Batches are drawn in a
+    seeded random order, so the same seed and data give the same run.
+    """
+    model.to(device)
+    model.train()
+    rng = random.Random(f"{seed}/{desc}")
+    lengths = [len(s) for s in seqs]
+    plan = [_length_bucketed_batches(lengths, batch_size, rng) for _ in range(epochs)]
+    total = sum(len(p) for p in plan)
+    warmup = max(1, int(warmup_frac * total))
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        t = (step - warmup) / max(1, total - warmup)
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+    # No weight decay on norms and biases (standard; decaying RMSNorm gains only hurts).
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=lr,
+        betas=(0.9, 0.95),
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+
+    torch.manual_seed(seed)
+    t0, step, tokens, ema = time.perf_counter(), 0, 0, None
+    epoch_losses: list[float] = []
+    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
+    for epoch_batches in plan:
+        loss_sum, n_batches = 0.0, 0
+        for batch_idx in epoch_batches:
+            batch = {
+                k: v.to(device) for k, v in _collate([seqs[i] for i in batch_idx], pad_id).items()
+            }
+            loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            value = float(loss.detach())
+            loss_sum, n_batches = loss_sum + value, n_batches + 1
+            ema = value if ema is None else 0.95 * ema + 0.05 * value
+            tokens += int(batch["attention_mask"].sum())
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{ema:.3f}")
+        epoch_losses.append(loss_sum / max(1, n_batches))
+    bar.close()
+    model.eval()
+    return {
+        "steps": step,
+        "epochs": epochs,
+        "tokens": tokens,
+        "lr": lr,
+        "batch_size": batch_size,
+        "epoch_mean_loss": [round(x, 4) for x in epoch_losses],
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+def _save(model, tokenizer, out: Path, info: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    (out / "training.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+
+
+def _population_half(
+    population: list[dict], tiers: Sequence[int], seed: int, index: int, filler: list[dict]
+) -> tuple[list[dict], dict[str, int]]:
+    """A reference's fine-tuning stream: a random half of the population, split into the member
+    tiers' proportions and repeated accordingly, plus the target's filler documents.
+
+    A reference model should be trained the way the target was, so its data has the same
+    1x/4x/16x repetition profile and the same dilution as the target's fine-tuning stream.
+    """
+    rng = random.Random(f"{seed}/ref{index}")
+    chosen = rng.sample(population, len(population) // 2)
+    per_tier = len(chosen) // len(tiers)
+    tier_of: dict[str, int] = {}
+    for t_idx, tier in enumerate(tiers):
+        end = len(chosen) if t_idx == len(tiers) - 1 else (t_idx + 1) * per_tier
+        for rec in chosen[t_idx * per_tier : end]:
+            tier_of[rec["id"]] = tier
+    stream = [rec for rec in chosen for _ in range(tier_of[rec["id"]])] + list(filler)
+    rng.shuffle(stream)
+    return stream, tier_of
+
+
+def train_models(
+    paths: TestbedPaths | str | Path,
+    config: TestbedConfig | None = None,
+    device: str = "cpu",
+    *,
+    progress: bool = True,
+    num_threads: int | None = None,
+) -> TestbedPaths:
+    """Train the tokenizer, the base model, the target and any references of a built testbed.
+
+    Args:
+        paths: a testbed written by :func:`memlens.testbed.build.build_testbed` (or its root).
+        config: defaults to the config recorded in the testbed's manifest.
+        device: torch device, e.g. "cpu" or "cuda".
+        progress: show tqdm progress bars.
+        num_threads: ``torch.set_num_threads`` while training on CPU (restored afterwards);
+            None keeps torch's default (one thread per physical core).
+
+    Writes ``models/tokenizer``, ``models/base`` (pretrained: the default reference),
+    ``models/target`` (base fine-tuned on ``finetune_corpus.jsonl``), ``models/ref_pop{i}``
+    and ``models/training.json`` (a summary with timings).
+    """
+    paths = paths if isinstance(paths, TestbedPaths) else TestbedPaths(Path(paths))
+    cfg = config or paths.config()
+    prev_threads = torch.get_num_threads()
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    try:
+        return _train_models(paths, cfg, device, progress)
+    finally:
+        torch.set_num_threads(prev_threads)
+
+
+def _train_models(
+    paths: TestbedPaths, cfg: TestbedConfig, device: str, progress: bool
+) -> TestbedPaths:
+    t_start = time.perf_counter()
+    summary: dict[str, Any] = {"device": str(device), "torch_threads": torch.get_num_threads()}
+    pretrain_texts = [r["text"] for r in read_jsonl(paths.pretrain_corpus)]
+    hp = {
+        "device": device,
+        "warmup_frac": cfg.warmup_frac,
+        "weight_decay": cfg.weight_decay,
+        "progress": progress,
+    }
+
+    t0 = time.perf_counter()
+    tokenizer = train_tokenizer(pretrain_texts, cfg.vocab_size, cfg.context)
+    tokenizer.save_pretrained(paths.tokenizer)
+    summary["tokenizer"] = {
+        "vocab_size": len(tokenizer),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+    # Base: pretrained from scratch on public prose + background-profile documents.
+    base = make_model(cfg, len(tokenizer), seed=cfg.seed)
+    stats = train_lm(
+        base,
+        encode(tokenizer, pretrain_texts, cfg.context),
+        epochs=cfg.pretrain_epochs,
+        lr=cfg.pretrain_lr,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        desc="pretrain base",
+        **hp,
+    )
+    base_info = {"role": "base", "data": paths.pretrain_corpus.name, "init": "random", **stats}
+    _save(base, tokenizer, paths.base, base_info)
+    summary["base"] = base_info
+
+    def finetune(records: list[dict], name: str, role: str, extra: dict) -> dict:
+        model = copy.deepcopy(base)
+        stats = train_lm(
+            model,
+            encode(tokenizer, [r["text"] for r in records], cfg.context),
+            epochs=cfg.finetune_epochs,
+            lr=cfg.finetune_lr,
+            batch_size=cfg.finetune_batch_size,
+            seed=cfg.seed + 1,
+            desc=f"finetune {name}",
+            **hp,
+        )
+        info = {"role": role, "init": "base", **extra, **stats}
+        _save(model, tokenizer, paths.models / name, info)
+        return info
+
+    # Target: base fine-tuned on the members' repeated stream (and the filler).
+    corpus = read_jsonl(paths.finetune_corpus)
+    summary["target"] = finetune(corpus, "target", "target", {"data": paths.finetune_corpus.name})
+
+    # References: base fine-tuned on random population halves with the members' tier profile.
+    population = read_jsonl(paths.population)
+    filler = [r for r in corpus if r.get("source") == "filler"]
+    refs: dict[str, dict] = {}
+    for i in range(cfg.n_reference_models):
+        stream, tier_of = _population_half(population, cfg.tiers, cfg.seed, i, filler)
+        name = f"ref_pop{i}"
+        info = finetune(
+            stream, name, "reference", {"data": paths.population.name, "population_tiers": tier_of}
+        )
+        refs[name] = {"population_ids": sorted(tier_of), "tier": tier_of}
+        summary[name] = {k: v for k, v in info.items() if k != "population_tiers"}
+    if refs:
+        (paths.models / "references.json").write_text(json.dumps(refs, indent=2) + "\n")
+
+    summary["seconds_total"] = round(time.perf_counter() - t_start, 2)
+    (paths.models / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return paths

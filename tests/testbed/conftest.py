@@ -1,0 +1,7 @@
+"""Testbed tests run offline: nothing may reach the Hugging Face hub."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
