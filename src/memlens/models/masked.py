@@ -43,7 +43,7 @@ import torch
 
 from memlens.cache import Record, StatsCache, text_hash
 from memlens.models.loading import context_length, load_model
-from memlens.pipeline import CacheMissError, LoadOptions, ModelHandle, _distributed_share
+from memlens.pipeline import CacheMissError, LoadOptions, ModelHandle, _process_group
 from memlens.stats import TokenStats
 
 log = logging.getLogger("memlens")
@@ -490,6 +490,9 @@ def compute_masked(target: MaskedModelHandle, references: Sequence[MaskedModelHa
         unique.setdefault(k, i)
     computed = 0
     notes: list[str] = []
+    dist = _process_group()
+    if dist is not None:
+        dist.barrier()  # every process must see the same cache state before splitting the work
     # Run each model on the texts its namespace lacks; models sharing missing texts run together.
     missing = [set(ns.missing(unique)) for ns in spaces]
     groups: dict[frozenset, list[int]] = {}
@@ -501,10 +504,9 @@ def compute_masked(target: MaskedModelHandle, references: Sequence[MaskedModelHa
         n = len({i for idx in groups.values() for i in idx})
         raise CacheMissError(f"{n} texts have no cached masked-LM losses for these models and settings; run `memlens audit` "
                              "first (same models, seed, masking steps and densities)")
-    state = None
     for who, all_idx in groups.items():
-        # Under torchrun/accelerate each process scores its share; all read the cache afterwards.
-        idx, state = _distributed_share(all_idx)
+        # Under torchrun each process scores every WORLD_SIZE-th text; all read the cache afterwards.
+        idx = all_idx if dist is None else all_idx[dist.get_rank()::dist.get_world_size()]
         if not idx:
             continue
         members = sorted(who)
@@ -536,8 +538,8 @@ def compute_masked(target: MaskedModelHandle, references: Sequence[MaskedModelHa
             scorer.score(toks, masks, on_text_done=done)
         finally:
             flush()  # whatever finished is kept, also when the run is interrupted
-    if state is not None:
-        state.wait_for_everyone()
+    if dist is not None:
+        dist.barrier()
         for ns in spaces:
             ns._loaded = False  # re-read what the other processes wrote
 
