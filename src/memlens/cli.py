@@ -322,6 +322,7 @@ def extract(
     target: str = TargetOpt,
     data: List[Path] = typer.Argument(..., help="texts with secret spans (e.g. the testbed's members.jsonl and nonmembers.jsonl)"),
     spans_field: str = typer.Option("pii", "--spans-field", help="field listing {type, start, end} spans of each text"),
+    types: Optional[List[str]] = typer.Option(None, "--type", help="only secrets of this type (repeatable)"),
     gguf_file: Optional[str] = typer.Option(None, "--gguf-file"),
     device: str = typer.Option("auto", "--device"),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
@@ -338,7 +339,7 @@ def extract(
     from memlens.models.loading import load_model, load_tokenizer, resolve_model
 
     samples = [s for p in data for s in load_samples(p)]
-    secrets = secrets_from_samples(samples, field=spans_field)
+    secrets = secrets_from_samples(samples, field=spans_field, types=types or None)
     if not secrets:
         raise DataError(f"no secret spans found: the texts have no {spans_field!r} field with {{type, start, end}} entries")
     ms = resolve_model(target, gguf_file=gguf_file, allow_pickle=allow_pickle)

@@ -34,11 +34,15 @@ class ExtractionOutcome:
     similarity: float
 
 
-def secrets_from_samples(samples: Sequence[Any], field: str = "pii", min_prompt_chars: int = 1) -> list[Secret]:
-    """Secrets from samples whose ``meta[field]`` lists spans {type, start, end[, value]}."""
+def secrets_from_samples(samples: Sequence[Any], field: str = "pii", min_prompt_chars: int = 1,
+                         types: Sequence[str] | None = None) -> list[Secret]:
+    """Secrets from samples whose ``meta[field]`` lists spans {type, start, end[, value]};
+    ``types`` keeps only spans of those types."""
     out = []
     for s in samples:
         for span in s.meta.get(field) or []:
+            if types is not None and str(span.get("type")) not in types:
+                continue
             start, end = int(span["start"]), int(span["end"])
             value = s.text[start:end]
             prompt = s.text[:start].rstrip()
