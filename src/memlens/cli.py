@@ -152,10 +152,8 @@ def audit(
 
 
 def _write_report(result, out: Path) -> None:
-    try:
-        from memlens.report import write_report
-    except ImportError:
-        return
+    from memlens.report import write_report
+
     write_report(result, out)
 
 
@@ -362,6 +360,29 @@ def extract(
             for o in outcomes:
                 f.write(_json.dumps({"id": o.secret.text_id, "type": o.secret.type, "value": o.secret.value, "label": o.secret.label,
                                      "generated": o.generated, "exact": o.exact, "similarity": o.similarity}, ensure_ascii=False) + "\n")
+
+
+@app.command()
+@friendly_errors
+def report(results_dir: Path = typer.Argument(..., help="an audit's output directory")):
+    """(Re)build the self-contained report.html of an audit's output directory."""
+    _setup(False)
+    from memlens.report import write_report_from_dir
+
+    console.print(f"wrote {write_report_from_dir(results_dir)}")
+
+
+@app.command()
+@friendly_errors
+def show(
+    text_id: str = typer.Argument(..., help="id of an audited text"),
+    results_dir: Path = typer.Option(Path("out"), "--results", "-r", help="the audit's output directory"),
+    threshold: float = typer.Option(1.0, "--threshold", help="token score above which a token counts as leaked (bits)"),
+):
+    """Show one audited text in the terminal, tokens coloured by token-level leakage."""
+    from memlens.report import show_text
+
+    show_text(results_dir, text_id, threshold, console=console)
 
 
 @app.command("attacks")

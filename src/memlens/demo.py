@@ -128,10 +128,7 @@ def run_demo(out_dir: str | Path = "memlens-demo", *, quick: bool = False, profi
             f.write(json.dumps({"id": o.secret.text_id, "type": o.secret.type, "tier": o.secret.tier, "label": o.secret.label,
                                 "value": o.secret.value, "generated": o.generated, "exact": o.exact,
                                 "similarity": round(o.similarity, 4)}, ensure_ascii=False) + "\n")
-    try:
-        from memlens.report import write_report
+    from memlens.report import write_report
 
-        write_report(result, out)
-    except ImportError:
-        pass
+    write_report(result, out)
     return {"result": result, "demo": demo, "out": out}
