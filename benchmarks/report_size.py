@@ -1,106 +1,114 @@
 """Size and open time of the HTML report for a 1,000-text audit.
 
-Builds a synthetic saved audit (1,000 texts of ~150 tokens, 8 attacks, token scores), writes
-report.html, prints its size, then opens it from a file:// URL in headless Chromium (Debian's
-/usr/bin/chromium through Playwright) and prints the time until the token view is rendered.
+Builds a synthetic AuditResult (1,000 texts of 100-200 tokens, half members, 8 attacks, token
+scores for informia_token and minkpp, reference log-probabilities, PII spans), saves it as the CLI
+does, writes report.html (from memory, and again from the saved files), prints its size, then opens
+it from a file:// URL in headless Chromium (Debian's /usr/bin/chromium through Playwright, a fresh
+page each run) and prints the time until the page is rendered and interactive (texts list, leak
+summary and token view drawn), and the time one threshold-slider step takes.
 
-    python benchmarks/report_size.py [--texts 1000] [--tokens 150]
+Limits (exit status 1 when exceeded): report.html < 20 MB, open < 3 s.
+
+    python benchmarks/report_size.py [--texts 1000] [--min-tokens 100] [--max-tokens 200] [--runs 5]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
+from memlens.report import write_report, write_report_from_dir
+from memlens.report._synthetic import synthetic_result
 
-from memlens.report import write_report_from_dir
-
-ATTACKS = ["loss", "zlib", "mink", "minkpp", "ref", "rmia", "informia", "informia_token"]
-WORDS = "the of and a to in is was he for it with as his on be at by i this had not are but from or have an they".split()
+SIZE_LIMIT_MB = 20.0
+OPEN_LIMIT_S = 3.0
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
 
 
-def synthetic_audit(d: Path, n: int, n_tok: int, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    labels = np.r_[np.ones(n // 2, int), np.zeros(n - n // 2, int)]
-    rows, texts, toks = [], [], []
-    for i in range(n):
-        words = [str(rng.choice(WORDS)) for _ in range(n_tok)]
-        text = " ".join(words)
-        starts, pos = [], 0
-        for w in words:
-            starts.append(pos)
-            pos += len(w) + 1
-        starts = np.array(starts)
-        ends = starts + np.array([len(w) for w in words])
-        tid = f"t{i:04d}"
-        pii = [{"type": "phone", "start": int(starts[5]), "end": int(ends[7])}]
-        texts.append({"id": tid, "text": text, "label": int(labels[i]), "meta": {"tier": int(rng.choice([1, 4, 16])), "pii": pii}})
-        rows.append({"id": tid, "label": int(labels[i]), **{a: float(rng.normal(labels[i], 1)) for a in ATTACKS}})
-        lp = rng.normal(-3, 1, n_tok).astype(np.float32)
-        toks.append({"id": tid, "label": int(labels[i]), "token_ids": rng.integers(0, 50000, n_tok), "tokens": words,
-                     "span_start": starts, "span_end": ends, "target_logprob": lp,
-                     "reference_logprob": lp - rng.normal(0, 1, n_tok).astype(np.float32),
-                     "informia_token_token": rng.normal(0.5, 2, n_tok).astype(np.float32),
-                     "minkpp_token": rng.normal(0, 1, n_tok).astype(np.float32)})
-    pd.DataFrame(rows).to_csv(d / "scores.csv", index=False)
-    with open(d / "texts.jsonl", "w") as f:
-        for t in texts:
-            f.write(json.dumps(t) + "\n")
-    pq.write_table(pa.Table.from_pylist(toks), d / "token_scores.parquet")
-    y = labels
-    metrics = {}
-    from memlens.metrics import evaluate
-
-    for a in ATTACKS:
-        metrics[a] = evaluate(y, np.array([r[a] for r in rows]), n_bootstrap=50).to_dict()
-    (d / "results.json").write_text(json.dumps({"memlens_version": "bench", "settings": {"attacks": ATTACKS, "seed": 0,
-                                                "n_population": 0, "target": {"name": "synthetic"}, "references": []},
-                                                "metrics": metrics, "notes": []}))
-
-
-def open_time(path: Path, runs: int = 3) -> list[float]:
+def open_times(path: Path, runs: int, chromium: str) -> dict[str, list[float]]:
     from playwright.sync_api import sync_playwright
 
-    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-quic"]
-    out = []
+    out: dict[str, list[float]] = {"wall_s": [], "in_page_s": [], "slider_ms": []}
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=args)
+        browser = pw.chromium.launch(executable_path=chromium, args=ARGS)
         for _ in range(runs):
-            page = browser.new_page()
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
             t0 = time.perf_counter()
-            page.goto(path.as_uri())
-            page.wait_for_selector("#tokens .tok")
-            page.wait_for_selector("#textsTable tbody tr")
-            out.append(time.perf_counter() - t0)
+            page.goto(path.as_uri(), wait_until="load")
+            page.wait_for_selector("body[data-ready='1'] #tokens .tok")
+            page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")  # painted
+            out["wall_s"].append(time.perf_counter() - t0)
+            out["in_page_s"].append(page.evaluate("window.memlensReadyMs") / 1000)
+            out["slider_ms"].append(page.evaluate("""() => {
+                const s = document.getElementById('thr'), t0 = performance.now();
+                s.value = String(Number(s.value) + 1); s.dispatchEvent(new Event('input'));
+                return new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(performance.now() - t0))));
+            }"""))
             page.close()
         browser.close()
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--texts", type=int, default=1000)
-    ap.add_argument("--tokens", type=int, default=150)
+    ap.add_argument("--min-tokens", type=int, default=100)
+    ap.add_argument("--max-tokens", type=int, default=200)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--chromium", default=os.environ.get("MEMLENS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium")
+    ap.add_argument("--keep", type=Path, help="copy report.html here")
+    ap.add_argument("--json", type=Path, help="write the numbers here")
     a = ap.parse_args()
+    t0 = time.perf_counter()
+    result = synthetic_result(a.texts, (a.min_tokens, a.max_tokens), n_bootstrap=100)
+    n_tok = sum(len(s) for s in result.target_stats)
+    synth_s = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        synthetic_audit(d, a.texts, a.tokens)
+        result.save(d)
         t0 = time.perf_counter()
-        path = write_report_from_dir(d)
+        path = write_report(result, d)
         build_s = time.perf_counter() - t0
-        size = path.stat().st_size
-        times = open_time(path)
-        print(f"texts: {a.texts}, tokens per text: {a.tokens}")
-        print(f"report.html: {size / 1e6:.2f} MB (limit 20 MB), built in {build_s:.1f} s")
-        print(f"open until rendered in headless Chromium: {', '.join(f'{t:.2f}' for t in times)} s (limit 3 s)")
+        t0 = time.perf_counter()
+        write_report_from_dir(d)
+        rebuild_s = time.perf_counter() - t0
+        size_mb = path.stat().st_size / 1e6
+        if a.keep:
+            shutil.copy(path, a.keep)
+        print(f"audit: {len(result.samples)} texts, {n_tok} tokens ({n_tok / len(result.samples):.0f} per text), "
+              f"{len(result.metrics)} attacks, 2 token-level (synthetic, built in {synth_s:.1f} s)")
+        print(f"report.html: {size_mb:.2f} MB (limit {SIZE_LIMIT_MB:g} MB); written in {build_s:.1f} s from memory, "
+              f"{rebuild_s:.1f} s from the saved files")
+        ok = size_mb < SIZE_LIMIT_MB
+        res = {"texts": len(result.samples), "tokens": n_tok, "size_mb": round(size_mb, 3), "build_s": round(build_s, 2),
+               "rebuild_s": round(rebuild_s, 2)}
+        if not os.path.exists(a.chromium):
+            print(f"open time: skipped, no Chromium at {a.chromium}")
+        else:
+            try:
+                t = open_times(path, a.runs, a.chromium)
+            except ImportError:
+                print("open time: skipped, Playwright is not installed")
+            else:
+                med = statistics.median(t["wall_s"])
+                print(f"open until rendered and interactive, headless Chromium (wall, {a.runs} runs): "
+                      f"{', '.join(f'{x:.2f}' for x in t['wall_s'])} s; median {med:.2f} s (limit {OPEN_LIMIT_S:g} s)")
+                print(f"  in-page (navigation start to ready): median {statistics.median(t['in_page_s']):.2f} s; "
+                      f"one slider step: median {statistics.median(t['slider_ms']):.0f} ms")
+                ok = ok and max(t["wall_s"]) < OPEN_LIMIT_S
+                res.update({k: [round(x, 3) for x in v] for k, v in t.items()})
+        if a.json:
+            a.json.write_text(json.dumps(res, indent=2))
+    print("OK" if ok else "LIMIT EXCEEDED")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

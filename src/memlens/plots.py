@@ -24,6 +24,10 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path,
     fig, ax = plt.subplots(figsize=(5.5, 5))
     floor = 1.0
     for name, (labels, scores) in curves.items():
+        scores = np.asarray(scores, dtype=np.float64)
+        bad = ~np.isfinite(scores)
+        if bad.any():  # as in the metrics: texts without a finite score rank as the least likely members
+            scores = np.where(bad, (scores[~bad].min() - 1) if (~bad).any() else 0.0, scores)
         f, t = roc(labels, scores)
         n_neg = int((np.asarray(labels) == 0).sum())
         floor = min(floor, 1.0 / max(n_neg, 1))

@@ -1,79 +1,265 @@
-"""The HTML report in headless Chromium: metrics, token view, hover, slider, and inert <script> text.
+"""The HTML report in headless Chromium, opened from a file:// URL: metrics table, texts list, token
+view, hover, threshold slider, leak summary, and hostile text that stays inert text.
 
-Needs Debian's chromium (/usr/bin/chromium) and Playwright for Python; .ci/run installs both.
-Skipped when either is missing."""
+Needs Debian's chromium (``apt-get install -y chromium``) and Playwright for Python
+(``pip install playwright``; never ``playwright install``). Skipped when either is missing.
+Screenshots go to the test's tmp dir, and also to $MEMLENS_ARTIFACTS when that is set.
+"""
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
 import shutil
+from pathlib import Path
 
-import numpy as np
 import pytest
 
-from tests.report.conftest import HOSTILE
+from tests.report.conftest import HOSTILE, HOSTILE2, HOSTILE_ID, HOSTILE_MODEL, HOSTILE_TYPE
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM = os.environ.get("MEMLENS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = [
-    pytest.mark.skipif(importlib.util.find_spec("playwright") is None, reason="playwright not installed"),
-    pytest.mark.skipif(not shutil.os.path.exists(CHROMIUM), reason="chromium not installed"),
+    pytest.mark.skipif(importlib.util.find_spec("playwright") is None, reason="playwright not installed (pip install playwright)"),
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="chromium not installed (apt-get install -y chromium)"),
 ]
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-quic"]
+        "--disable-sync", "--no-first-run"]
 
 
 @pytest.fixture(scope="module")
-def page(report_dir):
+def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        pg = browser.new_page(viewport={"width": 1280, "height": 1600})
-        errors: list[str] = []
-        pg.on("pageerror", lambda e: errors.append(str(e)))
-        pg.goto((report_dir / "report.html").as_uri())
-        pg.wait_for_selector("#tokens .tok")
-        pg.errors = errors
-        yield pg
-        browser.close()
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
 
 
-def test_metrics_table_renders(page):
+class Opened:
+    def __init__(self, browser, path: Path):
+        self.page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+        self.page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+        self.page.on("console", lambda m: self.errors.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.goto(path.as_uri())
+        self.page.wait_for_selector("body[data-ready='1']")
+        self.page.wait_for_selector("#tokens .tok")
+
+    def foreign_requests(self) -> list[str]:
+        return [u for u in self.requests if not u.startswith(("file://", "data:"))]
+
+
+@pytest.fixture(scope="module")
+def synth(browser, synthetic_dir):
+    o = Opened(browser, synthetic_dir / "report.html")
+    yield o
+    o.page.close()
+
+
+def _shot(page, tmp_path_factory, name: str) -> Path:
+    path = tmp_path_factory.mktemp("artifacts") / name
+    page.screenshot(path=str(path), full_page=True)
+    if os.environ.get("MEMLENS_ARTIFACTS"):
+        Path(os.environ["MEMLENS_ARTIFACTS"]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(os.environ["MEMLENS_ARTIFACTS"]) / name)
+    print(f"screenshot: {path}")
+    return path
+
+
+def _select_text(page, tid: str) -> None:
+    page.fill("#filter", "")
+    exact = re.compile("^" + re.escape(tid) + "$")
+    page.locator("#textsTable tbody tr").filter(has=page.locator("td:first-child", has_text=exact)).first.click()
+    assert page.locator("#tvTitle").inner_text() == tid
+
+
+def test_loads_offline_without_errors(synth):
+    assert synth.foreign_requests() == []
+    assert synth.errors == []
+    assert synth.page.evaluate("document.getElementById('rocImg').naturalWidth") > 100
+    assert synth.page.evaluate("document.getElementById('histImg').naturalWidth") > 100
+
+
+def test_metrics_table(synth):
+    page = synth.page
     rows = page.locator("#metrics tbody tr")
-    assert rows.count() >= 3
     names = [rows.nth(i).get_attribute("data-attack") for i in range(rows.count())]
-    assert "informia_token" in names and "loss" in names
-    auc = float(page.locator('#metrics tr[data-attack="loss"] td').nth(1).inner_text())
-    assert 0.0 <= auc <= 1.0
-    assert "n/a" in page.locator("#metrics").inner_text()  # too few non-members for TPR@0.1%
-    assert not page.errors
+    assert names == ["loss", "zlib", "mink", "minkpp", "ref", "rmia", "informia", "informia_token"]
+    for n in names:
+        assert 0.0 <= float(page.locator(f'#metrics tr[data-attack="{n}"] td.auc').inner_text()) <= 1.0
+    na = page.locator('#metrics tr[data-attack="informia"] td[data-fpr="0.1%"] .na')
+    assert na.count() == 1 and "non-members" in na.get_attribute("title")
+    five = page.locator('#metrics tr[data-attack="informia"] td[data-fpr="5%"]').inner_text()
+    assert float(five.split()[0]) >= 0 and "(" in five  # the value and its interval
+    assert "TPR at 0.1% FPR not reported" in page.locator("#notes").inner_text()
 
 
-def test_token_view_hover_and_slider(page, report_dir, tmp_path_factory):
-    page.locator("#textsTable tbody tr", has_text="mem-3").first.click()
-    assert page.locator("#tvTitle").inner_text().startswith("mem-3")
+def test_texts_sort_and_filter(synth):
+    page = synth.page
+    n_all = page.locator("#textsTable tbody tr").count()
+    assert n_all == 43
+    page.select_option("#attackSel", "loss")
+
+    def scores():
+        col = 4  # id, label, tier, score
+        return [float(x) for x in page.locator(f"#textsTable tbody td:nth-child({col})").all_inner_texts()]
+
+    s = scores()
+    assert s == sorted(s, reverse=True)
+    page.click('#textsTable th[data-k="score"]')
+    s = scores()
+    assert s == sorted(s)
+    page.select_option("#labelSel", "1")
+    assert page.locator("#textsTable tbody tr").count() == 20
+    assert set(page.locator("#textsTable tbody td:nth-child(2)").all_inner_texts()) == {"member"}
+    page.select_option("#labelSel", "")
+    page.fill("#filter", "t001")
+    assert page.locator("#textsTable tbody tr").count() == 10
+    page.fill("#filter", "")
+    assert page.locator("#textsTable tbody tr").count() == n_all
+
+
+def test_token_view_hover_shows_numbers(synth, synthetic):
+    page = synth.page
+    _select_text(page, "t0003")
     toks = page.locator("#tokens .tok")
-    assert toks.count() > 5
-    toks.nth(2).hover()
+    sample = next(s for s in synthetic.samples if s.id == "t0003")
+    i = next(i for i, s in enumerate(synthetic.samples) if s.id == "t0003")
+    assert toks.count() == len(synthetic.target_stats[i])
+    assert page.locator("#tokens").inner_text() == sample.text
+    pii = page.locator("#tokens .tok.pii")
+    assert pii.count() > 0
+    k = int(pii.first.get_attribute("data-i"))
+    pii.first.hover()
     tip = page.locator("#tip")
     assert tip.is_visible()
     text = tip.inner_text()
-    assert "log p" in text and "target" in text and "reference" in text and "bits" in text
-    # the slider decides which tokens are marked as leaked
-    page.locator("#thr").fill("-2")
-    low = page.locator("#tokens .tok.leak").count()
-    page.locator("#thr").fill("10")
-    high = page.locator("#tokens .tok.leak").count()
-    assert low > high
-    assert "tokens above 10" in page.locator("#summary").inner_text()
-    shot = tmp_path_factory.mktemp("artifacts") / "report.png"
-    page.screenshot(path=str(shot), full_page=True)
-    assert shot.stat().st_size > 10_000
+    lp_t = float(synthetic.target_stats[i].logprob[k])
+    lp_r = float(synthetic.reference_logprobs[i][k])
+    s = float(synthetic.token_scores["informia_token"][i][k])
+    assert f"target {lp_t:.3f}" in text and f"reference {lp_r:.3f}" in text and f"{s:.3f} bits" in text
+    assert "PII        phone" in text or "PII        email" in text
+    page.mouse.move(5, 5)
+    assert not tip.is_visible()
 
 
-def test_script_text_is_inert(page):
-    page.locator("#textsTable tbody tr", has_text="evil").first.click()
-    assert page.evaluate("window.__pwned === undefined")
-    assert "<script>window.__pwned=1</script>" in page.locator("#tokens").inner_text()
-    assert page.locator("#tokens script, #tokens img").count() == 0
-    assert page.locator("body script").count() == 2  # only the report's own data and code
-    assert not page.errors
+def _set_threshold(page, value: float) -> None:
+    page.evaluate("v => { const s = document.getElementById('thr'); s.value = v; s.dispatchEvent(new Event('input')); }", str(value))
+    page.wait_for_selector(f"body[data-thr='{value:g}']")  # the tables are redrawn on the next animation frame
+
+
+def test_slider_changes_marked_tokens_and_summary(synth, synthetic, tmp_path_factory):
+    page = synth.page
+    _select_text(page, "t0003")
+    lo, hi = float(page.get_attribute("#thr", "min")), float(page.get_attribute("#thr", "max"))
+    i = next(i for i, s in enumerate(synthetic.samples) if s.id == "t0003")
+    scores = synthetic.token_scores["informia_token"][i]
+    counts = {}
+    for thr in (lo, 1.0, 2.5, hi):
+        _set_threshold(page, thr)
+        counts[thr] = page.locator("#tokens .tok.leak").count()
+        assert counts[thr] == int((scores.round(3) > thr).sum())
+        assert page.locator("#summary").inner_text().startswith(f"{counts[thr]} of {len(scores)} tokens above {thr:g} bits")
+    assert counts[lo] > counts[1.0] > counts[hi] == 0
+    # the leak summary follows the slider
+    _set_threshold(page, 1.0)
+    leaked_phone_1 = int(page.locator("#byType tbody tr", has_text="phone").locator("td").nth(2).inner_text())
+    _set_threshold(page, 2.5)
+    leaked_phone_2 = int(page.locator("#byType tbody tr", has_text="phone").locator("td").nth(2).inner_text())
+    assert leaked_phone_1 > leaked_phone_2 > 0
+    assert page.locator("#topTexts tbody tr").count() > 0
+    page.locator("#topTexts tbody tr").first.click()
+    assert page.locator("#tvTitle").inner_text() == page.locator("#topTexts tbody tr td").first.inner_text()
+    _set_threshold(page, 1.0)
+    _select_text(page, "t0003")
+    page.locator("#tokens .tok.pii").first.hover()
+    assert _shot(page, tmp_path_factory, "report-synthetic.png").stat().st_size > 20_000
+
+
+def test_token_attack_switch(synth):
+    page = synth.page
+    _select_text(page, "t0003")
+    page.select_option("#tokAttackSel", "minkpp")
+    assert page.locator("#thrVal + .unit").inner_text() == "z"
+    page.locator("#tokens .tok").nth(3).hover()
+    assert "LEAKED" in page.locator("#tip").inner_text() or "below threshold" in page.locator("#tip").inner_text()
+    page.select_option("#tokAttackSel", "informia_token")
+    assert page.locator("#thrVal + .unit").inner_text() == "bits"
+
+
+def test_hostile_text_is_inert(synth):
+    page = synth.page
+    for tid, text in (("evil", HOSTILE), ("evil2", HOSTILE2)):
+        _select_text(page, tid)
+        assert page.locator("#tokens").inner_text() == text  # shown as literal text
+        assert page.locator("#tokens *:not(span.tok)").count() == 0
+        page.locator("#tokens .tok").first.hover()
+    _select_text(page, HOSTILE_ID)
+    page.mouse.move(5, 5)
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator("script").count() == 2 and page.locator("img").count() == 2  # the page's own, nothing added
+    assert HOSTILE_MODEL in page.locator("#models").inner_text()
+    assert HOSTILE_TYPE in page.locator("#byType").inner_text()
+    assert synth.errors == []
+
+
+def test_csp_blocks_injected_markup(synth):
+    """Defence in depth: even markup injected by a future bug could not run script or load anything."""
+    page = synth.page
+    page.evaluate("""() => {
+        document.body.insertAdjacentHTML('beforeend', '<img id=inj src=x onerror="window.__csp=1">');
+        const s = document.createElement('script'); s.textContent = 'window.__csp = 2'; document.body.appendChild(s);
+    }""")
+    page.wait_for_timeout(200)
+    assert page.evaluate("window.__csp") is None
+    assert synth.foreign_requests() == []
+
+
+def test_real_audit_report(browser, report_dir, tmp_path_factory):
+    o = Opened(browser, report_dir / "report.html")
+    page = o.page
+    try:
+        assert "informia_token" in [page.locator("#metrics tbody tr").nth(i).get_attribute("data-attack")
+                                    for i in range(page.locator("#metrics tbody tr").count())]
+        _select_text(page, "mem-3")
+        assert page.locator("#tokens").inner_text() == "Alice Smith, phone 555-0103, lives at 3 Elm Street."
+        page.locator("#tokens .tok.pii").first.hover()
+        tip = page.locator("#tip").inner_text()
+        assert "bits" in tip and "reference" in tip and "PII        phone" in tip
+        _select_text(page, "evil")
+        assert page.locator("#tokens").inner_text() == HOSTILE
+        assert page.evaluate("window.__pwned") is None
+        assert o.errors == [] and o.foreign_requests() == []
+        _shot(page, tmp_path_factory, "report-tiny-audit.png")
+    finally:
+        page.close()
+
+
+def test_long_list_is_drawn_in_pages_and_follows_the_slider(browser, tmp_path):
+    from memlens.report import write_report
+    from memlens.report._synthetic import synthetic_result
+
+    path = write_report(synthetic_result(450, 12, n_bootstrap=0), tmp_path)
+    o = Opened(browser, path)
+    page = o.page
+    try:
+        rows = page.locator("#textsTable tbody tr")
+        assert rows.count() == 200 and "450 of 450 texts (first 200 shown)" in page.locator("#textsCount").inner_text()
+        page.click("#moreRows")
+        assert rows.count() == 400
+        page.click("#allRows")
+        assert rows.count() == 450 and not page.locator("#moreRows").is_visible()
+        leaked = "#textsTable tbody td:nth-child(5)"  # id, label, tier, score, leaked tokens
+        _set_threshold(page, float(page.get_attribute("#thr", "min")))
+        low = sum(int(x) for x in page.locator(leaked).all_inner_texts())
+        _set_threshold(page, float(page.get_attribute("#thr", "max")))
+        high = [int(x) for x in page.locator(leaked).all_inner_texts()]
+        assert low > sum(high)
+        page.check("#leakOnly")
+        assert rows.count() == sum(1 for x in high if x > 0) < 450
+        assert o.errors == []
+    finally:
+        page.close()

@@ -1,13 +1,34 @@
 """The token-level privacy report: one self-contained HTML file, and a terminal view.
 
-``write_report(result, out_dir)`` after an audit; ``write_report_from_dir(out_dir)`` rebuilds it
-from the saved files (``memlens report DIR``); ``show_text(out_dir, text_id)`` prints one text
-with its tokens coloured by leakage (``memlens show ID``).
+``write_report(result, out_dir)`` after an audit writes ``out_dir/report.html``;
+``write_report_from_dir(results_dir)`` rebuilds it from the saved files (``memlens report DIR``);
+``show_text(results_dir, text_id, threshold)`` prints one text with its tokens coloured by
+leakage (``memlens show ID``).
 
 All audited text is untrusted: the page embeds the data as JSON with ``<``, ``>`` and ``&``
-escaped, and its script inserts text with ``textContent`` only, never as HTML.
+escaped, its script inserts text with ``textContent`` only, never as HTML, and a
+Content-Security-Policy allows no network and no script but its own. The terminal view never
+lets text reach rich's markup parser and shows control characters as escapes.
 """
 from __future__ import annotations
 
-from memlens.report.html import build_payload, load_saved, write_report, write_report_from_dir  # noqa: F401
-from memlens.report.terminal import show_text  # noqa: F401
+from memlens.report.html import (
+    SavedAudit,
+    build_payload,
+    load_saved,
+    safe_json,
+    write_report,
+    write_report_from_dir,
+)
+from memlens.report.terminal import safe_terminal_text, show_text
+
+__all__ = [
+    "SavedAudit",
+    "build_payload",
+    "load_saved",
+    "safe_json",
+    "safe_terminal_text",
+    "show_text",
+    "write_report",
+    "write_report_from_dir",
+]

@@ -1,202 +1,495 @@
-"""Build the report's data and render it with jinja2 into one offline HTML file."""
+"""Build the report's data and render it with jinja2 into one self-contained, offline HTML file.
+
+The page has no external resource at all: figures are PNG data URIs, styles and script are
+inline, and a Content-Security-Policy allows nothing else (no network, no inline event
+handlers; the one script is allowed by its hash). The audit's data travels as JSON inside a
+``<script type="application/json">`` element, with ``<``, ``>``, ``&``, U+2028 and U+2029
+written as ``\\u`` escapes so that no text can close the element; the page's script reads it with
+``JSON.parse`` and inserts every piece of audited text with ``textContent``.
+"""
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
+import math
 import os
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-TOKEN_ATTACK_PREFERENCE = ("informia_token", "minkpp")
-ROUND = 4
+PREFERRED_TOKEN_ATTACK = "informia_token"
+KNOWN_UNITS = {"informia_token": "bits", "minkpp": "z"}
+# token_scores.parquet columns that are not an attack's token scores (those are "<attack>_token")
+TOKEN_BASE_COLUMNS = frozenset({"id", "label", "token_ids", "tokens", "span_start", "span_end", "target_logprob", "reference_logprob"})
+DEFAULT_THRESHOLD = 1.0
+TOKEN_DIGITS = 3  # decimals kept for per-token numbers in the page (size: ~6 bytes a number)
+SCORE_DIGITS = 4
+MAX_STUDY_ROWS = 50
 
 
 @dataclass
 class SavedAudit:
-    """What a saved audit directory holds, in the shape the report needs."""
+    """An audit in the shape the report needs, read from disk or taken from an AuditResult."""
 
-    results: dict[str, Any]
+    results: dict[str, Any]  # results.json
     scores: list[dict[str, Any]]  # rows of scores.csv
     texts: dict[str, dict[str, Any]]  # id -> {text, label, meta}
-    tokens: dict[str, dict[str, Any]]  # id -> columns of token_scores.parquet
+    tokens: dict[str, dict[str, Any]]  # id -> the columns of its token_scores.parquet row
+    notes: list[str] = field(default_factory=list)  # what was missing or rebuilt while loading
+
+    @classmethod
+    def from_result(cls, result) -> SavedAudit:
+        """The same data as ``result.save()`` then :func:`load_saved` would give, without the disk."""
+        from memlens.audit import _json_default
+
+        results = json.loads(json.dumps(result.results_dict(), default=_json_default))
+        scores = result.scores.to_dict("records")
+        for row in scores:
+            row["id"] = str(row["id"])
+        texts = {str(s.id): {"id": str(s.id), "text": s.text, "label": s.label, "meta": s.meta} for s in result.samples}
+        tokens: dict[str, dict[str, Any]] = {}
+        for i, s in enumerate(result.samples):
+            st = result.target_stats[i]
+            row = {"tokens": result.token_strings[i] if i < len(result.token_strings) else None,
+                   "span_start": st.span_start, "span_end": st.span_end,
+                   "target_logprob": np.asarray(st.logprob, dtype=np.float32)}
+            if result.reference_logprobs is not None:  # float32 as saved, so both paths give the same page
+                row["reference_logprob"] = np.asarray(result.reference_logprobs[i], dtype=np.float32)
+            for attack, toks in result.token_scores.items():
+                row[f"{attack}_token"] = np.asarray(toks[i], dtype=np.float32)
+            tokens[str(s.id)] = row
+        return cls(results, scores, texts, tokens)
+
+    def token_attacks(self) -> list[str]:
+        """Attacks with token-level scores: informia_token first, then in the audit's order."""
+        cols: list[str] = []
+        for row in self.tokens.values():
+            cols = [c for c in row if c.endswith("_token") and c not in TOKEN_BASE_COLUMNS]
+            break
+        names = [c[: -len("_token")] for c in cols]
+        order = list((self.results.get("settings") or {}).get("attacks") or [])
+        return sorted(names, key=lambda a: (a != PREFERRED_TOKEN_ATTACK, order.index(a) if a in order else len(order), a))
 
 
-def load_saved(out_dir: str | os.PathLike) -> SavedAudit:
-    """Read results.json, scores.csv, texts.jsonl and token_scores.parquet of an audit."""
+def load_saved(results_dir: str | os.PathLike) -> SavedAudit:
+    """Read an audit's output directory: results.json and scores.csv (required), texts.jsonl and
+    token_scores.parquet (optional: without texts.jsonl the texts are rebuilt from the token
+    strings and there is no ground-truth PII; without the parquet there is no token view)."""
     import pandas as pd
-    import pyarrow.parquet as pq
 
     from memlens.data import DataError
 
-    d = Path(out_dir)
-    needed = ["results.json", "scores.csv", "texts.jsonl", "token_scores.parquet"]
-    missing = [f for f in needed if not (d / f).is_file()]
+    d = Path(results_dir)
+    if not d.is_dir():
+        raise DataError(f"{d} is not a directory")
+    missing = [f for f in ("results.json", "scores.csv") if not (d / f).is_file()]
     if missing:
         raise DataError(f"{d} is not an audit output directory: it lacks {', '.join(missing)}")
-    results = json.loads((d / "results.json").read_text())
-    scores = pd.read_csv(d / "scores.csv", dtype={"id": str}).to_dict("records")
-    texts = {}
-    with open(d / "texts.jsonl", encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                rec = json.loads(line)
-                texts[str(rec["id"])] = rec
-    tokens = {str(r["id"]): r for r in pq.read_table(d / "token_scores.parquet").to_pylist()}
-    return SavedAudit(results, scores, texts, tokens)
+    try:
+        results = json.loads((d / "results.json").read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise DataError(f"{d / 'results.json'} is not valid JSON: {e}") from None
+    scores = pd.read_csv(d / "scores.csv", dtype={"id": str}, keep_default_na=True).to_dict("records")
+    notes: list[str] = []
+    tokens: dict[str, dict[str, Any]] = {}
+    if (d / "token_scores.parquet").is_file():
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(d / "token_scores.parquet")
+        cols = {name: table.column(name).to_pylist() for name in table.column_names if name not in ("label", "token_ids")}
+        ids = [str(x) for x in cols.pop("id")]
+        tokens = {tid: {k: v[i] for k, v in cols.items()} for i, tid in enumerate(ids)}
+    else:
+        notes.append("token_scores.parquet is missing: no token view")
+    texts: dict[str, dict[str, Any]] = {}
+    if (d / "texts.jsonl").is_file():
+        with open(d / "texts.jsonl", encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except ValueError as e:
+                    raise DataError(f"{d / 'texts.jsonl'} line {n}: {e}") from None
+                texts[str(rec.get("id"))] = rec
+    elif tokens:
+        notes.append("texts.jsonl is missing: texts were rebuilt from the token strings, and there is no ground-truth PII")
+        for tid, tok in tokens.items():
+            pieces = [str(p) for p in (tok.get("tokens") or [])]
+            ends = np.cumsum([len(p) for p in pieces]).astype(np.int64)
+            tok["span_start"], tok["span_end"] = ends - np.array([len(p) for p in pieces], dtype=np.int64), ends
+            texts[tid] = {"id": tid, "text": "".join(pieces), "meta": {}}
+    else:
+        notes.append("texts.jsonl is missing: the texts are not shown")
+    return SavedAudit(results, scores, texts, tokens, notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# payload
+
+
+def _finite(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _label(v: Any) -> int | None:
+    f = _finite(v)
+    return None if f is None else int(f)
+
+
+def _tier(v: Any) -> int | str | None:
+    if v is None or v == "":
+        return None
+    f = _finite(v)
+    if f is not None:
+        return int(f) if f == int(f) else f
+    if isinstance(v, float) or str(v) in ("nan", "NaN", "<NA>", "None"):  # NaN, pandas NA
+        return None
+    return str(v)
+
+
+def _round_list(a: Any, digits: int) -> list:
+    if a is None:
+        return []
+    arr = np.asarray(a, dtype=np.float64).ravel()
+    out = np.round(arr, digits).tolist()
+    if not np.isfinite(arr).all():
+        out = [v if math.isfinite(v) else None for v in out]
+    return out
+
+
+def _clean(o: Any) -> Any:
+    """JSON-safe copy: non-finite floats become None, numpy scalars and arrays become Python."""
+    if isinstance(o, dict):
+        return {str(k): _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return _clean(o.tolist())
+    if isinstance(o, (bool, np.bool_)):
+        return bool(o)
+    if isinstance(o, (int, np.integer)):
+        return int(o)
+    if isinstance(o, (float, np.floating)):
+        return _finite(o)
+    if o is None or isinstance(o, str):
+        return o
+    return str(o)
+
+
+def _pii_spans(meta: Any) -> list[dict[str, Any]]:
+    """The ground-truth PII spans of a text's meta (a list of {type, start, end}, or its JSON)."""
+    spans = (meta or {}).get("pii") if isinstance(meta, dict) else None
+    if isinstance(spans, str):
+        try:
+            spans = json.loads(spans)
+        except ValueError:
+            return []
+    out = []
+    for sp in spans if isinstance(spans, (list, tuple, np.ndarray)) else []:
+        if not isinstance(sp, dict):
+            continue
+        a, b = _finite(sp.get("start")), _finite(sp.get("end"))
+        if a is None or b is None or b <= a:
+            continue
+        out.append({"type": str(sp.get("type") or "pii"), "start": int(a), "end": int(b)})
+    return out
+
+
+def _pii_index(spans: list[dict[str, Any]], starts: np.ndarray, ends: np.ndarray, types: list[str]) -> list[int]:
+    """Per token, the index (in ``types``) of the ground-truth PII type its span overlaps, else -1."""
+    out = np.full(len(starts), -1, dtype=np.int64)
+    for sp in spans:
+        if sp["type"] not in types:
+            types.append(sp["type"])
+        hit = (starts < sp["end"]) & (ends > sp["start"]) & (out < 0)
+        out[hit] = types.index(sp["type"])
+    return out.tolist()
+
+
+def _slider(values: list[np.ndarray], threshold: float) -> dict[str, float]:
+    """Slider range, step and colour scale of one token attack, from its scores' spread."""
+    allv = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.zeros(0)
+    if allv.size == 0:
+        return {"min": -2.0, "max": 10.0, "step": 0.1, "scale": 4.0}
+    lo, hi = np.quantile(allv, [0.001, 0.999])
+    lo = math.floor(min(lo, 0.0, threshold - 1))
+    hi = math.ceil(max(hi, threshold + 1, lo + 1))
+    span = hi - lo
+    step = 0.01 if span <= 4 else 0.05 if span <= 20 else 0.1 if span <= 40 else 0.5
+    scale = float(np.quantile(np.abs(allv), 0.99)) or 1.0
+    return {"min": float(lo), "max": float(hi), "step": step, "scale": round(scale, 3)}
+
+
+def _text_record(tid: str, row: dict[str, Any], saved: SavedAudit, score_cols: Sequence[str], token_attacks: Sequence[str],
+                 pii_types: list[str], arrays: dict[str, list[np.ndarray]] | None = None) -> dict[str, Any]:
+    trec = saved.texts.get(tid) or {}
+    tok = saved.tokens.get(tid) or {}
+    text = trec.get("text")
+    text = "" if text is None else str(text)
+    starts = np.asarray(tok.get("span_start") if tok.get("span_start") is not None else [], dtype=np.int64)
+    ends = np.asarray(tok.get("span_end") if tok.get("span_end") is not None else [], dtype=np.int64)
+    if starts.shape != ends.shape:
+        starts = ends = np.zeros(0, dtype=np.int64)
+    label = _label(row.get("label", trec.get("label")))
+    meta = trec.get("meta") if isinstance(trec.get("meta"), dict) else {}
+    tier = _tier(row["tier"]) if "tier" in row else _tier(meta.get("tier"))
+    s = {}
+    for a in token_attacks:
+        v = tok.get(f"{a}_token")
+        if v is not None:
+            arr = np.asarray(v, dtype=np.float64)
+            s[a] = _round_list(arr, TOKEN_DIGITS)
+            if arrays is not None:
+                arrays[a].append(arr)
+    lp_r = tok.get("reference_logprob")
+    return {
+        "id": tid, "label": label, "tier": tier,
+        "scores": {a: (None if _finite(row.get(a)) is None else round(float(row[a]), SCORE_DIGITS)) for a in score_cols},
+        "text": text, "start": starts.tolist(), "end": ends.tolist(),
+        "lp_t": _round_list(tok.get("target_logprob"), TOKEN_DIGITS),
+        "lp_r": None if lp_r is None else _round_list(lp_r, TOKEN_DIGITS),
+        "s": s, "pii": _pii_index(_pii_spans(meta), starts, ends, pii_types),
+    }
+
+
+def _fpr_keys(res: dict[str, Any]) -> list[str]:
+    from memlens.metrics import DEFAULT_FPRS, fpr_label
+
+    keys = [fpr_label(float(f)) for f in ((res.get("settings") or {}).get("fprs") or DEFAULT_FPRS)]
+    for m in (res.get("metrics") or {}).values():
+        for k in (m.get("tpr_at_fpr") or {}):
+            if k not in keys:
+                keys.append(k)
+    return keys
+
+
+def _metrics(res: dict[str, Any], fpr_keys: list[str]) -> list[dict[str, Any]]:
+    out = []
+    for name, m in (res.get("metrics") or {}).items():
+        tpr = m.get("tpr_at_fpr") or {}
+        tpr_ci = m.get("tpr_at_fpr_ci95") or {}
+        notes = [str(n) for n in m.get("notes") or []]
+        cells = []
+        for k in fpr_keys:
+            v = _finite(tpr.get(k))
+            ci = tpr_ci.get(k)
+            why = next((n for n in notes if n.startswith(f"TPR at {k} FPR")),
+                       f"TPR at {k} FPR not reported: too few non-members to resolve it")
+            cells.append({"fpr": k, "value": v, "ci": [_finite(c) for c in ci] if ci else None, "why": None if v is not None else why})
+        ci = m.get("auc_ci95")
+        out.append({"attack": str(name), "auc": _finite(m.get("auc")), "auc_ci": [_finite(c) for c in ci] if ci else None,
+                    "tpr": cells, "n_members": m.get("n_members"), "n_nonmembers": m.get("n_nonmembers"), "notes": notes})
+    return out
+
+
+def _studies(res: dict[str, Any]) -> dict[str, Any]:
+    """Further studies saved in results.json (the demo's per-tier metrics and token localization)."""
+    demo = res.get("demo") if isinstance(res.get("demo"), dict) else {}
+    out: dict[str, Any] = {}
+    per_tier = demo.get("per_tier")
+    if isinstance(per_tier, dict) and per_tier:
+        attacks: list[str] = []
+        for row in per_tier.values():
+            for a in (row or {}):
+                if a not in attacks:
+                    attacks.append(a)
+        out["per_tier"] = {"attacks": attacks, "rows": [
+            {"tier": str(t), "auc": [_finite(((row or {}).get(a) or {}).get("auc")) for a in attacks],
+             "n_members": next((((row or {}).get(a) or {}).get("n_members") for a in attacks if (row or {}).get(a)), None)}
+            for t, row in list(per_tier.items())[:MAX_STUDY_ROWS]]}
+    loc = demo.get("localization")
+    if isinstance(loc, dict) and loc:
+        out["localization"] = [{"scorer": str(k), "auc": _finite((v or {}).get("auc")), "topk": _finite((v or {}).get("topk_precision")),
+                                "n_texts": (v or {}).get("n_texts"), "n_secret": (v or {}).get("n_secret_tokens")}
+                               for k, v in list(loc.items())[:MAX_STUDY_ROWS] if isinstance(v, dict)]
+    return out
+
+
+def build_payload(saved: SavedAudit, threshold: float = DEFAULT_THRESHOLD) -> dict[str, Any]:
+    """Everything the page shows, as plain JSON-able data (no NaN)."""
+    res = saved.results
+    settings = res.get("settings") if isinstance(res.get("settings"), dict) else {}
+    first = saved.scores[0] if saved.scores else {}
+    order = [a for a in (settings.get("attacks") or list(res.get("metrics") or {})) if a in first]
+    score_cols = order + [c for c in first if c not in order and c not in ("id", "label", "tier")]
+    token_attacks = saved.token_attacks()
+    info = res.get("attack_info") if isinstance(res.get("attack_info"), dict) else {}
+    pii_types: list[str] = []
+    arrays: dict[str, list[np.ndarray]] = {a: [] for a in token_attacks}
+    rows = saved.scores or [{"id": tid} for tid in saved.texts]
+    texts = [_text_record(str(r["id"]), r, saved, score_cols, token_attacks, pii_types, arrays) for r in rows]
+    tok_info = []
+    for a in token_attacks:
+        unit = str((info.get(a) or {}).get("unit") or KNOWN_UNITS.get(a, "score"))
+        tok_info.append({"name": a, "unit": unit, **_slider(arrays[a], threshold)})
+    fpr_keys = _fpr_keys(res)
+    metrics = _metrics(res, fpr_keys)
+    notes: list[str] = []
+    for n in [n for m in metrics for n in m["notes"]] + [str(n) for n in res.get("notes") or []] + list(saved.notes):
+        if n not in notes:
+            notes.append(n)
+    for a, i in info.items():
+        if isinstance(i, dict) and i.get("note") and f"{a}: {i['note']}" not in notes:
+            notes.append(f"{a}: {i['note']}")
+    models = [{"role": "target", **(settings.get("target") or {})}] if isinstance(settings.get("target"), dict) else []
+    models += [{"role": "reference", **r} for r in settings.get("references") or [] if isinstance(r, dict)]
+    shown = [(k, v if isinstance(v, str) else json.dumps(_clean(v), sort_keys=True)) for k, v in settings.items()
+             if k not in ("target", "references")]
+    labels = [t["label"] for t in texts]
+    payload = _clean({
+        "version": res.get("memlens_version"), "n_texts": len(texts),
+        "n_members": sum(1 for v in labels if v == 1), "n_nonmembers": sum(1 for v in labels if v == 0),
+        "settings": shown, "models": models, "fpr_keys": fpr_keys, "metrics": metrics, "notes": notes,
+        "attacks": score_cols, "default_attack": next((a for a in ("informia", "informia_token", "rmia") if a in score_cols),
+                                                     score_cols[0] if score_cols else None),
+        "token_attacks": tok_info, "threshold": float(threshold), "pii_types": pii_types,
+        "has_tiers": any(t["tier"] is not None for t in texts), "studies": _studies(res),
+    })
+    payload["texts"] = texts  # already JSON-safe (walking ~10^6 token numbers again would be slow)
+    return payload
+
+
+# ---------------------------------------------------------------------------------------------
+# figures
 
 
 def _png_data_uri(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _figures(saved: SavedAudit) -> dict[str, str]:
-    """ROC curves (log-log) and member/non-member score histograms as embedded PNGs."""
-    import matplotlib
+def figures(saved: SavedAudit) -> dict[str, str]:
+    """ROC curves (log-log) and member / non-member score histograms, as PNG data URIs.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Uses matplotlib's object API (no pyplot, no global backend switch)."""
+    from matplotlib.figure import Figure
+    from sklearn.metrics import roc_curve
 
-    from memlens.metrics import roc
-
-    attacks = list(saved.results.get("metrics", {}))
-    rows = [r for r in saved.scores if r.get("label") in (0, 1, 0.0, 1.0)]
+    attacks = [a for a in (saved.results.get("metrics") or {}) if saved.scores and a in saved.scores[0]]
+    rows = [r for r in saved.scores if _label(r.get("label")) in (0, 1)]
     if not attacks or not rows:
         return {}
-    labels = np.array([int(r["label"]) for r in rows])
+    labels = np.array([_label(r["label"]) for r in rows])
+    if set(labels.tolist()) != {0, 1}:
+        return {}
     out = {}
-    fig, ax = plt.subplots(figsize=(5.2, 4.6))
-    n_neg = max(int((labels == 0).sum()), 1)
+    n_neg, n_pos = int((labels == 0).sum()), int((labels == 1).sum())
+    floor = 0.5 / max(min(n_neg, n_pos), 1)
+    fig = Figure(figsize=(5.2, 4.6))
+    ax = fig.subplots()
     for a in attacks:
-        s = np.array([r[a] for r in rows], dtype=float)
-        if not np.isfinite(s).all():
+        s = np.array([_finite(r.get(a)) if _finite(r.get(a)) is not None else np.nan for r in rows], dtype=float)
+        ok = np.isfinite(s)
+        if len(set(labels[ok].tolist())) < 2:
             continue
-        f, t = roc(labels, s)
-        ax.plot(np.maximum(f, 1e-4), np.maximum(t, 1e-4), drawstyle="steps-post",
-                label=f"{a} ({saved.results['metrics'][a]['auc']:.3f})")
-    grid = np.logspace(-4, 0, 50)
+        f, t, _ = roc_curve(labels[ok], s[ok])
+        auc = _finite((saved.results["metrics"].get(a) or {}).get("auc"))
+        ax.plot(np.maximum(f, floor), np.maximum(t, floor), lw=1.3, label=f"{a} ({auc:.3f})" if auc is not None else a)
+    grid = np.logspace(np.log10(floor), 0, 50)
     ax.plot(grid, grid, "k:", lw=0.8)
-    ax.set(xscale="log", yscale="log", xlim=(max(0.5 / n_neg, 1e-4), 1), ylim=(max(0.5 / n_neg, 1e-4), 1.02),
-           xlabel="false positive rate", ylabel="true positive rate", title="ROC (log-log)")
+    ax.set(xscale="log", yscale="log", xlim=(floor, 1), ylim=(floor, 1.05), xlabel="false positive rate",
+           ylabel="true positive rate", title=f"ROC, log-log ({n_pos} members, {n_neg} non-members)")
+    ax.title.set_fontsize(10)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     out["roc"] = _png_data_uri(fig)
-    plt.close(fig)
     cols = min(4, len(attacks))
     nrows = int(np.ceil(len(attacks) / cols))
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.4 * nrows), squeeze=False)
-    for ax, a in zip(axes.flat, attacks):
-        s = np.array([r[a] for r in rows], dtype=float)
+    fig = Figure(figsize=(3.1 * cols, 2.3 * nrows))
+    axes = np.atleast_1d(fig.subplots(nrows, cols, squeeze=False)).ravel()
+    for ax, a in zip(axes, attacks):
+        s = np.array([_finite(r.get(a)) if _finite(r.get(a)) is not None else np.nan for r in rows], dtype=float)
         ok = np.isfinite(s)
-        bins = np.histogram_bin_edges(s[ok], bins=30) if ok.any() else 10
+        bins = np.histogram_bin_edges(s[ok], bins=30) if ok.sum() > 1 else 10
         ax.hist(s[ok & (labels == 0)], bins=bins, alpha=0.6, label="non-members", color="#4477aa")
         ax.hist(s[ok & (labels == 1)], bins=bins, alpha=0.6, label="members", color="#cc3311")
         ax.set_title(a, fontsize=9)
         ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(attacks):]:
+    for ax in axes[len(attacks):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     out["hist"] = _png_data_uri(fig)
-    plt.close(fig)
     return out
 
 
-def _round(a) -> list:
-    arr = np.asarray(a, dtype=np.float64)
-    return [None if not np.isfinite(v) else round(float(v), ROUND) for v in arr]
+# ---------------------------------------------------------------------------------------------
+# rendering
 
 
-def _pii_index(text_rec: dict[str, Any], starts, ends, types: list[str]) -> list[int]:
-    """Per token, the index (in ``types``) of the ground-truth PII type it overlaps, else -1."""
-    out = [-1] * len(starts)
-    for span in (text_rec.get("meta") or {}).get("pii") or []:
-        t = str(span.get("type", "pii"))
-        if t not in types:
-            types.append(t)
-        a, b = int(span["start"]), int(span["end"])
-        for i, (s, e) in enumerate(zip(starts, ends)):
-            if s < b and e > a:
-                out[i] = types.index(t)
-    return out
+def safe_json(data: Any) -> str:
+    """JSON for a ``<script type="application/json">`` element: no ``</script>``, no ``<!--``.
 
-
-def build_payload(saved: SavedAudit) -> dict[str, Any]:
-    """Everything the page shows, as plain JSON-able data."""
-    res = saved.results
-    attacks = list(res.get("settings", {}).get("attacks") or res.get("metrics", {}).keys())
-    score_cols = [a for a in attacks if saved.scores and a in saved.scores[0]]
-    first_tokens = next(iter(saved.tokens.values()), {})
-    token_attack = next((a for a in TOKEN_ATTACK_PREFERENCE if f"{a}_token" in first_tokens), None)
-    unit = "bits" if token_attack == "informia_token" else ("z" if token_attack else "")
-    pii_types: list[str] = []
-    texts = []
-    for row in saved.scores:
-        tid = str(row["id"])
-        trec = saved.texts.get(tid, {"text": "", "meta": {}})
-        tok = saved.tokens.get(tid, {})
-        starts = [int(x) for x in tok.get("span_start", [])]
-        ends = [int(x) for x in tok.get("span_end", [])]
-        tier = row.get("tier")
-        texts.append({
-            "id": tid,
-            "label": None if row.get("label") is None or row.get("label") != row.get("label") else int(row["label"]),
-            "tier": None if tier is None or tier != tier else int(tier),
-            "scores": {a: (None if row[a] != row[a] else round(float(row[a]), ROUND)) for a in score_cols},
-            "text": trec.get("text", ""),
-            "start": starts,
-            "end": ends,
-            "lp_t": _round(tok.get("target_logprob", [])),
-            "lp_r": _round(tok.get("reference_logprob", [])) if "reference_logprob" in tok else None,
-            "s": _round(tok.get(f"{token_attack}_token", [])) if token_attack else None,
-            "pii": _pii_index(trec, starts, ends, pii_types),
-        })
-    metrics = []
-    for name, m in res.get("metrics", {}).items():
-        metrics.append({"attack": name, "auc": m["auc"], "auc_ci": m.get("auc_ci95"), "tpr": m.get("tpr_at_fpr", {}),
-                        "tpr_ci": m.get("tpr_at_fpr_ci95", {}), "notes": m.get("notes", [])})
-    settings = res.get("settings", {})
-    models = [{"role": "target", **settings.get("target", {})}] + [{"role": "reference", **r} for r in settings.get("references", [])]
-    return {
-        "version": res.get("memlens_version"), "settings": settings, "models": models, "metrics": metrics,
-        "notes": res.get("notes", []), "attacks": score_cols, "token_attack": token_attack, "unit": unit,
-        "pii_types": pii_types, "texts": texts, "demo": res.get("demo"),
-    }
-
-
-def _safe_json(data: Any) -> str:
-    """JSON that cannot close its <script> element or open a comment: <, > and & as \\u escapes."""
+    ``<``, ``>`` and ``&`` only occur inside JSON strings, where their ``\\u`` escapes mean the same;
+    U+2028/U+2029 are escaped too, and lone surrogates (invalid in UTF-8) become ``\\udXXX`` escapes."""
     s = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    return s.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    s = (s.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+         .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+    return s.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def render(payload: dict[str, Any], figures: dict[str, str]) -> str:
-    from jinja2 import Environment, PackageLoader, select_autoescape
+def _env():
+    from jinja2 import Environment, PackageLoader
 
-    env = Environment(loader=PackageLoader("memlens.report", "templates"), autoescape=select_autoescape(["html", "j2"]))
-    tpl = env.get_template("report.html.j2")
-    return tpl.render(p=payload, figures=figures, data_json=_safe_json(payload))
+    return Environment(loader=PackageLoader("memlens.report", "templates"), autoescape=True, keep_trailing_newline=False)
 
 
-def write_report_from_dir(out_dir: str | os.PathLike) -> Path:
-    """Rebuild ``report.html`` from an audit's saved files."""
-    saved = load_saved(out_dir)
-    html = render(build_payload(saved), _figures(saved))
-    path = Path(out_dir) / "report.html"
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(html, encoding="utf-8")
+def render(payload: dict[str, Any], figs: dict[str, str]) -> str:
+    env = _env()
+    script = env.loader.get_source(env, "report.js")[0]
+    if "</script" in script.lower() or "<!--" in script:
+        raise RuntimeError("report.js must not contain '</script' or '<!--'")
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
+    csp = (f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; img-src data:; "
+           "base-uri 'none'; form-action 'none'")
+    return env.get_template("report.html.j2").render(p=payload, figures=figs, data_json=safe_json(payload), script=script, csp=csp)
+
+
+def _write(path: Path, html: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(html.encode("utf-8", "backslashreplace"))  # bytes: no newline translation on Windows
     os.replace(tmp, path)
     return path
 
 
-def write_report(result, out_dir: str | os.PathLike) -> Path:
-    """Write ``report.html`` for an audit result (saving the result first if needed)."""
-    out = Path(out_dir)
-    if not (out / "token_scores.parquet").is_file() or not (out / "texts.jsonl").is_file():
-        result.save(out)
-    return write_report_from_dir(out)
+def build_html(saved: SavedAudit, threshold: float = DEFAULT_THRESHOLD) -> str:
+    return render(build_payload(saved, threshold), figures(saved))
+
+
+def write_report_from_dir(results_dir: str | os.PathLike, *, threshold: float = DEFAULT_THRESHOLD,
+                          out: str | os.PathLike | None = None) -> Path:
+    """Rebuild ``report.html`` (or ``out``) from an audit's saved files (``memlens report DIR``)."""
+    saved = load_saved(results_dir)
+    return _write(Path(out) if out is not None else Path(results_dir) / "report.html", build_html(saved, threshold))
+
+
+def write_report(result, out_dir: str | os.PathLike, *, threshold: float = DEFAULT_THRESHOLD) -> Path:
+    """Write ``out_dir/report.html`` for an audit result (from memory: nothing else is written or read)."""
+    return _write(Path(out_dir) / "report.html", build_html(SavedAudit.from_result(result), threshold))
+
+
+def iter_token_pieces(text: str, starts: Iterable[int], ends: Iterable[int]):
+    """(kind, i, piece) over a text: kind "gap" for text between tokens, "tok" for token i's text.
+
+    A character split over several byte-level tokens (same span twice) is shown once, at the first."""
+    pos = 0
+    for i, (s, e) in enumerate(zip(starts, ends)):
+        s, e = int(s), int(e)
+        if s > pos:
+            yield "gap", -1, text[pos:s]
+        yield "tok", i, text[max(s, pos):e] if e > pos else ""
+        pos = max(pos, e)
+    if pos < len(text):
+        yield "gap", -1, text[pos:]

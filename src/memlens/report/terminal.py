@@ -1,52 +1,139 @@
-"""``memlens show ID``: one audited text in the terminal, tokens coloured by leakage (rich)."""
+"""``memlens show ID``: one audited text in the terminal, tokens coloured by leakage (rich).
+
+Audited text is untrusted here too: it never goes through rich's markup parser (only ``Text``
+objects), and control characters (ESC, C1 controls, bidirectional overrides, ...) are shown as
+visible ``\\x..`` / ``\\u....`` escapes, so a text cannot move the cursor, set the window title,
+clear the screen or reorder what is shown.
+"""
 from __future__ import annotations
 
 import os
+import re
+import unicodedata
+from typing import Any
 
+import numpy as np
 from rich.console import Console
+from rich.table import Table
 from rich.text import Text
 
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 
-def _style(score: float | None, thr: float) -> str:
+
+def safe_terminal_text(s: str) -> str:
+    """``s`` with control and bidi-control characters replaced by visible escapes (newline and tab kept)."""
+    def esc(m: re.Match) -> str:
+        c = ord(m.group())
+        return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+    s = _UNSAFE.sub(esc, s)
+    if any(unicodedata.category(ch) == "Cs" for ch in s):  # lone surrogates cannot be written out
+        s = s.encode("utf-8", "backslashreplace").decode("utf-8")
+    return s
+
+
+def _style(score: float | None, thr: float, scale: float) -> str:
+    """Leaked: solid red; otherwise a background whose intensity follows the score (red above 0, blue below)."""
     if score is None:
         return ""
     if score > thr:
-        return "bold white on red3"
-    if score > thr / 2:
-        return "black on light_salmon1"
-    if score < -thr:
-        return "grey50"
-    return ""
+        return "bold white on rgb(185,28,28)"
+    a = min(abs(score) / scale, 1.0)
+    if a < 0.15:
+        return ""
+    if score > 0:
+        g = int(255 - 150 * a)
+        return f"black on rgb(255,{g},{g})"
+    r = int(255 - 110 * a)
+    return f"black on rgb({r},{min(255, r + 25)},255)"
 
 
-def show_text(out_dir: str | os.PathLike, text_id: str, threshold: float = 1.0, console: Console | None = None) -> dict:
-    """Print the text with each token styled by its token-level score; returns the numbers shown."""
+def _pick(payload: dict[str, Any], attack: str | None) -> dict[str, Any] | None:
+    ta = payload["token_attacks"]
+    if not ta:
+        return None
+    if attack is None:
+        return ta[0]
+    for a in ta:
+        if a["name"] == attack:
+            return a
     from memlens.data import DataError
-    from memlens.report.html import build_payload, load_saved
 
-    payload = build_payload(load_saved(out_dir))
-    match = [t for t in payload["texts"] if t["id"] == str(text_id)]
-    if not match:
-        raise DataError(f"no text with id {text_id!r} in {out_dir}")
-    t = match[0]
-    console = console or Console()
-    out = Text()
-    pos, leaked, bits = 0, 0, 0.0
-    for i, (s, e) in enumerate(zip(t["start"], t["end"])):
-        if s > pos:
-            out.append(t["text"][pos:s])
-        score = t["s"][i] if t["s"] else None
-        if score is not None and score > threshold:
-            leaked += 1
-            bits += score
-        out.append(t["text"][max(s, pos):e], style=_style(score, threshold) + (" underline" if t["pii"][i] >= 0 else ""))
-        pos = max(pos, e)
-    out.append(t["text"][pos:])
-    label = {1: "member", 0: "non-member"}.get(t["label"], "unlabelled")
-    console.print(f"[bold]{t['id']}[/] ({label}{', ' + str(t['tier']) + 'x' if t['tier'] else ''})  "
-                  + "  ".join(f"{a}={v:.3f}" for a, v in t["scores"].items() if v is not None), highlight=False)
-    console.print(out)
-    unit = payload["unit"] or "score"
-    console.print(f"[dim]{leaked} of {len(t['start'])} tokens above {threshold} {unit} ({bits:.1f} {unit}); "
-                  "red = leaked, underlined = ground-truth PII[/]")
-    return {"id": t["id"], "leaked_tokens": leaked, "leaked_total": bits, "n_tokens": len(t["start"])}
+    raise DataError(f"no token-level scores for {attack!r}; have {', '.join(a['name'] for a in ta)}")
+
+
+def show_text(results_dir: str | os.PathLike, text_id: str, threshold: float = 1.0, console: Console | None = None,
+              attack: str | None = None, top: int = 10) -> dict[str, Any]:
+    """Print one text with each token styled by its token-level score, then its most leaked tokens.
+
+    ``attack``: the token-level attack (default informia_token, else the first one saved).
+    Returns what was shown: id, n_tokens, leaked_tokens, leaked_total (in the attack's unit),
+    leaked_pii_tokens, unit, attack."""
+    from memlens.data import DataError
+    from memlens.report.html import SavedAudit, _slider, build_payload, iter_token_pieces, load_saved
+
+    saved = load_saved(results_dir)
+    tid = str(text_id)
+    row = next((r for r in saved.scores if str(r["id"]) == tid), None)
+    if row is None:
+        raise DataError(f"no text with id {safe_terminal_text(tid)!r} in {results_dir}")
+    # the payload of this one text only; the colour scale comes from all texts, as in the HTML report
+    payload = build_payload(SavedAudit(saved.results, [row], saved.texts, saved.tokens, saved.notes), threshold)
+    t = payload["texts"][0]
+    ta = _pick(payload, attack)
+    scores = t["s"].get(ta["name"]) if ta else None
+    unit = ta["unit"] if ta else ""
+    scale = 1.0
+    if ta:
+        col = f"{ta['name']}_token"
+        scale = float(_slider([np.asarray(r[col], dtype=np.float64) for r in saved.tokens.values() if r.get(col) is not None],
+                              threshold)["scale"])
+    console = console or Console(highlight=False)
+
+    body = Text()
+    leaked: list[tuple[float, int]] = []
+    for kind, i, piece in iter_token_pieces(t["text"], t["start"], t["end"]):
+        piece = safe_terminal_text(piece)
+        if kind == "gap":
+            body.append(piece)
+            continue
+        v = scores[i] if scores is not None and i < len(scores) else None
+        if v is not None and v > threshold:
+            leaked.append((v, i))
+        body.append(piece, style=(_style(v, threshold, scale) + (" underline" if t["pii"][i] >= 0 else "")).strip())
+
+    head = Text()
+    head.append(safe_terminal_text(t["id"]), style="bold")
+    head.append(f"  {({1: 'member', 0: 'non-member'}).get(t['label'], 'unlabelled')}")
+    if t["tier"] is not None:
+        head.append(f", tier {t['tier']}" + ("x" if isinstance(t["tier"], int) else ""))
+    for a, v in t["scores"].items():
+        if v is not None:
+            head.append(f"  {a}={v:.3f}", style="dim")
+    console.print(head)
+    console.print(body)
+    n_pii = sum(1 for _, i in leaked if t["pii"][i] >= 0)
+    bits = float(sum(v for v, _ in leaked))
+    if ta:
+        summary = Text(f"{len(leaked)} of {len(t['start'])} tokens above {threshold:g} {unit} ({ta['name']}): "
+                       f"{bits:.1f} {unit} leaked", style="bold")
+        if payload["pii_types"] or any(p >= 0 for p in t["pii"]):
+            summary.append(f", {n_pii} of them ground-truth PII", style="bold")
+        console.print(summary)
+        console.print(Text("red background = target predicts the token better than the reference (bold = above the "
+                           "threshold), blue = worse; underlined = ground-truth PII", style="dim"))
+    else:
+        console.print(Text("no token-level scores in this audit (informia_token needs a causal target and a reference "
+                           "model; minkpp needs a causal target)", style="dim"))
+    if leaked and top > 0:
+        table = Table(title=f"most leaked tokens ({min(top, len(leaked))} of {len(leaked)})", title_justify="left")
+        for col in ("#", "token", f"score ({unit})", "log p target", "log p reference", "PII"):
+            table.add_column(col, justify="left" if col in ("token", "PII") else "right", overflow="fold")
+        for v, i in sorted(leaked, reverse=True)[:top]:
+            lr = t["lp_r"][i] if t["lp_r"] else None
+            table.add_row(str(i + 1), Text(safe_terminal_text(repr(t["text"][t["start"][i]:t["end"][i]]))), f"{v:.3f}",
+                          "" if t["lp_t"][i] is None else f"{t['lp_t'][i]:.3f}", "" if lr is None else f"{lr:.3f}",
+                          Text(payload["pii_types"][t["pii"][i]] if t["pii"][i] >= 0 else ""))
+        console.print(table)
+    return {"id": t["id"], "attack": ta["name"] if ta else None, "unit": unit, "n_tokens": len(t["start"]),
+            "leaked_tokens": len(leaked), "leaked_total": bits, "leaked_pii_tokens": n_pii}
