@@ -292,6 +292,10 @@ def print_demo_summary(d: dict) -> None:
 testbed_app = typer.Typer(help="The synthetic PII testbed with known membership.", no_args_is_help=True)
 app.add_typer(testbed_app, name="testbed")
 
+from memlens.ltmia.cli import ltmia_app  # noqa: E402
+
+app.add_typer(ltmia_app, name="ltmia")
+
 
 @testbed_app.command("build")
 @friendly_errors
@@ -399,6 +403,8 @@ def list_attacks():
         needs = ", ".join(n for n, f in (("reference", spec.needs_reference), ("population", spec.needs_population)) if f)
         if spec.model_kind != "causal":
             needs = ", ".join(filter(None, [needs, f"{spec.model_kind} LM"]))
+        if not spec.in_all:
+            needs = ", ".join(filter(None, [needs, "named (not in 'all')"]))
         params = "\n".join(f"{k}={p.default!r}: {p.help}" for k, p in spec.params.items())
         table.add_row(name, needs or "-", params or "-", spec.description)
     console.print(table)

@@ -111,6 +111,10 @@ class PassSettings:
     flush_every: int = 256  # texts buffered before a cache shard is written
     progress: bool = True
     cache_only: bool = False  # refuse to run a model (``memlens attack``)
+    # paired reductions of the target/reference pass (memlens.stats.PAIR_REDUCTIONS) and their
+    # settings; "ltmia" (with its k) is added when the ltmia attack runs
+    pair_reductions: tuple[str, ...] = ("informia",)
+    pair_settings: dict = field(default_factory=dict)
 
     def key(self) -> dict:
         return {"max_length": self.max_length, "stride": self.stride}
@@ -125,6 +129,8 @@ class StatsBundle:
     comparison: TokenComparison | None
     computed: int = 0  # texts a model actually ran on in this call
     notes: list[str] = field(default_factory=list)
+    # per text, the paired pass's reductions ({name: array}); None without a paired pass
+    pair_records: list[dict] | None = None
 
 
 # ``context`` is the shortest context of the models that ran together: a paired pass windows long
@@ -135,9 +141,12 @@ def _single_key(h: ModelHandle, s: PassSettings, context: int) -> dict:
 
 
 def _pair_key(t: ModelHandle, refs: list[ModelHandle], s: PassSettings, context: int) -> dict:
-    return {"kind": "causal-pair", "target": t.fingerprint, "references": [r.fingerprint for r in refs],
-            "tokenizer": t.tokenizer_fingerprint, "temperature": s.temperature, "reductions": ["informia"],
-            "context": context, **s.key()}
+    key = {"kind": "causal-pair", "target": t.fingerprint, "references": [r.fingerprint for r in refs],
+           "tokenizer": t.tokenizer_fingerprint, "temperature": s.temperature, "reductions": list(s.pair_reductions),
+           "context": context, **s.key()}
+    if s.pair_settings:
+        key["pair_settings"] = dict(sorted(s.pair_settings.items()))
+    return key
 
 
 def _to_record(st: TokenStats) -> Record:
@@ -207,7 +216,8 @@ def _run_pass(models: list[ModelHandle], texts: list[str], hashes: list[str], sp
     if todo:
         scorer = CausalScorer([m.model for m in models], models[0].tokenizer, batch_size=settings.batch_size,
                               max_length=settings.max_length, stride=settings.stride, temperature=settings.temperature,
-                              vocab_chunk_rows=settings.vocab_chunk_rows, progress=settings.progress)
+                              vocab_chunk_rows=settings.vocab_chunk_rows, progress=settings.progress,
+                              pair_reduction_names=settings.pair_reductions, pair_settings=settings.pair_settings)
         all_spaces = spaces + ([pair_space] if pair_space is not None else [])
         flusher = _Flusher(all_spaces, settings.flush_every)
 
@@ -317,6 +327,7 @@ def compute_stats(target: ModelHandle, references: Sequence[ModelHandle], texts:
         ns = cache.namespace(_single_key(r, settings, ctx[id(r)]))
         views.append(ReferenceView(r.name, [_from_record(ns.get([h])[h]) for h in hashes]))
     comparison = None
+    recs = None
     if pair_ns is not None:
         recs = [pair_ns.get([h])[h] for h in hashes]
         note = "" if not other else "token-level comparison uses the references sharing the target's tokenizer only"
@@ -329,4 +340,4 @@ def compute_stats(target: ModelHandle, references: Sequence[ModelHandle], texts:
                               for v in views], axis=0)
             log_ratio.append(ts.logprob - ref_lp)
         comparison = TokenComparison(log_ratio, None, notes[0])
-    return StatsBundle(tstats, views, comparison, computed, notes)
+    return StatsBundle(tstats, views, comparison, computed, notes, pair_records=recs)

@@ -14,20 +14,21 @@ from memlens.attacks.base import (  # noqa: F401
     get_attack,
     register,
 )
-from memlens.attacks import loss, zlib, mink, minkpp, ref, rmia, informia, sama, dlm_baselines  # noqa: F401,E402
+from memlens.attacks import loss, zlib, mink, minkpp, ref, rmia, informia, sama, dlm_baselines, ltmia  # noqa: F401,E402
 
 DEFAULT_ATTACKS = ("loss", "zlib", "mink", "minkpp", "ref", "rmia", "informia", "informia_token")
 
 
 def resolve_attack_names(names: list[str] | str, *, have_reference: bool, have_population: bool,
                          model_kind: str = "causal") -> list[str]:
-    """Expand "all" to every attack for this kind of model whose inputs are available; validate the rest."""
+    """Expand "all" to every attack for this kind of model whose inputs are available (except those
+    registered with ``in_all=False``, e.g. ltmia); validate the rest."""
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     if names == ["all"]:
         out = []
         for name, spec in REGISTRY.items():
-            if spec.model_kind != model_kind or (spec.needs_reference and not have_reference):
+            if spec.model_kind != model_kind or not spec.in_all or (spec.needs_reference and not have_reference):
                 continue
             if spec.needs_population and not have_population:
                 continue

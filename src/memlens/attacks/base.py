@@ -93,6 +93,7 @@ class AttackSpec:
     needs_reference: bool = False
     needs_population: bool = False
     model_kind: str = "causal"  # "causal" or "masked"
+    in_all: bool = True  # False: run only when named (not part of "all")
 
     def resolve_params(self, given: dict[str, Any] | None) -> dict[str, Any]:
         """Defaults updated by ``given``; unknown names and bad choices are errors."""
@@ -140,13 +141,16 @@ def register(
     needs_reference: bool = False,
     needs_population: bool = False,
     model_kind: str = "causal",
+    in_all: bool = True,
 ):
-    """Register ``fn(inp, **params) -> AttackResult`` under ``name``."""
+    """Register ``fn(inp, **params) -> AttackResult`` under ``name`` (``in_all=False``: left out of
+    ``--attacks all``, run only when named)."""
 
     def deco(fn: Callable[..., AttackResult]) -> Callable[..., AttackResult]:
         if name in REGISTRY:
             raise ValueError(f"attack {name!r} registered twice")
-        REGISTRY[name] = AttackSpec(name, fn, description, dict(params or {}), needs_reference, needs_population, model_kind)
+        REGISTRY[name] = AttackSpec(name, fn, description, dict(params or {}), needs_reference, needs_population, model_kind,
+                                    in_all)
         return fn
 
     return deco
