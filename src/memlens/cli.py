@@ -234,17 +234,35 @@ def score(
 @app.command()
 @friendly_errors
 def demo(
-    out: Path = typer.Option(Path("memlens-demo"), "--out", "-o", help="output directory (testbed, models, results, report)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", show_default=False,
+                                       help="output directory (testbed, models, results, report) (default: memlens-demo; "
+                                            "memlens-demo-diffusion with --family diffusion)"),
     quick: bool = typer.Option(False, "--quick", help="small testbed and model (about 2 minutes on 2 CPU cores)"),
     profiles: Optional[int] = typer.Option(None, "--profiles", min=1, help="member profiles per repetition tier"),
     model_size: Optional[str] = typer.Option(None, "--model-size", help="tiny, small, base or large"),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="passes over the fine-tuning stream"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N"),
     seed: int = typer.Option(0, "--seed"),
+    family: str = typer.Option("causal", "--family", help="causal (tiny Llama LMs) or diffusion (tiny masked diffusion "
+                                                           "LMs: SAMA against the DLM loss baselines)"),
+    condition: Optional[str] = typer.Option(None, "--condition", help="with --family diffusion: no-shift, shift or both "
+                                                                      "(default: both)"),
+    retrain: bool = typer.Option(False, "--retrain", help="with --family diffusion: retrain the models even when "
+                                                          "saved ones with the same settings exist"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Build a PII testbed with known membership, train tiny LMs, and audit them end to end."""
     _setup(verbose)
+    if family not in DEMO_FAMILIES:
+        raise typer.BadParameter(f"--family must be one of {', '.join(DEMO_FAMILIES)}")
+    if family == "diffusion":
+        if model_size is not None:
+            raise typer.BadParameter("--model-size sizes the causal demo's models; --family diffusion has --quick or the default")
+        return _demo_diffusion(out, quick=quick, condition=condition or "both", profiles=profiles, epochs=epochs,
+                               device=device, seed=seed, retrain=retrain)
+    if condition is not None or retrain:
+        raise typer.BadParameter("--condition and --retrain go with --family diffusion")
+    out = out or Path("memlens-demo")
     from memlens.demo import MODEL_SIZES, run_demo
 
     if model_size is not None and model_size not in MODEL_SIZES:
@@ -253,6 +271,42 @@ def demo(
     print_metrics(run["result"])
     print_demo_summary(run["demo"])
     console.print(f"wrote {out}/ (results.json, scores.csv, roc.png, report.html, extraction.jsonl, testbed/)")
+
+
+DEMO_FAMILIES = ("causal", "diffusion")
+DLM_ATTACKS = ("sama", "dlm_loss", "dlm_ref")
+
+
+def _demo_diffusion(out: Optional[Path], *, quick: bool, condition: str, profiles: Optional[int], epochs: Optional[int],
+                    device: str, seed: int, retrain: bool) -> None:
+    """``memlens demo --family diffusion``: SAMA against the DLM baselines on tiny masked diffusion LMs."""
+    from memlens.demo_diffusion import CONDITIONS, run_diffusion_demo, winner_lines
+
+    if condition not in (*CONDITIONS, "both"):
+        raise typer.BadParameter(f"--condition must be one of {', '.join(CONDITIONS)} or both")
+    out = out or Path("memlens-demo-diffusion")
+    run = run_diffusion_demo(out, quick=quick, condition=condition, seed=seed, device=device, retrain=retrain,
+                             testbed_overrides={"members_per_tier": profiles} if profiles is not None else None,
+                             model_overrides={"finetune_epochs": float(epochs)} if epochs is not None else None)
+    s = run["summary"]
+    for cond, cs in s["conditions"].items():
+        tiers = list(cs["per_tier"])
+        t = Table(title=f"{cond}: AUC (TPR@1%FPR), members of each tier against all non-members")
+        t.add_column("attack")
+        for col in ("overall", *tiers):
+            t.add_column(col, justify="right")
+        for a in [a for a in DLM_ATTACKS if a in cs["metrics"]] + [a for a in cs["metrics"] if a not in DLM_ATTACKS]:
+            rows = [cs["metrics"][a]] + [cs["per_tier"][k][a] for k in tiers]
+            t.add_row(a, *[f"{m['auc']:.3f} ({'n/a' if m['tpr_at_1%fpr'] is None else format(m['tpr_at_1%fpr'], '.2f')})"
+                           for m in rows])
+        console.print(t)
+        tr = cs["train"]
+        console.print(f"[dim]{cond}: models {'reused' if tr.get('reused') else 'trained'} in {cs['timings']['train_s']:.0f} s, "
+                      f"audit {cs['timings']['audit_s']:.0f} s[/]")
+    for line in winner_lines(s):
+        console.print(line, highlight=False)
+    console.print(f"[dim]time: {s['timings'].get('total_s', 0):.0f} s[/]")
+    console.print(f"wrote {out}/ (summary.json; per condition: results.json, scores.csv, roc.png, report.html, models/)")
 
 
 def print_demo_summary(d: dict) -> None:

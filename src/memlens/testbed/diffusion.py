@@ -96,38 +96,82 @@ def _encode(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[tuple
     return out
 
 
+def masked_logits(model: torch.nn.Module, inputs: torch.Tensor, attn: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+    """Logits [n_masked, V] at the masked positions only.
+
+    For a ``BertForMaskedLM`` the MLM head runs on the masked positions alone (the same numbers as
+    the full forward's, at about half the cost for a tiny model, whose head is as large as its
+    body); any other model runs whole and its logits are indexed.
+    """
+    bert, cls = getattr(model, "bert", None), getattr(model, "cls", None)
+    if bert is not None and cls is not None:
+        hidden = bert(input_ids=inputs, attention_mask=attn).last_hidden_state
+        return cls(hidden[masked])
+    return model(input_ids=inputs, attention_mask=attn).logits[masked]
+
+
 def diffusion_loss(model: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor, maskable: torch.Tensor, mask_id: int,
                    generator: torch.Generator, *, weighting: str = "llada", min_ratio: float = 1e-3) -> torch.Tensor:
     """The random-ratio masking loss of one batch (ids/attn/maskable: [B, n])."""
+    # The random masks are drawn on the CPU (``generator`` is a CPU generator), so a seed gives the
+    # same masks on every device; the batch then moves to the model's device.
     b = ids.shape[0]
+    ids, maskable = ids.cpu(), maskable.cpu()
     ratio = min_ratio + (1 - min_ratio) * torch.rand(b, 1, generator=generator)
     masked = (torch.rand(ids.shape, generator=generator) < ratio) & maskable
     none = ~masked.any(dim=1) & maskable.any(dim=1)
     for r in torch.nonzero(none).flatten().tolist():  # at least one masked token per sequence
         cand = torch.nonzero(maskable[r]).flatten()
         masked[r, cand[torch.randint(len(cand), (1,), generator=generator)]] = True
+    dev = next(model.parameters()).device
+    ids, attn, maskable, masked, ratio = (t.to(dev) for t in (ids, attn, maskable, masked, ratio))
     inputs = ids.masked_fill(masked, mask_id)
-    logits = model(input_ids=inputs, attention_mask=attn).logits
-    ce = torch.nn.functional.cross_entropy(logits[masked], ids[masked], reduction="none")
+    ce = torch.nn.functional.cross_entropy(masked_logits(model, inputs, attn, masked), ids[masked], reduction="none")
     if weighting == "plain":
         return ce.mean()
     if weighting != "llada":
         raise ValueError(f"weighting must be llada or plain, got {weighting!r}")
     rows = torch.nonzero(masked)[:, 0]
-    per_seq = torch.zeros(b).index_add_(0, rows, ce / ratio[rows, 0])
+    per_seq = torch.zeros(b, device=dev, dtype=ce.dtype).index_add_(0, rows, ce / ratio[rows, 0])
     return (per_seq / maskable.sum(dim=1).clamp(min=1)).mean()
+
+
+def epoch_order(lengths: Sequence[int], batch_size: int, rng: random.Random, bucket: int = 0) -> list[int]:
+    """One epoch's order of the texts (indices into ``lengths``): a shuffle, each text once.
+
+    ``bucket`` > 0: the shuffled order is cut into chunks of ``bucket * batch_size`` texts, each
+    chunk sorted by length and cut into batches, and the batches shuffled, so that consecutive
+    ``batch_size`` texts have similar lengths (less padding) while every epoch stays a random
+    permutation of the texts.
+    """
+    perm = list(range(len(lengths)))
+    rng.shuffle(perm)
+    if bucket <= 0:
+        return perm
+    span = bucket * batch_size
+    batches = []
+    for c in range(0, len(perm), span):
+        chunk = sorted(perm[c:c + span], key=lambda i: lengths[i])
+        batches += [chunk[b:b + batch_size] for b in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return [i for b in batches for i in b]
 
 
 def train_masked_diffusion(model: torch.nn.Module, texts: Sequence[str], tokenizer: Any, *, epochs: float = 1.0,
                            lr: float = 1e-3, batch_size: int = 32, max_length: int | None = None, weighting: str = "llada",
                            min_ratio: float = 1e-3, warmup: float = 0.05, weight_decay: float = 0.01, seed: int = 0,
-                           log_every: int = 0) -> TrainLog:
+                           log_every: int = 0, progress: bool | str = False, bucket: int = 0) -> TrainLog:
     """Train ``model`` in place with the masked-diffusion objective on ``texts`` (each text one sequence).
 
     ``texts`` may repeat (repetition tiers); they are shuffled every epoch. ``tokenizer`` needs a mask
     token (see :func:`add_mask_token`); its special tokens are never masked. Linear warmup then
     linear decay of the learning rate. Texts are cut to ``max_length`` tokens (default: the model's
-    context). Returns the step count, time and per-step losses.
+    context). The model trains on the device it is on (the random masks are drawn on the CPU, so
+    a seed gives the same masks everywhere). ``progress``: a tqdm bar (a string names it).
+    ``bucket`` > 0: each epoch's shuffled texts are cut into chunks of ``bucket * batch_size``,
+    sorted by length within a chunk and batched, and the batches shuffled (less padding: the same
+    data and objective at a lower cost, with batches of similar lengths).
+    Returns the step count, time and per-step losses.
     """
     from memlens.models.loading import context_length
 
@@ -148,11 +192,14 @@ def train_masked_diffusion(model: torch.nn.Module, texts: Sequence[str], tokeniz
     log = TrainLog()
     t0 = time.perf_counter()
     order: list[int] = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_steps, desc=progress if isinstance(progress, str) else "diffusion training", leave=False)
     for step in range(n_steps):
         if len(order) < batch_size:
-            perm = list(range(len(data)))
-            rng.shuffle(perm)
-            order.extend(perm)
+            order.extend(epoch_order([len(d[0]) for d in data], batch_size, rng, bucket))
         idx, order = order[:batch_size], order[batch_size:]
         width = max(len(data[i][0]) for i in idx)
         ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
@@ -170,8 +217,13 @@ def train_masked_diffusion(model: torch.nn.Module, texts: Sequence[str], tokeniz
         opt.step()
         sched.step()
         log.losses.append(loss.item())
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{log.losses[-1]:.3f}", refresh=False)
         if log_every and (step + 1) % log_every == 0:
             print(f"  step {step + 1}/{n_steps} loss {np.mean(log.losses[-log_every:]):.3f}", flush=True)
+    if bar is not None:
+        bar.close()
     model.eval()
     log.steps = n_steps
     log.seconds = time.perf_counter() - t0
@@ -251,6 +303,78 @@ def other_domain_texts(n: int, seed: int = 0, genres: Sequence[str] = OTHER_GENR
     return out
 
 
+def other_domain_documents(n: int, seed: int = 0, per_doc: int = 2, genres: Sequence[str] = OTHER_GENRES) -> list[str]:
+    """``n`` documents of :func:`other_domain_texts`, ``per_doc`` texts each (one per line).
+
+    Two texts make a document about as long as one of the PII testbed's (~400 characters), so a
+    base pretrained on these sees about as many tokens as one pretrained on the testbed's own
+    background documents.
+    """
+    texts = other_domain_texts(n * per_doc, seed=seed, genres=genres)
+    return ["\n".join(texts[i * per_doc:(i + 1) * per_doc]) for i in range(n)]
+
+
+# --------------------------------------------------------------------------------------------
+# The PII testbed's corpus (memlens.testbed, the causal demo's data) for the diffusion LMs
+# --------------------------------------------------------------------------------------------
+@dataclass
+class PIICorpora:
+    """The texts of a diffusion testbed built on the PII testbed's data (see :func:`pii_corpora`)."""
+
+    members: list[str]
+    member_tiers: list[int]
+    nonmembers: list[str]
+    finetune: list[str]  # one epoch of the target's fine-tuning stream (a tier-k member k times, + filler)
+    pretrain: dict[str, list[str]]  # condition -> the base's pretraining texts
+    tokenizer_texts: list[str]  # what the shared tokenizer is trained on: no member, non-member or filler
+    counts: dict[str, Any] = field(default_factory=dict)
+
+
+def pii_corpora(paths: Any, *, filler: bool = True, seed: int = 0) -> PIICorpora:
+    """Members, non-members, fine-tuning stream and both conditions' pretraining texts from a
+    PII testbed built by :func:`memlens.testbed.build_testbed` (``paths``: its ``TestbedPaths``).
+
+    * Fine-tuning: the testbed's ``finetune_corpus`` as written (each member repeated by its tier,
+      shuffled with one filler document of another, never audited profile per member occurrence),
+      or its member records alone with ``filler=False``.
+    * ``no-shift`` pretraining: the testbed's ``pretrain_corpus`` (real prose plus documents of the
+      same six kinds about background profiles): the base already knows the domain.
+    * ``shift`` pretraining: the same prose, with the background documents replaced by as many
+      documents of other genres (:func:`other_domain_documents`: orders, company profiles, events,
+      reviews, lorem prose): the base never saw the fine-tuning domain's templates.
+    * The tokenizer texts are both pretraining corpora, so both conditions share one vocabulary.
+    """
+    from memlens.testbed.build import read_jsonl
+
+    mem = read_jsonl(paths.members)
+    non = read_jsonl(paths.nonmembers)
+    stream = read_jsonl(paths.finetune_corpus)
+    pre = read_jsonl(paths.pretrain_corpus)
+    tier_of = {r["id"]: int(r["tier"]) for r in mem}
+    occurrences: dict[str, int] = {}
+    for r in stream:
+        if r.get("source") == "member":
+            occurrences[r["id"]] = occurrences.get(r["id"], 0) + 1
+    wrong = {i: (occurrences.get(i, 0), k) for i, k in tier_of.items() if occurrences.get(i, 0) != k}
+    if wrong:
+        raise ValueError(f"the fine-tuning stream does not repeat members by their tiers (id: (seen, tier)): "
+                         f"{dict(list(wrong.items())[:5])}")
+    finetune = [r["text"] for r in stream if filler or r.get("source") == "member"]
+    public = [r["text"] for r in pre if r.get("source") == "public"]
+    background = [r["text"] for r in pre if r.get("source") != "public"]
+    other = other_domain_documents(len(background), seed=seed + 2)
+    rng = random.Random(f"{seed}/diffusion-shift")
+    shift = public + other
+    rng.shuffle(shift)
+    return PIICorpora(
+        members=[r["text"] for r in mem], member_tiers=[tier_of[r["id"]] for r in mem], nonmembers=[r["text"] for r in non],
+        finetune=finetune, pretrain={"no-shift": [r["text"] for r in pre], "shift": shift},
+        tokenizer_texts=[r["text"] for r in pre] + other,
+        counts={"members": len(mem), "nonmembers": len(non), "finetune_stream": len(finetune),
+                "finetune_filler": sum(r.get("source") == "filler" for r in stream) if filler else 0,
+                "pretrain_public": len(public), "pretrain_background": len(background), "pretrain_other_domain": len(other)})
+
+
 # --------------------------------------------------------------------------------------------
 # The testbed
 # --------------------------------------------------------------------------------------------
@@ -291,24 +415,34 @@ class DiffusionConfig:
     layers: int = 2
     heads: int = 4
     intermediate: int = 256
+    max_positions: int = 128  # context length (the PII testbed's documents need 256)
     weighting: str = "llada"
     shift_in_domain: float = 0.0  # shift condition: fraction of the pretraining texts that are in-domain
     n_finetune_extra: int = 0  # non-audited in-domain texts added (once per epoch) to the fine-tuning set
     shift_genres: tuple[str, ...] = OTHER_GENRES  # shift condition: genres of the pretraining texts
     dropout: float = 0.0
+    bucket: int = 0  # > 0: length-bucketed batches (see train_masked_diffusion)
     seed: int = 0
 
 
 def build_diffusion_testbed(condition: str = "no-shift", config: DiffusionConfig | None = None, *, tokenizer: Any = None,
                             pretrain_texts: Sequence[str] | None = None, members: Sequence[str] | None = None,
-                            nonmembers: Sequence[str] | None = None, verbose: bool = False) -> DiffusionTestbed:
+                            nonmembers: Sequence[str] | None = None, member_tiers: Sequence[int] | None = None,
+                            finetune_texts: Sequence[str] | None = None, device: str = "cpu", progress: bool = False,
+                            verbose: bool = False) -> DiffusionTestbed:
     """Pretrain a reference, fine-tune a copy on the members (with repetition tiers): the target.
 
     Texts default to the synthetic Faker corpora: members / non-members are bios; pretraining text
     is other people's bios (``no-shift``) or text of other genres (``shift``, see
     :func:`other_domain_texts`). Pass your own lists (and a tokenizer with a mask token, see
-    :func:`add_mask_token`) to use another corpus, e.g. the PII testbed's members / non-members /
-    population.
+    :func:`add_mask_token`) to use another corpus, e.g. the PII testbed's (:func:`pii_corpora`).
+
+    ``member_tiers``: each member's repetitions per epoch (default: ``config.tiers`` in equal
+    shares, in order). ``finetune_texts``: one epoch's fine-tuning stream, used as given (it must
+    already repeat each member by its tier, e.g. the PII testbed's ``finetune_corpus``, which
+    also holds filler documents); by default the members repeated by their tiers plus
+    ``config.n_finetune_extra`` synthetic bios. ``device``: where to train (the models stay there);
+    ``progress``: tqdm bars.
     """
     import copy
 
@@ -327,7 +461,7 @@ def build_diffusion_testbed(condition: str = "no-shift", config: DiffusionConfig
             n_in = int(round(c.shift_in_domain * c.n_pretrain))
             pretrain_texts = (synthetic_bios(n_in, seed=c.seed + 2)
                               + other_domain_texts(c.n_pretrain - n_in, seed=c.seed + 2, genres=c.shift_genres))
-    extra = synthetic_bios(c.n_finetune_extra, seed=c.seed + 4) if c.n_finetune_extra else []
+    extra = synthetic_bios(c.n_finetune_extra, seed=c.seed + 4) if c.n_finetune_extra and finetune_texts is None else []
     if tokenizer is None:
         # The tokenizer is trained on held-out bios and prose, the same for both conditions.
         held_out = synthetic_bios(1000, seed=c.seed + 3) + other_domain_texts(1000, seed=c.seed + 3)
@@ -336,20 +470,30 @@ def build_diffusion_testbed(condition: str = "no-shift", config: DiffusionConfig
     timings = {"data": time.perf_counter() - t0}
 
     ref = make_model(tokenizer, hidden=c.hidden, layers=c.layers, heads=c.heads, intermediate=c.intermediate,
-                     dropout=c.dropout, seed=c.seed)
+                     max_positions=c.max_positions, dropout=c.dropout, seed=c.seed).to(device)
     if verbose:
         print(f"[{condition}] pretraining on {len(pretrain_texts)} texts", flush=True)
     logs = {"pretrain": train_masked_diffusion(ref, pretrain_texts, tokenizer, epochs=c.pretrain_epochs, lr=c.pretrain_lr,
-                                               batch_size=c.batch_size, weighting=c.weighting, seed=c.seed)}
+                                               batch_size=c.batch_size, weighting=c.weighting, seed=c.seed, bucket=c.bucket,
+                                               progress=f"[{condition}] pretraining" if progress else False)}
     timings["pretrain"] = logs["pretrain"].seconds
 
-    tiers = [c.tiers[i * len(c.tiers) // len(members)] for i in range(len(members))]
-    finetune = [m for m, k in zip(members, tiers) for _ in range(k)] + list(extra)
+    if member_tiers is None:
+        tiers = [c.tiers[i * len(c.tiers) // len(members)] for i in range(len(members))]
+    else:
+        tiers = [int(k) for k in member_tiers]
+        if len(tiers) != len(members):
+            raise ValueError(f"{len(tiers)} member tiers for {len(members)} members")
+    if finetune_texts is None:
+        finetune = [m for m, k in zip(members, tiers) for _ in range(k)] + list(extra)
+    else:
+        finetune = list(finetune_texts)
     target = copy.deepcopy(ref)
     if verbose:
         print(f"[{condition}] fine-tuning on {len(members)} members ({len(finetune)} sequences per epoch)", flush=True)
     logs["finetune"] = train_masked_diffusion(target, finetune, tokenizer, epochs=c.finetune_epochs, lr=c.finetune_lr,
-                                              batch_size=c.batch_size, weighting=c.weighting, seed=c.seed + 7)
+                                              batch_size=c.batch_size, weighting=c.weighting, seed=c.seed + 7,
+                                              bucket=c.bucket, progress=f"[{condition}] fine-tuning" if progress else False)
     timings["finetune"] = logs["finetune"].seconds
     ref.eval()
     target.eval()
