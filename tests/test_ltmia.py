@@ -412,3 +412,22 @@ def test_cli_errors_are_one_line(tmp_path):
         r = runner.invoke(app, args)
         assert r.exit_code == 2, (args, r.output)
         assert msg in r.output and "Traceback" not in r.output, (args, r.output)
+
+
+def test_generation_time_budget_skips_runs(tiny_data, tmp_path):
+    import shutil
+
+    from memlens.ltmia import LTMIAError
+    from memlens.ltmia.generate import LTMIADataset, generate
+
+    # the same data set with its corpus and tokenizer, no runs yet
+    out = tmp_path / "d"
+    out.mkdir()
+    for name in ("config.json", "corpus", "tokenizer"):
+        src = tiny_data / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, out / name)
+    with pytest.raises(LTMIAError, match="no run"):
+        generate(out, None, device="cpu", max_seconds=0)
+    assert not (out / "runs").exists() or not list((out / "runs").glob("*.parquet"))
+    with pytest.raises(LTMIAError, match="no finished runs"):
+        LTMIADataset.load(out)
