@@ -355,8 +355,11 @@ def test_audit_runs_ltmia_with_the_shipped_classifier(finetuned, tmp_path):
     from memlens.cli import app
 
     runner = CliRunner()
-    r = runner.invoke(app, _audit_cmd(finetuned, tmp_path / "a", "--attacks", "ltmia,loss,ref"))
+    cmd = _audit_cmd(finetuned, tmp_path / "a", "--attacks", "ltmia,loss,ref")
+    cmd.remove("--no-report")
+    r = runner.invoke(app, cmd)
     assert r.exit_code == 0, r.output
+    assert "ltmia" in (tmp_path / "a" / "report.html").read_text(encoding="utf-8")
     res = json.loads((tmp_path / "a" / "results.json").read_text())
     m = res["metrics"]
     assert set(m) == {"ltmia", "loss", "ref"}
