@@ -45,6 +45,7 @@ def compact(run: dict) -> dict:
         "mode": demo["mode"], "base": demo["base"], "finetune": {k: ftd[k] for k in keep if k in ftd},
         "overall": overall, "per_tier": demo["per_tier"], "extraction": demo["extraction"],
         "extraction_reference": demo.get("extraction_reference"), "localization": demo["localization"],
+        "localization_by_tier": demo.get("localization_by_tier"),
         "timings": demo["timings"], "testbed_counts": demo.get("testbed_counts"), "notes": result.notes,
     }
 
@@ -85,6 +86,13 @@ def print_tables(summary: dict) -> None:
         print("|---|---|---|")
         for k, r in m["localization"].items():
             print(f"| {k} | {_fmt(r['auc'])} | {_fmt(r['topk_precision'])} |")
+        by_tier = m.get("localization_by_tier") or {}
+        if by_tier:
+            print("\n| tier | token score | AUC, all PII | AUC, first occurrences | top-k precision, first occurrences |")
+            print("|---|---|---|---|---|")
+            for t, d in by_tier.items():
+                for k, r in d.items():
+                    print(f"| {t} | {k} | {_fmt(r['all']['auc'])} | {_fmt(r['first']['auc'])} | {_fmt(r['first']['topk_precision'])} |")
         print("\ntimings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in m["timings"].items()))
 
 

@@ -207,6 +207,14 @@ def test_real_demo_end_to_end_on_a_tiny_base(tmp_path, base_dir):
     assert set(demo["per_tier"]) == {"1x", "4x"} and "informia" in demo["per_tier"]["4x"]
     assert demo["extraction"]["members"]["n"] > 0 and "extraction_reference" in demo
     assert "informia_token" in demo["localization"]
+    loc = demo["localization_by_tier"]
+    assert set(loc) == {"1x", "4x"}
+    for tier in loc.values():
+        for scorer in ("informia_token", "loss_token"):
+            a, f = tier[scorer]["all"], tier[scorer]["first"]
+            assert 0 < f["n_secret_tokens"] <= a["n_secret_tokens"] and f["n_tokens"] <= a["n_tokens"]
+            assert a["n_tokens"] - f["n_tokens"] <= a["n_secret_tokens"] - f["n_secret_tokens"]  # only repeats dropped
+    assert sum(t["loss_token"]["all"]["n_tokens"] for t in loc.values()) == demo["localization"]["loss_token"]["n_tokens"]
     res = json.loads((tmp_path / "demo" / "results.json").read_text())
     names = [r["name"] for r in res["settings"]["references"]]
     assert names == ["tiny-llama (adapter disabled)"]
