@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from memlens.models.causal import CausalScorer, Tokenized
+from memlens.pipeline import PassSettings
 
 CONFIGS = {
     # GPT-NeoX (Pythia) shapes; weights are random.
@@ -101,7 +102,9 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="auto", help="auto = bf16 on GPU, fp32 on CPU")
     ap.add_argument("--batch-size", type=int, default=None)
-    ap.add_argument("--chunk", type=int, default=4096, help="rows per vocabulary-reduction chunk")
+    ap.add_argument("--chunk", type=int, default=PassSettings.vocab_chunk_rows,
+                    help="rows per vocabulary-reduction chunk (default: the pipeline's)")
+    ap.add_argument("--repeat", type=int, default=3, help="timed repetitions of the batched passes (median)")
     ap.add_argument("--compile", default="auto", choices=("auto", "yes", "no"), help="torch.compile the reductions (auto: on GPU)")
     ap.add_argument("--json", default=None, help="also write the numbers to this file")
     a = ap.parse_args()
@@ -119,11 +122,14 @@ def main() -> None:
     naive(model, seqs[:2], a.device)
     nseqs = seqs[: a.naive_texts] if a.naive_texts else seqs
     t_naive = naive(model, nseqs, a.device)
-    t_bare = bare(model, seqs, a.device, bs)
-    t_ours = ours(model, seqs, a.device, bs, a.chunk, comp)
+    # median of a few repetitions: one pass of a small model over the default texts takes well
+    # under a second on a GPU
+    t_bare = float(np.median([bare(model, seqs, a.device, bs) for _ in range(a.repeat)]))
+    t_ours = float(np.median([ours(model, seqs, a.device, bs, a.chunk, comp) for _ in range(a.repeat)]))
     res = {
         "model": a.model, "device": torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu",
-        "dtype": str(dtype), "texts": a.texts, "tokens_per_text": a.tokens, "batch_size": bs, "compile": a.compile,
+        "dtype": str(dtype), "texts": a.texts, "tokens_per_text": a.tokens, "batch_size": bs, "chunk": a.chunk, "compile": a.compile,
+        "repeat": a.repeat,
         "naive_tok_s": sum(len(s) - 1 for s in nseqs) / t_naive, "bare_forward_tok_s": n_tok / t_bare, "memlens_tok_s": n_tok / t_ours,
     }
     res["memlens_vs_naive"] = res["memlens_tok_s"] / res["naive_tok_s"]

@@ -252,9 +252,12 @@ class CausalScorer:
         dev = self.device
         nb = dev.type == "cuda"
         ids = torch.from_numpy(ids_np).to(dev, non_blocking=nb)
-        mask = torch.from_numpy(mask_np).to(dev, non_blocking=nb)
         tgt = torch.from_numpy(tgt_np).to(dev, non_blocking=nb)
         flat_index = torch.from_numpy(np.concatenate(index)).to(dev, non_blocking=nb)
+        # A batch without padding (length bucketing makes most of them so) runs with no mask: an
+        # all-ones mask changes nothing but makes transformers check it on the host, a device sync
+        # that would stall the batch in flight.
+        mask = None if mask_np.all() else torch.from_numpy(mask_np).to(dev, non_blocking=nb)
         logits = [m(input_ids=ids, attention_mask=mask).logits for m in self.models]
         out: dict[str, torch.Tensor] = {}
         for j, lg in enumerate(logits):
