@@ -261,6 +261,18 @@ def test_tiny_diffusion_demo_end_to_end_and_resume(tmp_path):
     for cond in ("no-shift", "shift"):
         for a, m in s["conditions"][cond]["metrics"].items():
             assert again["conditions"][cond]["metrics"][a]["auc"] == m["auc"]
+    # the ablation benchmark recomputes the attacks from the cached masked pass: the same numbers
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "diffusion_sama_ablation.py"
+    spec = importlib.util.spec_from_file_location("diffusion_sama_ablation", path)
+    abl = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(abl)
+    r = abl.analyse(out, "no-shift")
+    for name, attack in (("sama (paper: m=10, 1/t weights)", "sama"), ("dlm_ref", "dlm_ref"), ("dlm_loss", "dlm_loss")):
+        assert r["attacks"][name]["auc"] == pytest.approx(s["conditions"]["no-shift"]["metrics"][attack]["auc"])
+    assert 0 <= r["diagnostics"]["nonmembers"]["share_positive"] <= 1
     # other model settings: retrained, not reused
     other = run_diffusion_demo(out, **{**kw, "condition": "shift", "model_overrides": {**TINY_MODEL, "hidden": 16}})
     assert not other["summary"]["conditions"]["shift"]["train"]["reused"]
