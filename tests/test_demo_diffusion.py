@@ -252,6 +252,8 @@ def test_tiny_diffusion_demo_end_to_end_and_resume(tmp_path):
     assert not any(c["train"]["reused"] for c in s["conditions"].values())
     # the two conditions share the data and tokenizer, but their bases saw different corpora
     assert s["conditions"]["no-shift"]["train"]["fingerprint"] != s["conditions"]["shift"]["train"]["fingerprint"]
+    tok_meta = json.loads((out / "tokenizer" / "memlens_tokenizer.json").read_text())
+    assert tok_meta["vocab_size"] == TINY_MODEL["vocab_size"]
     text = format_summary(s)
     assert "== no-shift" in text and "== shift" in text and "best AUC" in text
 
@@ -316,3 +318,39 @@ def test_cli_demo_family_bad_input(tmp_path, args, msg):
     assert r.exit_code == 2
     assert msg in " ".join(r.output.split())
     assert not (tmp_path / "x").exists()
+
+
+def test_shared_tokenizer_is_reused_when_trained_on_the_same_texts(tiny_testbed, tmp_path, monkeypatch):
+    import memlens.testbed.diffusion as diffusion
+    from memlens.demo_diffusion import _ensure_tokenizer
+
+    texts = pii_corpora(tiny_testbed).tokenizer_texts
+    first = _ensure_tokenizer(tmp_path / "tok", texts, 300)
+
+    def no_training(*a, **k):
+        raise AssertionError("the saved tokenizer should have been reused")
+
+    monkeypatch.setattr(diffusion, "train_tokenizer", no_training)
+    again = _ensure_tokenizer(tmp_path / "tok", texts, 300)
+    assert again.get_vocab() == first.get_vocab() and again.mask_token_id == first.mask_token_id
+    with pytest.raises(AssertionError, match="reused"):  # other texts or another size: trained anew
+        _ensure_tokenizer(tmp_path / "tok", texts[:-1], 300)
+
+
+def test_synthetic_corpora_do_not_depend_on_the_date(monkeypatch):
+    """Faker draws dates up to "now" unless told otherwise; the corpora draw them up to a fixed date."""
+    import datetime as dt
+
+    import faker.providers.date_time as fdt
+
+    from memlens.testbed.diffusion import synthetic_bios
+
+    before = (synthetic_bios(20, seed=4), other_domain_documents(20, seed=4))
+
+    class Later(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return dt.datetime(2031, 3, 3, 12, 0, tzinfo=tz)
+
+    monkeypatch.setattr(fdt, "datetime", Later)
+    assert (synthetic_bios(20, seed=4), other_domain_documents(20, seed=4)) == before

@@ -129,6 +129,39 @@ def _fingerprint(d: dict) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _texts_sha(texts: Sequence[str]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8") + b"\x00")
+    return h.hexdigest()[:16]
+
+
+def _ensure_tokenizer(path: Path, texts: Sequence[str], vocab_size: int):
+    """The shared tokenizer: the one saved in ``path`` when it was trained on the same texts, else a new one.
+
+    Reusing it keeps a rerun's vocabulary, and so its trained models, even if the BPE trainer
+    broke ties between equally frequent merges differently.
+    """
+    from transformers import PreTrainedTokenizerFast
+
+    from memlens.testbed.diffusion import add_mask_token, train_tokenizer
+
+    key = {"texts_sha256": _texts_sha(texts), "n_texts": len(texts), "vocab_size": int(vocab_size)}
+    meta = path / "memlens_tokenizer.json"
+    if meta.is_file():
+        try:
+            if json.loads(meta.read_text()) == key:
+                return add_mask_token(PreTrainedTokenizerFast.from_pretrained(str(path)))
+        except (ValueError, OSError):
+            pass
+    tokenizer = add_mask_token(train_tokenizer(texts, vocab_size))
+    tokenizer.save_pretrained(path)
+    meta.write_text(json.dumps(key) + "\n")
+    return tokenizer
+
+
 def _save_model(model, tokenizer, path: Path, meta: dict) -> None:
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)  # safetensors
@@ -151,7 +184,8 @@ def _train_condition(cond: str, corpora, tokenizer, mcfg, models_dir: Path, key:
     """Pretrain the base and fine-tune the target of one condition (or reuse them); save both."""
     from memlens.testbed.diffusion import build_diffusion_testbed
 
-    fp = _fingerprint({**key, "condition": cond})
+    fp = _fingerprint({**key, "condition": cond, "pretrain_texts": _texts_sha(corpora.pretrain[cond]),
+                       "finetune_texts": _texts_sha(corpora.finetune)})
     base_dir, target_dir = models_dir / "base", models_dir / "target"
     metas = [_saved_meta(base_dir), _saved_meta(target_dir)]
     if not retrain and all(m is not None and m.get("fingerprint") == fp for m in metas):
@@ -283,7 +317,7 @@ def run_diffusion_demo(out_dir: str | Path = "memlens-demo-diffusion", *, quick:
 
     import memlens
     from memlens.demo import per_tier_metrics
-    from memlens.testbed.diffusion import add_mask_token, pii_corpora, train_tokenizer
+    from memlens.testbed.diffusion import pii_corpora
 
     conds = resolve_conditions(condition)
     preset = "quick" if quick else "full"
@@ -301,8 +335,7 @@ def run_diffusion_demo(out_dir: str | Path = "memlens-demo-diffusion", *, quick:
         corpora = pii_corpora(paths, filler=filler, seed=seed)
         if len(corpora.nonmembers) < 100:
             log.warning("%d non-members: TPR at 1%% FPR is not supported (needs at least 100)", len(corpora.nonmembers))
-        tokenizer = add_mask_token(train_tokenizer(corpora.tokenizer_texts, mcfg.vocab_size))
-        tokenizer.save_pretrained(out / "tokenizer")
+        tokenizer = _ensure_tokenizer(out / "tokenizer", corpora.tokenizer_texts, mcfg.vocab_size)
         timings["data_and_tokenizer_s"] = round(time.perf_counter() - t0, 2)
         manifest = json.loads(paths.manifest.read_text())
         key = {"testbed_files": manifest["files"], "model": dataclasses.asdict(mcfg), "filler": filler,

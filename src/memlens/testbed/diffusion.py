@@ -22,6 +22,7 @@ self-contained experiment (``python -m memlens.testbed.diffusion``).
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
 import math
 import random
 import time
@@ -30,6 +31,8 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+
+from memlens.testbed.profiles import REFERENCE_DATE
 
 MASK_TOKEN = "<|mask|>"
 EOT = "<|endoftext|>"
@@ -233,6 +236,12 @@ def train_masked_diffusion(model: torch.nn.Module, texts: Sequence[str], tokeniz
 # --------------------------------------------------------------------------------------------
 # Synthetic corpora (Faker)
 # --------------------------------------------------------------------------------------------
+def _year(fk: Any) -> str:
+    # Faker draws dates relative to "now" by default, which would change the corpora (and the
+    # tokenizer trained on them) from one run to the next: every date is drawn up to REFERENCE_DATE.
+    return fk.date("%Y", end_datetime=REFERENCE_DATE)
+
+
 def synthetic_bios(n: int, seed: int = 0) -> list[str]:
     """Short biographies with a name, e-mail, phone, birth date, city, job and employer."""
     from faker import Faker
@@ -245,7 +254,8 @@ def synthetic_bios(n: int, seed: int = 0) -> list[str]:
         first, last = fk.first_name(), fk.last_name()
         name = f"{first} {last}"
         email = f"{first.lower()}.{last.lower()}{rng.randint(1, 99)}@{fk.free_email_domain()}"
-        born = fk.date_of_birth(minimum_age=20, maximum_age=80).strftime(rng.choice(["%B %d, %Y", "%d/%m/%Y", "%Y-%m-%d"]))
+        born = fk.date_between(REFERENCE_DATE - _dt.timedelta(days=80 * 365), REFERENCE_DATE - _dt.timedelta(days=20 * 365))
+        born = born.strftime(rng.choice(["%B %d, %Y", "%d/%m/%Y", "%Y-%m-%d"]))
         job, city, company, phone = fk.job(), fk.city(), fk.company(), fk.numerify("###-###-####")
         pron = rng.choice(["She", "He", "They"])
         parts = [rng.choice([f"{name} was born on {born} in {city}.", f"Born in {city} on {born}, {name} grew up there.",
@@ -256,7 +266,7 @@ def synthetic_bios(n: int, seed: int = 0) -> list[str]:
                              f"E-mail {email}; tel. {phone}."])]
         if rng.random() < 0.5:
             parts.insert(2, rng.choice([f"{pron} enjoys {fk.word()} and {fk.word()}.",
-                                        f"{pron} moved to {fk.city()} in {fk.year()}."]))
+                                        f"{pron} moved to {fk.city()} in {_year(fk)}."]))
         out.append(" ".join(parts))
     return out
 
@@ -286,18 +296,18 @@ def other_domain_texts(n: int, seed: int = 0, genres: Sequence[str] = OTHER_GENR
             out.append(fk.paragraph(nb_sentences=4))
         elif g == "order":
             number, who = fk.numerify("#######"), fk.name()
-            shipped = fk.date(rng.choice(["%B %d, %Y", "%Y-%m-%d"]))
+            shipped = fk.date(rng.choice(["%B %d, %Y", "%Y-%m-%d"]), end_datetime=REFERENCE_DATE)
             out.append(f"Order #{number} for {who} was shipped on {shipped} "
                        f"to {fk.street_address()}, {fk.city()}. Questions? Call {fk.numerify('###-###-####')} or write to "
                        f"{fk.company_email()}. {fk.sentence()}")
         elif g == "company":
-            out.append(f"{fk.company()} is a company based in {fk.city()} that aims to {fk.bs()}. Founded in {fk.year()}, "
+            out.append(f"{fk.company()} is a company based in {fk.city()} that aims to {fk.bs()}. Founded in {_year(fk)}, "
                        f"it is known for its {fk.catch_phrase().lower()}. {fk.sentence()}")
         elif g == "event":
-            out.append(f"The {fk.word()} festival returns to {fk.city()} on {fk.date('%B %d')}. Tickets at {fk.url()}. "
+            out.append(f"The {fk.word()} festival returns to {fk.city()} on {fk.date('%B %d', end_datetime=REFERENCE_DATE)}. Tickets at {fk.url()}. "
                        f"Organizer: {fk.name()} ({fk.free_email()}). {fk.sentence()}")
         else:
-            out.append(f"I bought a {fk.word()} from {fk.company()} last {fk.day_of_week()}. {fk.sentence()} "
+            out.append(f"I bought a {fk.word()} from {fk.company()} last {fk.date('%A', end_datetime=REFERENCE_DATE)}. {fk.sentence()} "
                        f"{fk.sentence()} Rating: {rng.randint(1, 5)}/5. - {fk.first_name()}")
     rng.shuffle(out)
     return out
