@@ -7,7 +7,6 @@ token-level scores single out the PII tokens.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -74,7 +73,7 @@ def run_demo(out_dir: str | Path = "memlens-demo", *, quick: bool = False, profi
     ``epochs``: passes over the fine-tuning stream."""
     import memlens
     from memlens.data import load_samples
-    from memlens.extraction import extract, secrets_from_samples, summarize
+    from memlens.extraction import extract, secrets_from_samples, summarize, write_outcomes
     from memlens.models.loading import load_model, load_tokenizer, resolve_model
     from memlens.testbed import UNIQUE_PII_TYPES, build
 
@@ -123,11 +122,7 @@ def run_demo(out_dir: str | Path = "memlens-demo", *, quick: bool = False, profi
     timings["total_s"] = time.perf_counter() - t0
     result.extra["demo"] = demo
     result.save(out)
-    with open(out / "extraction.jsonl", "w", encoding="utf-8") as f:
-        for o in outcomes:
-            f.write(json.dumps({"id": o.secret.text_id, "type": o.secret.type, "tier": o.secret.tier, "label": o.secret.label,
-                                "value": o.secret.value, "generated": o.generated, "exact": o.exact,
-                                "similarity": round(o.similarity, 4)}, ensure_ascii=False) + "\n")
+    write_outcomes(out / "extraction.jsonl", outcomes)
     from memlens.report import write_report
 
     write_report(result, out)

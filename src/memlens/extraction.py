@@ -117,3 +117,14 @@ def summarize(outcomes: Sequence[ExtractionOutcome], fuzzy_threshold: float = 0.
         "by_type_tier": {f"{t}@{tier}": rates([o for o in members if o.secret.type == t and o.secret.tier == tier])
                          for t in sorted({o.secret.type for o in members}) for tier in sorted({o.secret.tier for o in members}, key=str)},
     }
+
+
+def write_outcomes(path: Any, outcomes: Sequence[ExtractionOutcome]) -> None:
+    """One JSON line per prompted secret: what was asked for, what came out, and whether it matched."""
+    import json
+
+    with open(path, "w", encoding="utf-8") as f:
+        for o in outcomes:
+            f.write(json.dumps({"id": o.secret.text_id, "type": o.secret.type, "tier": o.secret.tier, "label": o.secret.label,
+                                "value": o.secret.value, "generated": o.generated, "exact": o.exact,
+                                "similarity": round(o.similarity, 4)}, ensure_ascii=False) + "\n")

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from .build import TestbedConfig, TestbedPaths, build_testbed, read_jsonl
+from .train import _collate  # one padding/label rule for every causal-LM training loop
 
 log = logging.getLogger("memlens")
 
@@ -198,15 +199,6 @@ def encode_texts(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[
     return out
 
 
-def _collate(seqs: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, s in enumerate(seqs):
-        ids[row, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[row, : len(s)] = 1
-    # masked by position, not by id: PAD may equal EOS, and the real EOS stays a target
-    return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
 
 
 def _batch_plan(lengths: Sequence[int], batch_size: int, epochs: int, seed: int) -> list[list[int]]:
@@ -673,7 +665,7 @@ def run_real_demo(
     import memlens
     from memlens.data import load_samples
     from memlens.demo import per_tier_metrics, token_localization
-    from memlens.extraction import extract, secrets_from_samples, summarize
+    from memlens.extraction import extract, secrets_from_samples, summarize, write_outcomes
     from memlens.pipeline import ModelHandle
 
     from .profiles import UNIQUE_PII_TYPES
@@ -743,11 +735,7 @@ def run_real_demo(
     timings["total_s"] = time.perf_counter() - t0
     result.extra["demo"] = demo
     result.save(out)
-    with open(out / "extraction.jsonl", "w", encoding="utf-8") as f:
-        for o in outcomes:
-            f.write(json.dumps({"id": o.secret.text_id, "type": o.secret.type, "tier": o.secret.tier, "label": o.secret.label,
-                                "value": o.secret.value, "generated": o.generated, "exact": o.exact,
-                                "similarity": round(o.similarity, 4)}, ensure_ascii=False) + "\n")
+    write_outcomes(out / "extraction.jsonl", outcomes)
     try:  # the numbers are saved already; a report that fails to render must not lose them
         from memlens.report import write_report
 
