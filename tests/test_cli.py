@@ -8,62 +8,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from memlens.cli import app
+from tests.tiny_lm import save_base_and_target, word_salads
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 runner = CliRunner()
 
-WORDS = ("river stone lamp orchard violet copper harbor meadow lantern thistle quarry falcon ember willow "
-         "marble cedar pebble saffron juniper tundra canyon velvet walnut hazel amber cobalt").split()
-
-
-def _texts(rng: random.Random, n: int) -> list[str]:
-    return [" ".join(rng.choice(WORDS) for _ in range(14)) + f" code {rng.randint(1000, 9999)}." for _ in range(n)]
-
-
-def _train(model, tok, texts, steps, lr, seed=0):
-    torch.manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    model.train()
-    enc = tok(texts, padding=True, return_tensors="pt")
-    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
-    for _ in range(steps):
-        loss = model(**enc, labels=labels).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    return model
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    root = tmp_path_factory.mktemp("cli")
     rng = random.Random(0)
-    members, nonmembers, population, pretrain = _texts(rng, 24), _texts(rng, 24), _texts(rng, 16), _texts(rng, 64)
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    tk.train_from_iterator(pretrain + members + nonmembers, trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>")
-    torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=64, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0)
-    base = _train(GPT2LMHeadModel(cfg), tok, pretrain, steps=30, lr=3e-3)
-    base.save_pretrained(root / "base")
-    tok.save_pretrained(root / "base")
-    target = _train(base, tok, members, steps=60, lr=3e-3, seed=1)
-    target.save_pretrained(root / "target")
-    tok.save_pretrained(root / "target")
-    for name, rows in (("members", members), ("nonmembers", nonmembers), ("population", population)):
-        (root / f"{name}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in rows))
-    return root
+    members, nonmembers, population, pretrain = (word_salads(rng, 24), word_salads(rng, 24), word_salads(rng, 16),
+                                                 word_salads(rng, 64))
+    return save_base_and_target(tmp_path_factory.mktemp("cli"), members=members, nonmembers=nonmembers, pretrain=pretrain,
+                                population=population, finetune_steps=60, finetune_lr=3e-3)
 
 
 def _audit_args(root: Path, out: Path, *extra: str) -> list[str]:

@@ -298,49 +298,12 @@ def finetuned(tmp_path_factory):
     """A tiny GPT-2 base pretrained on word salads and its fine-tune on 32 members (as test_cli's)."""
     import random
 
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from tests.tiny_lm import save_base_and_target, word_salads
 
-    words = ("river stone lamp orchard violet copper harbor meadow lantern thistle quarry falcon ember willow marble "
-             "cedar pebble saffron juniper tundra canyon velvet walnut hazel amber cobalt").split()
     rng = random.Random(0)
-
-    def texts(n):
-        return [" ".join(rng.choice(words) for _ in range(14)) + f" code {rng.randint(1000, 9999)}." for _ in range(n)]
-
-    def train(model, tok, rows, steps, lr, seed):
-        torch.manual_seed(seed)
-        opt = torch.optim.AdamW(model.parameters(), lr=lr)
-        model.train()
-        enc = tok(rows, padding=True, return_tensors="pt")
-        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
-        for _ in range(steps):
-            loss = model(**enc, labels=labels).loss
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        return model.eval()
-
-    root = tmp_path_factory.mktemp("ltmia-audit")
-    members, nonmembers, pretrain = texts(32), texts(32), texts(96)
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    tk.train_from_iterator(pretrain + members + nonmembers, trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                  pad_token="<|endoftext|>")
-    torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=64, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0)
-    base = train(GPT2LMHeadModel(cfg), tok, pretrain, steps=30, lr=3e-3, seed=0)
-    base.save_pretrained(root / "base")
-    tok.save_pretrained(root / "base")
-    target = train(base, tok, members, steps=40, lr=2e-3, seed=1)
-    target.save_pretrained(root / "target")
-    tok.save_pretrained(root / "target")
-    for name, rows in (("members", members), ("nonmembers", nonmembers)):
-        (root / f"{name}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in rows))
-    return root
+    members, nonmembers, pretrain = word_salads(rng, 32), word_salads(rng, 32), word_salads(rng, 96)
+    return save_base_and_target(tmp_path_factory.mktemp("ltmia-audit"), members=members, nonmembers=nonmembers,
+                                pretrain=pretrain, finetune_steps=40, finetune_lr=2e-3)
 
 
 def _audit_cmd(root, out, *extra):
