@@ -187,14 +187,6 @@ def _write_json(path: Path, obj: Any) -> None:
     _atomic(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8"))
 
 
-def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
-    _atomic(path, lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8"))
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 # ---------------------------------------------------------------------------------------------
 # Corpus and tokenizer (once, in the parent process)
 # ---------------------------------------------------------------------------------------------
@@ -213,6 +205,7 @@ def _cut_to_tokens(tokenizer, texts: Sequence[str], max_tokens: int, min_tokens:
 def prepare_corpus(out: Path, cfg: GenerateConfig, jobs: int = 1) -> tuple[Any, dict[str, list[str]], dict[str, list[str]]]:
     """Build (or reuse) the domain corpora and the tokenizer. Returns (tokenizer, pretrain texts, pools)."""
     from memlens.ltmia.corpora import build_domains
+    from memlens.testbed.build import read_jsonl, write_jsonl
     from memlens.testbed.train import train_tokenizer
 
     cdir = out / "corpus"
@@ -224,7 +217,7 @@ def prepare_corpus(out: Path, cfg: GenerateConfig, jobs: int = 1) -> tuple[Any, 
         tokenizer = PreTrainedTokenizerFast.from_pretrained(str(tok_dir))
         pre, pools = {}, {}
         for d, f in files.items():
-            rows = _read_jsonl(f)
+            rows = read_jsonl(f)
             pre[d] = [r["text"] for r in rows if r["split"] == "pretrain"]
             pools[d] = [r["text"] for r in rows if r["split"] == "pool"]
         return tokenizer, pre, pools
@@ -243,7 +236,7 @@ def prepare_corpus(out: Path, cfg: GenerateConfig, jobs: int = 1) -> tuple[Any, 
         if len(pools[d]) < cfg.members + cfg.nonmembers + cfg.population:
             raise LTMIAError(f"domain {d!r} has only {len(pools[d])} usable texts for runs of "
                                f"{cfg.members + cfg.nonmembers + cfg.population}")
-        _write_jsonl(files[d], [{"split": "pretrain", "text": t} for t in pre[d]] + [{"split": "pool", "text": t} for t in pools[d]])
+        write_jsonl(files[d], [{"split": "pretrain", "text": t} for t in pre[d]] + [{"split": "pool", "text": t} for t in pools[d]])
     info["seconds"] = round(time.perf_counter() - t0, 2)
     _write_json(cdir / "info.json", info)
     return tokenizer, pre, pools
