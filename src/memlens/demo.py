@@ -64,6 +64,39 @@ def token_localization(result) -> dict[str, Any]:
     return out
 
 
+def localization_by_tier(result) -> dict[str, Any]:
+    """Token localization (see :func:`token_localization`) for each tier's member
+    documents, counting PII tokens two ways: ``all`` (every PII span, as the demo does) and
+    ``first`` (only a value's first occurrence in its document; tokens of later occurrences,
+    which any LM can copy from the context, are left out of the evaluation)."""
+    from memlens.localization import localization, secret_token_mask
+
+    by_tier: dict[str, dict] = {}
+    for i, smp in enumerate(result.samples):
+        if smp.label == 1 and smp.meta.get("pii") and smp.meta.get("tier") is not None:
+            by_tier.setdefault(f"{int(smp.meta['tier'])}x", []).append(i)
+    scorers = {"loss_token": [st.logprob for st in result.target_stats]}
+    if "informia_token" in result.token_scores:
+        scorers = {"informia_token": result.token_scores["informia_token"], **scorers}
+    out: dict[str, Any] = {}
+    for tier, idx in sorted(by_tier.items(), key=lambda kv: int(kv[0][:-1])):
+        out[tier] = {}
+        for name, scores in scorers.items():
+            rows: dict[str, list] = {"all": [[], [], [], []], "first": [[], [], [], []]}
+            for i in idx:
+                text, spans = result.samples[i].text, result.samples[i].meta["pii"]
+                st = result.target_stats[i]
+                first = [sp for sp in spans if text[int(sp["start"]):int(sp["end"])] not in text[:int(sp["start"])]]
+                repeat = [sp for sp in spans if sp not in first]
+                keep = ~secret_token_mask(st.span_start, st.span_end, repeat) | secret_token_mask(st.span_start, st.span_end, first)
+                sc = np.asarray(scores[i])
+                for key, m, sp in (("all", slice(None), spans), ("first", keep, first)):
+                    for lst, v in zip(rows[key], (sc[m], st.span_start[m], st.span_end[m], sp)):
+                        lst.append(v)
+            out[tier][name] = {k: localization(*v) for k, v in rows.items()}
+    return out
+
+
 def run_demo(out_dir: str | Path = "memlens-demo", *, quick: bool = False, profiles: int | None = None,
              model_size: str | None = None, epochs: int | None = None, device: str = "cpu", seed: int = 0,
              n_bootstrap: int | None = None, progress: bool = True) -> dict[str, Any]:

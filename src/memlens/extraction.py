@@ -52,6 +52,11 @@ def secrets_from_samples(samples: Sequence[Any], field: str = "pii", min_prompt_
     return out
 
 
+def in_context_excluded(secrets: Sequence[Secret]) -> list[Secret]:
+    """The secrets whose value does not already occur in their prompt (first occurrences)."""
+    return [s for s in secrets if s.value not in s.prompt]
+
+
 def similarity(value: str, generated: str) -> float:
     cand = generated.lstrip()[: len(value)]
     return difflib.SequenceMatcher(None, value, cand, autojunk=False).ratio()

@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
 from .build import TestbedConfig, TestbedPaths, build_testbed, read_jsonl
@@ -592,44 +591,6 @@ def real_testbed_config(*, quick: bool = False, device: str = "cpu", seed: int =
     return cfg_fn(**over)
 
 
-def in_context_excluded(secrets: Sequence[Any]) -> list[Any]:
-    """The secrets whose value does not already occur in their prompt (first occurrences)."""
-    return [s for s in secrets if s.value not in s.prompt]
-
-
-def localization_by_tier(result) -> dict[str, Any]:
-    """Token localization (see :func:`memlens.demo.token_localization`) for each tier's member
-    documents, counting PII tokens two ways: ``all`` (every PII span, as the demo does) and
-    ``first`` (only a value's first occurrence in its document; tokens of later occurrences,
-    which any LM can copy from the context, are left out of the evaluation)."""
-    from memlens.localization import localization, secret_token_mask
-
-    by_tier: dict[str, dict] = {}
-    for i, smp in enumerate(result.samples):
-        if smp.label == 1 and smp.meta.get("pii") and smp.meta.get("tier") is not None:
-            by_tier.setdefault(f"{int(smp.meta['tier'])}x", []).append(i)
-    scorers = {"loss_token": [st.logprob for st in result.target_stats]}
-    if "informia_token" in result.token_scores:
-        scorers = {"informia_token": result.token_scores["informia_token"], **scorers}
-    out: dict[str, Any] = {}
-    for tier, idx in sorted(by_tier.items(), key=lambda kv: int(kv[0][:-1])):
-        out[tier] = {}
-        for name, scores in scorers.items():
-            rows: dict[str, list] = {"all": [[], [], [], []], "first": [[], [], [], []]}
-            for i in idx:
-                text, spans = result.samples[i].text, result.samples[i].meta["pii"]
-                st = result.target_stats[i]
-                first = [sp for sp in spans if text[int(sp["start"]):int(sp["end"])] not in text[:int(sp["start"])]]
-                repeat = [sp for sp in spans if sp not in first]
-                keep = ~secret_token_mask(st.span_start, st.span_end, repeat) | secret_token_mask(st.span_start, st.span_end, first)
-                sc = np.asarray(scores[i])
-                for key, m, sp in (("all", slice(None), spans), ("first", keep, first)):
-                    for lst, v in zip(rows[key], (sc[m], st.span_start[m], st.span_end[m], sp)):
-                        lst.append(v)
-            out[tier][name] = {k: localization(*v) for k, v in rows.items()}
-    return out
-
-
 def run_real_demo(
     out_dir: str | Path = "memlens-demo-smollm2",
     *,
@@ -664,8 +625,8 @@ def run_real_demo(
     """
     import memlens
     from memlens.data import load_samples
-    from memlens.demo import per_tier_metrics, token_localization
-    from memlens.extraction import extract, secrets_from_samples, summarize, write_outcomes
+    from memlens.demo import localization_by_tier, per_tier_metrics, token_localization
+    from memlens.extraction import extract, in_context_excluded, secrets_from_samples, summarize, write_outcomes
     from memlens.pipeline import ModelHandle
 
     from .profiles import UNIQUE_PII_TYPES
