@@ -137,9 +137,10 @@ def reference_logprob(references: Sequence[TokenStats]) -> np.ndarray:
     """log q(x_t) of the true tokens: the reference's, or the log of the references' mean probability."""
     if len(references) == 1:
         return np.asarray(references[0].logprob, dtype=np.float64)
+    from scipy.special import logsumexp  # as rmia's mixture of references
+
     lp = np.stack([np.asarray(r.logprob, dtype=np.float64) for r in references])
-    m = lp.max(0)
-    return m + np.log(np.exp(lp - m).mean(0))
+    return logsumexp(lp, axis=0) - np.log(len(references))
 
 
 def input_features(inp: Any, spec: FeatureSpec, windows: str = "first") -> tuple[list[np.ndarray], np.ndarray]:
