@@ -42,7 +42,7 @@ from typing import Any, Sequence
 import torch
 
 from .build import TestbedConfig, TestbedPaths, build_testbed, read_jsonl
-from .train import _collate  # one padding/label rule for every causal-LM training loop
+from .train import _collate, warmup_cosine  # one batch rule and one schedule for every causal-LM training loop
 
 log = logging.getLogger("memlens")
 
@@ -427,10 +427,7 @@ def finetune(
         warmup = max(1, int(warmup_frac * total))
 
         def lr_at(step: int) -> float:
-            if step < warmup:
-                return lr * (step + 1) / warmup
-            t = (step - warmup) / max(1, total - warmup)
-            return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+            return lr * warmup_cosine(step, warmup, total, min_lr_ratio)
 
         params = _trainable(model)
         decay = [p for p in params.values() if p.ndim >= 2]

@@ -130,6 +130,15 @@ def _length_bucketed_batches(
     return batches
 
 
+def warmup_cosine(step: int, warmup: int, total: int, min_lr_ratio: float) -> float:
+    """Learning-rate factor at ``step``: linear warm-up over ``warmup`` steps, then cosine decay
+    to ``min_lr_ratio`` at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+
 def _collate(seqs: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -173,10 +182,7 @@ def train_lm(
     warmup = max(1, int(warmup_frac * total))
 
     def lr_at(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        t = (step - warmup) / max(1, total - warmup)
-        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+        return warmup_cosine(step, warmup, total, min_lr_ratio)
 
     # No weight decay on norms and biases (standard; decaying RMSNorm gains only hurts).
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
