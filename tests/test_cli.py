@@ -101,6 +101,7 @@ def _write(path: Path, content: bytes | str) -> Path:
     ("bad_label", "is not 1 (member) or 0"),
     ("missing_model", "does not exist"),
     ("pickle_model", "pickle"),
+    ("remote_code", "pass --trust-remote-code if you trust it"),
     ("unknown_attack", "unknown attack"),
     ("needs_reference", "needs a reference"),
     ("bad_param", "has no parameter"),
@@ -135,6 +136,17 @@ def test_bad_inputs_one_line_error(setup, tmp_path, case, expect):
             (d / f.name).write_bytes(f.read_bytes())
         (d / "pytorch_model.bin").write_bytes(b"\x80\x04not really")
         args["target"] = str(d)
+    elif case == "remote_code":
+        # a model whose config asks for code shipped beside it: refused, and the code never runs
+        import shutil
+
+        d = shutil.copytree(setup / "target", tmp_path / "remote")
+        cfg = json.loads((d / "config.json").read_text())
+        cfg.update(model_type="memlens-test-remote",
+                   auto_map={"AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilModel"})
+        (d / "config.json").write_text(json.dumps(cfg))
+        (d / "evil.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\n")
+        args["target"] = str(d)
     elif case == "unknown_attack":
         args["extra"] = ["--attacks", "loss,telepathy"]
     elif case == "needs_reference":
@@ -151,6 +163,7 @@ def test_bad_inputs_one_line_error(setup, tmp_path, case, expect):
     assert expect in r.output
     error_lines = [l for l in r.output.splitlines() if l.startswith("error:")]
     assert len(error_lines) == 1, r.output
+    assert not (tmp_path / "ran").exists()  # no model repository code was executed
 
 
 def test_long_texts_are_windowed_not_truncated(setup, tmp_path):
