@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from memlens import __version__
+from memlens._version import __version__
 from memlens.attacks import AttackError, AttackInput, AttackResult, get_attack, resolve_attack_names
 from memlens.cache import StatsCache, default_cache_dir
 from memlens.data import DataError, Sample, as_samples, check_labels, check_unique_ids, gather_audit_samples

@@ -17,32 +17,25 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 console = Console()
 err_console = Console(stderr=True)
 
-# Errors that are the user's to fix: shown as one line, exit code 2. Anything else is a bug.
-USER_ERRORS: tuple[type[BaseException], ...] = ()
+def print_error(e: BaseException) -> None:
+    """The one error printer: the first line of the message, in red, on stderr."""
+    from rich.markup import escape
 
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from memlens.attacks.base import AttackError
-    from memlens.data import DataError
-    from memlens.metrics import MetricsError
-    from memlens.models.loading import ModelLoadError
-    from memlens.models.masked import MaskedLMError
-    from memlens.pipeline import CacheMissError
-    from memlens.testbed.finetune import FinetuneError
-
-    return (DataError, ModelLoadError, AttackError, MetricsError, CacheMissError, MaskedLMError, FinetuneError, FileNotFoundError)
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    err_console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
 
 
 def friendly_errors(fn: Callable) -> Callable:
+    """Errors that are the user's to fix (:class:`~memlens.errors.MemlensError`, a missing file)
+    print as one line with exit code 2; anything else is a bug and keeps its traceback."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from memlens.errors import MemlensError
+
         try:
             return fn(*args, **kwargs)
-        except _user_errors() as e:
-            from rich.markup import escape
-
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            err_console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
+        except (MemlensError, FileNotFoundError) as e:
+            print_error(e)
             raise typer.Exit(2)
         except KeyboardInterrupt:
             err_console.print("interrupted: finished texts are cached; run the same command again to resume")

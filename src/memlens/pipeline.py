@@ -27,12 +27,9 @@ from memlens.models.loading import (
     ModelSpec, fingerprint_files, fingerprint_module, fingerprint_tokenizer, load_model, load_tokenizer, resolve_model,
 )
 from memlens.stats import TOKEN_FIELDS, TokenStats
+from memlens.errors import CacheMissError  # noqa: F401  (re-exported: its old home)
 
 log = logging.getLogger("memlens")
-
-
-class CacheMissError(RuntimeError):
-    """Statistics were asked for from the cache alone, and some are missing."""
 
 
 @dataclass

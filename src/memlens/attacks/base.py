@@ -12,10 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from memlens.stats import TokenStats
-
-
-class AttackError(ValueError):
-    """An attack cannot run on the inputs given (e.g. it needs a reference model)."""
+from memlens.errors import AttackError  # noqa: F401  (re-exported: its old home)
 
 
 @dataclass

@@ -32,13 +32,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from memlens.ltmia.features import FeatureSpec, LTMIAError, pad
+from memlens.errors import ClassifierError  # noqa: F401  (re-exported: its old home)
 
 FORMAT = "memlens-ltmia-classifier"
 FORMAT_VERSION = 1
-
-
-class ClassifierError(LTMIAError):
-    pass
 
 
 @dataclass

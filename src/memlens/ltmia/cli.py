@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import time
@@ -24,23 +23,10 @@ from memlens.ltmia.recipes import TRAIN_PRESETS, train_classifier, train_setting
 
 
 def _friendly(fn):
-    """One-line errors and exit code 2 for what the user can fix (as the rest of the memlens CLI)."""
+    """One-line errors and exit code 2 for what the user can fix (the memlens CLI's one printer)."""
+    from memlens.cli import friendly_errors
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from memlens.cli import err_console, friendly_errors
-        from memlens.ltmia.features import LTMIAError
-
-        try:
-            return friendly_errors(fn)(*args, **kwargs)
-        except LTMIAError as e:
-            from rich.markup import escape
-
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            err_console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2)
-
-    return wrapper
+    return friendly_errors(fn)
 
 
 def _data_preset(data: Path) -> str:

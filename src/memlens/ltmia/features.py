@@ -22,20 +22,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from memlens.stats import LTMIA_SPACES, TokenStats, ltmia_pair_dim
+from memlens.errors import LTMIAError, FeatureError  # noqa: F401  (re-exported: its old home)
 
 FEATURE_VERSION = 1
 #: key of :attr:`memlens.attacks.base.AttackInput.extras` holding each text's paired-reduction record
 PAIR_EXTRAS_KEY = "pair"
 #: name of the paired reduction (see :data:`memlens.stats.PAIR_REDUCTIONS`)
 REDUCTION = "ltmia"
-
-
-class LTMIAError(ValueError):
-    """A user-fixable LT-MIA problem (bad configuration, missing data, ...); the CLI prints it in one line."""
-
-
-class FeatureError(LTMIAError):
-    """The statistics given cannot make LT-MIA features (missing paired pass, wrong k, ...)."""
 
 
 def feature_names(k: int) -> list[str]:

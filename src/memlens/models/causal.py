@@ -15,10 +15,7 @@ import numpy as np
 import torch
 
 from memlens.stats import TOKEN_FIELDS, TokenStats, pair_reductions, single_model_reductions
-
-
-class TextTooShortError(ValueError):
-    pass
+from memlens.errors import TextTooShortError  # noqa: F401  (re-exported: its old home)
 
 
 @dataclass

@@ -15,10 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-
-class ModelLoadError(RuntimeError):
-    """A model or tokenizer cannot be loaded; the message says why and what to do."""
+from memlens.errors import ModelLoadError  # noqa: F401  (re-exported: its old home)
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt")

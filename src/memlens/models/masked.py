@@ -45,6 +45,7 @@ from memlens.cache import Record, StatsCache, text_hash
 from memlens.models.loading import context_length, load_model
 from memlens.pipeline import CacheMissError, LoadOptions, ModelHandle, _process_group
 from memlens.stats import TokenStats
+from memlens.errors import MaskedLMError  # noqa: F401  (re-exported: its old home)
 
 log = logging.getLogger("memlens")
 
@@ -55,10 +56,6 @@ KNOWN_DIFFUSION_LMS: dict[str, tuple[int, bool]] = {
     "llada": (126336, False),  # GSAI-ML/LLaDA-8B-*: bidirectional, logits at i predict x_i
     "dream": (151666, True),  # Dream-org/Dream-v0-*: AR-initialised, logits at i-1 predict x_i
 }
-
-
-class MaskedLMError(ValueError):
-    """A masked / diffusion LM cannot be used as asked (no mask token, other vocabulary, ...)."""
 
 
 # --------------------------------------------------------------------------------------------

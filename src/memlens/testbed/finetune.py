@@ -43,6 +43,7 @@ import torch
 
 from .build import TestbedConfig, TestbedPaths, build_testbed, read_jsonl
 from .train import _collate, warmup_cosine  # one batch rule and one schedule for every causal-LM training loop
+from memlens.errors import FinetuneError  # noqa: F401  (re-exported: its old home)
 
 log = logging.getLogger("memlens")
 
@@ -50,10 +51,6 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 METHODS = ("full", "lora")
 LORA_TARGETS = "all-linear"  # every linear layer of the blocks (peft leaves the output head alone)
 _FORMAT = "memlens-finetune/1"
-
-
-class FinetuneError(RuntimeError):
-    """A fine-tuning run cannot go on as asked; the message says why and what to do."""
 
 
 # --------------------------------------------------------------------------------------------
