@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from memlens._io import write_jsonl
 from memlens._version import __version__
 from memlens.attacks import AttackError, AttackInput, AttackResult, get_attack, resolve_attack_names
 from memlens.cache import StatsCache, default_cache_dir
@@ -53,10 +54,9 @@ class AuditResult:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         self.scores.to_csv(out / "scores.csv", index=False)
-        with open(out / "texts.jsonl", "w", encoding="utf-8") as f:  # the report and `memlens show` read these back
-            for smp in self.samples:
-                f.write(json.dumps({"id": smp.id, "text": smp.text, "label": smp.label, "meta": smp.meta},
-                                   ensure_ascii=False, default=_json_default) + "\n")
+        # the report and `memlens show` read these back
+        write_jsonl(out / "texts.jsonl", ({"id": smp.id, "text": smp.text, "label": smp.label, "meta": smp.meta}
+                                          for smp in self.samples), default=_json_default)
         (out / "results.json").write_text(json.dumps(self.results_dict(), indent=2, default=_json_default))
         self._save_tokens(out / "token_scores.parquet")
         if self.metrics:

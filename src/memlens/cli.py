@@ -467,6 +467,7 @@ def extract(
     _setup(False)
     import json as _json
 
+    from memlens._io import write_jsonl
     from memlens.data import DataError, load_samples
     from memlens.extraction import extract as run_extract, secrets_from_samples, summarize
     from memlens.models.loading import load_model, load_tokenizer, resolve_model
@@ -491,10 +492,9 @@ def extract(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "extraction.json").write_text(_json.dumps(summary, indent=2))
-        with open(out / "extraction.jsonl", "w", encoding="utf-8") as f:
-            for o in outcomes:
-                f.write(_json.dumps({"id": o.secret.text_id, "type": o.secret.type, "value": o.secret.value, "label": o.secret.label,
-                                     "generated": o.generated, "exact": o.exact, "similarity": o.similarity}, ensure_ascii=False) + "\n")
+        write_jsonl(out / "extraction.jsonl", ({"id": o.secret.text_id, "type": o.secret.type, "value": o.secret.value,
+                                                "label": o.secret.label, "generated": o.generated, "exact": o.exact,
+                                                "similarity": o.similarity} for o in outcomes))
 
 
 @app.command()

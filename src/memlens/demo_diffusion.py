@@ -124,9 +124,9 @@ def _ensure_testbed(root: Path, cfg) -> Any:
 
 
 def _fingerprint(d: dict) -> str:
-    import hashlib
+    from memlens._io import json_hash
 
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_hash(d, 16)
 
 
 def _texts_sha(texts: Sequence[str]) -> str:

@@ -174,13 +174,10 @@ def _stable_seed(seed: int, name: str) -> int:
 # Atomic file helpers
 # ---------------------------------------------------------------------------------------------
 def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
+    from memlens._io import atomic_path
+
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _write_json(path: Path, obj: Any) -> None:

@@ -457,11 +457,10 @@ def render(payload: dict[str, Any], figs: dict[str, str]) -> str:
 
 
 def _write(path: Path, html: str) -> Path:
+    from memlens._io import atomic_write
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(html.encode("utf-8", "backslashreplace"))  # bytes: no newline translation on Windows
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, html.encode("utf-8", "backslashreplace"), fsync=False)  # bytes: no newline translation
 
 
 def build_html(saved: SavedAudit, threshold: float = DEFAULT_THRESHOLD) -> str:

@@ -41,6 +41,8 @@ from typing import Any, Sequence
 
 import torch
 
+from memlens._io import json_hash
+
 from .build import TestbedConfig, TestbedPaths, build_testbed, read_jsonl
 from .train import _collate, warmup_cosine  # one batch rule and one schedule for every causal-LM training loop
 from memlens.errors import FinetuneError  # noqa: F401  (re-exported: its old home)
@@ -265,7 +267,7 @@ def _load_checkpoint(ckpt: Path, model, opt, device: torch.device) -> dict:
 # Fine-tuning
 # --------------------------------------------------------------------------------------------
 def _run_key(settings: dict) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return json_hash(settings, 20)
 
 
 def _versions() -> dict[str, str]:
