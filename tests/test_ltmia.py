@@ -29,7 +29,8 @@ from memlens.ltmia import (
 )
 from memlens.ltmia.features import PAIR_EXTRAS_KEY
 from memlens.models.causal import CausalScorer
-from memlens.stats import PAIR_REDUCTIONS, ltmia_pair_dim, pair_reductions
+from memlens.models.reductions import PAIR_REDUCTIONS, pair_reductions
+from memlens.stats import ltmia_pair_dim
 
 TEXTS = [
     "Amber stone by the river, code 101.",

@@ -56,10 +56,6 @@ class CacheNamespace:
         self._mem: dict[str, Record] = {}
         self._loaded = False
 
-    @property
-    def enabled(self) -> bool:
-        return self.dir is not None
-
     def _load_all(self) -> None:
         if self._loaded or self.dir is None:
             self._loaded = True

@@ -21,12 +21,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from memlens.attacks.base import ReferenceView, TokenComparison
 from memlens.cache import CacheNamespace, Record, StatsCache, text_hash
 from memlens.models.loading import (
     ModelSpec, fingerprint_files, fingerprint_module, fingerprint_tokenizer, load_model, load_tokenizer, resolve_model,
 )
-from memlens.stats import TOKEN_FIELDS, TokenStats
+from memlens.stats import TOKEN_FIELDS, ReferenceView, TokenComparison, TokenStats
 from memlens.errors import CacheMissError  # noqa: F401  (re-exported: its old home)
 
 log = logging.getLogger("memlens")
@@ -108,7 +107,7 @@ class PassSettings:
     flush_every: int = 256  # texts buffered before a cache shard is written
     progress: bool = True
     cache_only: bool = False  # refuse to run a model (``memlens attack``)
-    # paired reductions of the target/reference pass (memlens.stats.PAIR_REDUCTIONS) and their
+    # paired reductions of the target/reference pass (memlens.models.reductions.PAIR_REDUCTIONS) and their
     # settings; "ltmia" (with its k) is added when the ltmia attack runs
     pair_reductions: tuple[str, ...] = ("informia",)
     pair_settings: dict = field(default_factory=dict)

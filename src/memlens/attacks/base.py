@@ -1,7 +1,8 @@
 """The attack registry and the inputs every attack receives.
 
 An attack is a pure function ``fn(inp: AttackInput, **params) -> AttackResult``: it never runs a
-model. Adding an attack is one module with one ``@register(...)`` function, imported in
+model. ``AttackInput`` and the types in it live in :mod:`memlens.stats` (they are the passes'
+output); this module re-exports them. Adding an attack is one module with one ``@register(...)`` function, imported in
 ``memlens/attacks/__init__.py``.
 """
 from __future__ import annotations
@@ -11,57 +12,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from memlens.stats import TokenStats
+from memlens.stats import AttackInput, ReferenceView, TokenComparison, TokenStats  # noqa: F401  (re-exported)
 from memlens.errors import AttackError  # noqa: F401  (re-exported: its old home)
-
-
-@dataclass
-class ReferenceView:
-    """One reference model's own statistics of each text (in the reference's tokenization)."""
-
-    name: str
-    stats: list[TokenStats]
-
-
-@dataclass
-class TokenComparison:
-    """Target vs reference(s), aligned to the *target's* tokens of each text (nats).
-
-    ``log_ratio[i]``: log p_target(x_t) - log q(x_t); ``kl[i]``: D_KL(q || p_target), with q the
-    reference's next-token distribution (the mean of the references' distributions when there
-    are several). ``kl`` is None when the models do not share a vocabulary: then only the
-    log-ratio exists, aligned by character spans.
-    """
-
-    log_ratio: list[np.ndarray]
-    kl: list[np.ndarray] | None
-    note: str = ""
-
-
-@dataclass
-class AttackInput:
-    """Everything an attack may look at, for n audited texts and m population texts."""
-
-    texts: list[str]
-    target: list[TokenStats]
-    references: list[ReferenceView] = field(default_factory=list)
-    comparison: TokenComparison | None = None
-    population_texts: list[str] = field(default_factory=list)
-    population_target: list[TokenStats] = field(default_factory=list)
-    population_references: list[ReferenceView] = field(default_factory=list)
-    population_comparison: TokenComparison | None = None
-    # Model-kind specific data (e.g. masked-LM losses for SAMA), keyed by producer.
-    extras: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if len(self.texts) != len(self.target):
-            raise ValueError("texts and target stats differ in length")
-        for ref in self.references:
-            if len(ref.stats) != len(self.texts):
-                raise ValueError(f"reference {ref.name} has stats for {len(ref.stats)} of {len(self.texts)} texts")
-
-    def __len__(self) -> int:
-        return len(self.texts)
 
 
 @dataclass

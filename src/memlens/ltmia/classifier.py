@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from memlens.ltmia.features import FeatureSpec, LTMIAError, pad
+from memlens.ltmia.features import FeatureSpec, pad
 from memlens.errors import ClassifierError  # noqa: F401  (re-exported: its old home)
 
 FORMAT = "memlens-ltmia-classifier"

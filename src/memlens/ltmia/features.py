@@ -3,7 +3,7 @@
 A text's features come from three products of the one paired pass (target and reference on the
 same batch), never from another model run:
 
-* the paired reduction ``"ltmia"`` (:func:`memlens.stats._ltmia_pair`): truth (4), head (4k) and
+* the paired reduction ``"ltmia"`` (:func:`memlens.models.reductions._ltmia_pair`): truth (4), head (4k) and
   tail (3k) blocks, which need both models' full next-token distributions;
 * the target's :class:`~memlens.stats.TokenStats` (``logprob``) and the reference's (``logprob``;
   with several references, the log of their mean probability of the true token): the loss block
@@ -27,7 +27,7 @@ from memlens.errors import LTMIAError, FeatureError  # noqa: F401  (re-exported:
 FEATURE_VERSION = 1
 #: key of :attr:`memlens.attacks.base.AttackInput.extras` holding each text's paired-reduction record
 PAIR_EXTRAS_KEY = "pair"
-#: name of the paired reduction (see :data:`memlens.stats.PAIR_REDUCTIONS`)
+#: name of the paired reduction (see :data:`memlens.models.reductions.PAIR_REDUCTIONS`)
 REDUCTION = "ltmia"
 
 

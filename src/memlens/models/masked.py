@@ -35,7 +35,7 @@ Cache records (one namespace per model; see :mod:`memlens.cache`) hold, per text
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -44,7 +44,7 @@ import torch
 from memlens.cache import Record, StatsCache, text_hash
 from memlens.models.loading import context_length, load_model
 from memlens.pipeline import CacheMissError, LoadOptions, ModelHandle, _process_group
-from memlens.stats import TokenStats
+from memlens.stats import AttackInput, MaskedExtras, MaskedProbe, ReferenceView, TokenStats
 from memlens.errors import MaskedLMError  # noqa: F401  (re-exported: its old home)
 
 log = logging.getLogger("memlens")
@@ -130,77 +130,6 @@ def sample_masks(n_tokens: int, key: str, settings: MaskedPassSettings) -> np.nd
             perm = rng.permutation(n_tokens)
         out[t, perm[:k]] = True
     return out
-
-
-# --------------------------------------------------------------------------------------------
-# What attacks receive: inp.extras["masked"]
-# --------------------------------------------------------------------------------------------
-@dataclass
-class MaskedProbe:
-    """One text's masked-LM losses: S masking steps over its L maskable tokens.
-
-    ``mask[t, i]``: position i is masked at step t. ``nll_target[t, i]`` / ``nll_ref[t, i]``:
-    -log p(x_i | masked input of step t) under the target / the reference (the mean over
-    references when there are several), NaN where ``mask[t, i]`` is False. ``nll_refs`` holds
-    each reference's array.
-    """
-
-    token_ids: np.ndarray  # int64 [L]
-    span_start: np.ndarray  # int64 [L], character span of each token in the text
-    span_end: np.ndarray
-    mask: np.ndarray  # bool [S, L]
-    nll_target: np.ndarray  # float32 [S, L]
-    nll_ref: np.ndarray | None = None  # float32 [S, L]
-    nll_refs: list[np.ndarray] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.mask = np.asarray(self.mask, dtype=bool)
-        shape = self.mask.shape
-        if self.mask.ndim != 2 or shape[1] != len(self.token_ids):
-            raise ValueError(f"mask has shape {shape}, expected [steps, {len(self.token_ids)}]")
-        for name in ("nll_target", "nll_ref"):
-            a = getattr(self, name)
-            if a is not None and np.shape(a) != shape:
-                raise ValueError(f"{name} has shape {np.shape(a)}, expected {shape}")
-
-    @property
-    def n_steps(self) -> int:
-        return self.mask.shape[0]
-
-    @property
-    def n_tokens(self) -> int:
-        return self.mask.shape[1]
-
-    def first_step(self) -> np.ndarray:
-        """Per position, the first step at which it is masked (-1 if never)."""
-        any_ = self.mask.any(axis=0)
-        return np.where(any_, self.mask.argmax(axis=0), -1)
-
-
-@dataclass
-class MaskedExtras:
-    """``AttackInput.extras["masked"]``: one :class:`MaskedProbe` per audited text, in order.
-
-    ``keys[i]`` is the SHA-256 of text i (attacks seed their own sampling with it, so scores do
-    not depend on batch composition); ``alphas`` the S masking densities; ``settings`` the pass
-    settings (steps, alpha range, nested, seed, ...).
-    """
-
-    probes: list[MaskedProbe]
-    keys: list[str]
-    alphas: np.ndarray
-    settings: dict
-    target: str = ""
-    references: list[str] = field(default_factory=list)
-    computed: int = 0  # texts a model actually ran on in this call
-    notes: list[str] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.probes)
-
-    @property
-    def has_reference(self) -> bool:
-        return bool(self.probes) and all(p.nll_ref is not None for p in self.probes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -599,8 +528,6 @@ def masked_attack_input(texts: Sequence[str], extras: MaskedExtras):
     tokens: ``logprob`` = minus the mean NLL of the token over the steps that mask it (NaN if no
     step does), other fields NaN/0. The real data is ``extras["masked"]``.
     """
-    from memlens.attacks.base import AttackInput, ReferenceView
-
     def pseudo(p: MaskedProbe, nll: np.ndarray) -> TokenStats:
         n = p.n_tokens
         with np.errstate(invalid="ignore"), _nanmean_quiet():
