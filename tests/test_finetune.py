@@ -107,7 +107,7 @@ def test_checkpoint_of_other_settings_is_refused(tmp_path, base_dir, stream):
 
 def test_lora_reference_is_the_base_with_one_copy_of_the_weights(tmp_path, base_dir, stream):
     from memlens.models.loading import load_model, resolve_model
-    from memlens.pipeline import ModelHandle
+    from memlens.models.handle import ModelHandle
 
     res = ft.finetune(str(base_dir), stream, tmp_path / "lora", lora=True, lr=5e-2, lora_r=4, **KW)
     ref = res.reference()
@@ -137,7 +137,8 @@ def test_lora_reference_gives_the_base_statistics_in_the_pipeline(tmp_path, base
     """The statistics pass on (LoRA target, adapter-disabled reference) gives, for the reference,
     exactly what the base loaded from disk gives on its own; the target's differ."""
     from memlens.cache import StatsCache
-    from memlens.pipeline import LoadOptions, ModelHandle, PassSettings, compute_stats
+    from memlens.models.handle import LoadOptions, ModelHandle
+    from memlens.passes.causal import PassSettings, compute_stats
 
     res = ft.finetune(str(base_dir), stream, tmp_path / "lora", lora=True, lr=5e-2, lora_r=4, **KW)
     texts = corpus[:3] + corpus[40:43]

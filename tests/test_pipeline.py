@@ -15,7 +15,8 @@ from memlens.models.loading import (
     ModelLoadError, context_length, fingerprint_files, fingerprint_tokenizer, load_model, load_tokenizer, pick_dtype,
     resolve_model,
 )
-from memlens.pipeline import ModelHandle, PassSettings, align_by_spans, compute_stats
+from memlens.models.handle import ModelHandle
+from memlens.passes.causal import PassSettings, align_by_spans, compute_stats
 
 TEXTS = [
     "Amber stone by the river, code 101.",
@@ -284,7 +285,7 @@ def test_fingerprints_follow_content(gpt2, gpt2_ref, tmp_path):
 def test_audit_keeps_references_without_their_own_tokenizer(gpt2, gpt2_ref, gpt2_ref2, tokenizer):
     """reference_tokenizers shorter than references: the rest use the target's tokenizer, none dropped."""
     from memlens.audit import _handles
-    from memlens.pipeline import LoadOptions
+    from memlens.models.handle import LoadOptions
 
     t, refs = _handles(gpt2.model, [gpt2_ref.model, gpt2_ref2.model], tokenizer, [tokenizer], None, LoadOptions())
     assert len(refs) == 2

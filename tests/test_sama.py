@@ -11,7 +11,8 @@ from memlens.attacks.base import AttackError, AttackInput, get_attack
 from memlens.attacks.dlm_baselines import masked_mean
 from memlens.attacks.sama import combine_steps, sample_subsets, step_losses, step_weights, vote_fraction
 from memlens.cache import text_hash
-from memlens.models.masked import MaskedExtras, MaskedProbe, masked_attack_input, score_masked
+from memlens.passes.masked import masked_attack_input, score_masked
+from memlens.stats import MaskedExtras, MaskedProbe
 from memlens.testbed.diffusion import add_mask_token, diffusion_loss, make_model, train_masked_diffusion, train_tokenizer
 
 NAN = np.nan

@@ -18,7 +18,8 @@ from memlens.attacks import AttackError, AttackInput, AttackResult, get_attack, 
 from memlens.cache import StatsCache, default_cache_dir
 from memlens.data import DataError, Sample, as_samples, check_labels, check_unique_ids, gather_audit_samples
 from memlens.metrics import DEFAULT_FPRS, AttackMetrics, evaluate
-from memlens.pipeline import LoadOptions, ModelHandle, PassSettings, StatsBundle, compute_stats
+from memlens.models.handle import LoadOptions, ModelHandle
+from memlens.passes.causal import PassSettings, StatsBundle, compute_stats
 from memlens.stats import TokenStats
 
 log = logging.getLogger("memlens")
@@ -170,7 +171,7 @@ def audit(
     of strings/dicts. ``cache_dir``: "default" (``~/.cache/memlens``), a path, or None (no disk cache).
     ``model_kind``: "causal" (autoregressive LMs) or "masked" (masked / diffusion LMs, for SAMA);
     ``masked``: options of the masked pass (steps, alpha_min, alpha_max, nested, mask_token_id,
-    auto_class, shift_logits), see :func:`memlens.models.masked.score_masked`.
+    auto_class, shift_logits), see :func:`memlens.passes.masked.score_masked`.
     """
     import torch
 
@@ -228,7 +229,8 @@ def _ltmia_pass(params: dict) -> tuple[tuple[str, ...], dict]:
 def _audit_masked(target, references, samples, attacks, attack_params, tokenizer, options, masked_opts, cache_dir,
                   max_length, cache_only, progress, seed, fprs, n_bootstrap) -> AuditResult:
     """The audit of a masked / diffusion LM: the masked pass, then SAMA and its baselines."""
-    from memlens.models.masked import as_masked_handle, masked_attack_input, score_masked
+    from memlens.models.masked import as_masked_handle
+    from memlens.passes.masked import masked_attack_input, score_masked
 
     kw = {k: masked_opts[k] for k in ("auto_class", "mask_token_id", "shift_logits") if masked_opts.get(k) is not None}
     pass_kw = {k: masked_opts[k] for k in ("steps", "alpha_min", "alpha_max", "nested") if masked_opts.get(k) is not None}

@@ -215,7 +215,8 @@ def score(
     _setup(verbose)
     from memlens.audit import score_texts
     from memlens.data import load_samples
-    from memlens.pipeline import LoadOptions, PassSettings
+    from memlens.models.handle import LoadOptions
+    from memlens.passes.causal import PassSettings
 
     all_texts = [s.text for p in texts for s in load_samples(p, text_field=text_field)]
     bundle = score_texts(target, reference or [], all_texts, gguf_file=gguf_file, cache_dir=cache_dir or "default",

@@ -522,7 +522,7 @@ def evaluate_testbed(tb: DiffusionTestbed, *, attacks: Sequence[str] = ATTACKS, 
     import memlens.attacks.sama  # noqa: F401
     from memlens.attacks.base import get_attack
     from memlens.metrics import tpr_at_fpr
-    from memlens.models.masked import masked_attack_input, score_masked
+    from memlens.passes.masked import masked_attack_input, score_masked
 
     t0 = time.perf_counter()
     ex = score_masked(tb.target, tb.reference, tb.texts, tokenizer=tb.tokenizer, cache=cache, seed=seed, steps=steps)

@@ -623,7 +623,7 @@ def run_real_demo(
     from memlens.data import load_samples
     from memlens.demo import localization_by_tier, per_tier_metrics, token_localization
     from memlens.extraction import extract, in_context_excluded, secrets_from_samples, summarize, write_outcomes
-    from memlens.pipeline import ModelHandle
+    from memlens.models.handle import ModelHandle
 
     from .profiles import UNIQUE_PII_TYPES
 
