@@ -207,7 +207,9 @@ def test_build_diffusion_testbed_with_given_stream_and_tiers(tok):
 # The demo end to end, and the CLI
 # --------------------------------------------------------------------------------------------
 def _check_outputs(out, summary, conditions):
-    from memlens.demo_diffusion import ATTACKS
+    from memlens.attacks import attacks_of_kind
+
+    ATTACKS = attacks_of_kind("masked")
 
     assert json.loads((out / "summary.json").read_text())["conditions_run"] == list(conditions)
     mem = read_jsonl(out / "testbed" / "members.jsonl")

@@ -14,7 +14,7 @@ import pandas as pd
 
 from memlens._io import write_jsonl
 from memlens._version import __version__
-from memlens.attacks import AttackError, AttackInput, AttackResult, get_attack, resolve_attack_names
+from memlens.attacks import AttackInput, AttackResult, get_attack, resolve_attack_names
 from memlens.cache import StatsCache, default_cache_dir
 from memlens.data import DataError, Sample, as_samples, check_labels, check_unique_ids, gather_audit_samples
 from memlens.metrics import DEFAULT_FPRS, AttackMetrics, evaluate
@@ -199,8 +199,10 @@ def audit(
             raise DataError(f"attack {n!r} needs population texts (--population)")
     settings = PassSettings(batch_size=batch_size, max_length=max_length, stride=stride, temperature=temperature,
                             progress=progress, cache_only=cache_only)
-    if "ltmia" in names:  # its features need the "ltmia" paired reduction, with the classifier's settings
-        settings.pair_reductions, settings.pair_settings = _ltmia_pass((attack_params or {}).get("ltmia") or {})
+    for n in names:  # what the attacks add to the pass (e.g. ltmia's paired reduction, with its classifier's k)
+        reductions, pair_settings = get_attack(n).pass_needs((attack_params or {}).get(n))
+        settings.pair_reductions = tuple(dict.fromkeys((*settings.pair_reductions, *reductions)))
+        settings.pair_settings.update(pair_settings)
     cache = StatsCache(default_cache_dir() if cache_dir == "default" else cache_dir)
     bundle = compute_stats(t, refs, [s.text for s in samples], cache, settings)
     pop_bundle = compute_stats(t, refs, [s.text for s in pop], cache, settings) if pop else None
@@ -214,16 +216,6 @@ def audit(
     )
     results = run_attacks(inp, names, attack_params)
     return _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, len(pop))
-
-
-def _ltmia_pass(params: dict) -> tuple[tuple[str, ...], dict]:
-    """Paired reductions and settings the ``ltmia`` attack's classifier needs (its errors as AttackError)."""
-    from memlens.ltmia import ClassifierError, pass_settings
-
-    try:
-        return pass_settings(params.get("model", "default"))
-    except (ClassifierError, OSError) as e:
-        raise AttackError(f"ltmia: {e}") from None
 
 
 def _audit_masked(target, references, samples, attacks, attack_params, tokenizer, options, masked_opts, cache_dir,

@@ -302,13 +302,15 @@ def _demo_real_base(out: Optional[Path], *, base: str, gguf_file: Optional[str],
 
 
 DEMO_FAMILIES = ("causal", "diffusion")
-DLM_ATTACKS = ("sama", "dlm_loss", "dlm_ref")
 
 
 def _demo_diffusion(out: Optional[Path], *, quick: bool, condition: str, profiles: Optional[int], epochs: Optional[int],
                     device: str, seed: int, retrain: bool) -> None:
     """``memlens demo --family diffusion``: SAMA against the DLM baselines on tiny masked diffusion LMs."""
+    from memlens.attacks import attacks_of_kind
     from memlens.demo_diffusion import CONDITIONS, run_diffusion_demo, winner_lines
+
+    masked = attacks_of_kind("masked")  # SAMA and its baselines first, in registration order
 
     if condition not in (*CONDITIONS, "both"):
         raise typer.BadParameter(f"--condition must be one of {', '.join(CONDITIONS)} or both")
@@ -323,7 +325,7 @@ def _demo_diffusion(out: Optional[Path], *, quick: bool, condition: str, profile
         t.add_column("attack")
         for col in ("overall", *tiers):
             t.add_column(col, justify="right")
-        for a in [a for a in DLM_ATTACKS if a in cs["metrics"]] + [a for a in cs["metrics"] if a not in DLM_ATTACKS]:
+        for a in [a for a in masked if a in cs["metrics"]] + [a for a in cs["metrics"] if a not in masked]:
             rows = [cs["metrics"][a]] + [cs["per_tier"][k][a] for k in tiers]
             t.add_row(a, *[f"{m['auc']:.3f} ({'n/a' if m['tpr_at_1%fpr'] is None else format(m['tpr_at_1%fpr'], '.2f')})"
                            for m in rows])

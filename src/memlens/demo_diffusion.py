@@ -41,7 +41,6 @@ import numpy as np
 log = logging.getLogger("memlens")
 
 CONDITIONS = ("no-shift", "shift")
-ATTACKS = ("sama", "dlm_loss", "dlm_ref")
 
 # PII testbed sizes (TestbedConfig overrides). At least 100 non-members, so that TPR at 1% FPR
 # is supported (one false positive = 1%).

@@ -8,6 +8,7 @@ from memlens.attacks.base import (  # noqa: F401
     AttackInput,
     AttackResult,
     AttackSpec,
+    attacks_of_kind,
     Param,
     ReferenceView,
     TokenComparison,
@@ -16,7 +17,6 @@ from memlens.attacks.base import (  # noqa: F401
 )
 from memlens.attacks import loss, zlib, mink, minkpp, ref, rmia, informia, sama, dlm_baselines, ltmia  # noqa: F401,E402
 
-DEFAULT_ATTACKS = ("loss", "zlib", "mink", "minkpp", "ref", "rmia", "informia", "informia_token")
 
 
 def resolve_attack_names(names: list[str] | str, *, have_reference: bool, have_population: bool,

@@ -41,8 +41,17 @@ class AttackSpec:
     params: dict[str, Param]
     needs_reference: bool = False
     needs_population: bool = False
-    model_kind: str = "causal"  # "causal" or "masked"
+    model_kind: str = "causal"  # "causal" or "masked": which pass makes its inputs
     in_all: bool = True  # False: run only when named (not part of "all")
+    # What the attack needs of the pass beyond the defaults: ``fn(resolved params) -> (paired
+    # reductions, pair settings)`` (see memlens.models.reductions.PAIR_REDUCTIONS), or None.
+    pass_requirements: Callable[[dict[str, Any]], tuple[tuple[str, ...], dict[str, Any]]] | None = None
+
+    def pass_needs(self, given: dict[str, Any] | None = None) -> tuple[tuple[str, ...], dict[str, Any]]:
+        """The paired reductions and pair settings this attack adds to the pass (none by default)."""
+        if self.pass_requirements is None:
+            return (), {}
+        return self.pass_requirements(self.resolve_params(given))
 
     def resolve_params(self, given: dict[str, Any] | None) -> dict[str, Any]:
         """Defaults updated by ``given``; unknown names and bad choices are errors."""
@@ -91,15 +100,16 @@ def register(
     needs_population: bool = False,
     model_kind: str = "causal",
     in_all: bool = True,
+    pass_requirements: Callable[[dict[str, Any]], tuple[tuple[str, ...], dict[str, Any]]] | None = None,
 ):
     """Register ``fn(inp, **params) -> AttackResult`` under ``name`` (``in_all=False``: left out of
-    ``--attacks all``, run only when named)."""
+    ``--attacks all``, run only when named; ``pass_requirements``: see :class:`AttackSpec`)."""
 
     def deco(fn: Callable[..., AttackResult]) -> Callable[..., AttackResult]:
         if name in REGISTRY:
             raise ValueError(f"attack {name!r} registered twice")
         REGISTRY[name] = AttackSpec(name, fn, description, dict(params or {}), needs_reference, needs_population, model_kind,
-                                    in_all)
+                                    in_all, pass_requirements)
         return fn
 
     return deco
@@ -109,6 +119,11 @@ def get_attack(name: str) -> AttackSpec:
     if name not in REGISTRY:
         raise AttackError(f"unknown attack {name!r}; known attacks: {', '.join(sorted(REGISTRY))}")
     return REGISTRY[name]
+
+
+def attacks_of_kind(model_kind: str) -> tuple[str, ...]:
+    """Names of the registered attacks for one kind of model ("causal" or "masked"), in registration order."""
+    return tuple(n for n, spec in REGISTRY.items() if spec.model_kind == model_kind)
 
 
 def lowest_k_mean(values: np.ndarray, k: float) -> float:
