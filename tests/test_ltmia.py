@@ -244,7 +244,7 @@ def test_default_classifier_is_shipped():
 def test_cli_info_and_train(tmp_path, tiny_data):
     from typer.testing import CliRunner
 
-    from memlens.ltmia.cli import ltmia_app
+    from memlens.cli.ltmia import ltmia_app
 
     r = CliRunner().invoke(ltmia_app, ["info", "default"])
     assert r.exit_code == 0, r.output

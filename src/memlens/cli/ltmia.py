@@ -16,17 +16,10 @@ from typing import List, Optional
 
 import typer
 
+from memlens.cli._common import friendly_errors
+
 ltmia_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                         help="LT-MIA: learned membership inference (generate data, train, evaluate).")
-
-from memlens.ltmia.recipes import TRAIN_PRESETS, train_classifier, train_settings  # noqa: F401
-
-
-def _friendly(fn):
-    """One-line errors and exit code 2 for what the user can fix (the memlens CLI's one printer)."""
-    from memlens.cli import friendly_errors
-
-    return friendly_errors(fn)
 
 
 def _data_preset(data: Path) -> str:
@@ -59,7 +52,7 @@ def _parse_sets(items: Optional[List[str]]) -> dict:
 
 
 @ltmia_app.command()
-@_friendly
+@friendly_errors
 def generate(
     out: Path = typer.Argument(..., help="output directory (an existing one is completed: missing runs only)"),
     preset: str = typer.Option("small", "--preset", help="tiny (CI), small (CPU, minutes) or large (GPU)"),
@@ -84,7 +77,7 @@ def generate(
 
 
 @ltmia_app.command()
-@_friendly
+@friendly_errors
 def train(
     data: Path = typer.Argument(..., help="a directory written by `memlens ltmia generate`"),
     out: Path = typer.Option(Path("ltmia.safetensors"), "--out", "-o", help="classifier file (.safetensors; .json beside it)"),
@@ -99,6 +92,8 @@ def train(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Train a classifier on a generated data set (all runs, or all but some families/domains)."""
+    from memlens.ltmia.recipes import train_classifier
+
     _setup(verbose)
     _data_preset(data)
     path = train_classifier(data, out, exclude_family or [], exclude_domain or [], device=device, seed=seed, verbose=verbose,
@@ -109,7 +104,7 @@ def train(
 
 
 @ltmia_app.command("eval")
-@_friendly
+@friendly_errors
 def eval_(
     data: Path = typer.Argument(..., help="a directory written by `memlens ltmia generate`"),
     out: Path = typer.Option(Path("ltmia-eval"), "--out", "-o", help="writes transfer.json and transfer.md"),
@@ -123,7 +118,7 @@ def eval_(
 ) -> None:
     """Leave-one-family-out / leave-one-domain-out transfer tables against the baselines."""
     from memlens.ltmia.evaluate import markdown_tables, save_result, transfer_eval
-    from memlens.ltmia.recipes import EVAL_PRESETS
+    from memlens.ltmia.recipes import EVAL_PRESETS, train_settings
 
     _setup(verbose)
     preset = _data_preset(data)
@@ -136,7 +131,7 @@ def eval_(
 
 
 @ltmia_app.command()
-@_friendly
+@friendly_errors
 def reproduce(
     out: Path = typer.Argument(..., help="working directory: data/, ltmia_default.safetensors, eval/"),
     preset: str = typer.Option("large", "--preset"),
@@ -161,7 +156,7 @@ def reproduce(
 
 
 @ltmia_app.command()
-@_friendly
+@friendly_errors
 def info(path: str = typer.Argument("default", help="classifier file, or 'default'")) -> None:
     """Print a classifier's feature spec and training summary."""
     from memlens.ltmia import load_classifier
