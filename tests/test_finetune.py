@@ -197,11 +197,12 @@ def test_base_alias_smollm2_is_found_or_explained(monkeypatch):
 def test_real_demo_end_to_end_on_a_tiny_base(tmp_path, base_dir):
     """run_real_demo's whole chain (testbed, LoRA fine-tune, in-memory audit against the adapter-
     disabled base, extraction through peft, localization) on a tiny model: plumbing, not numbers."""
+    from memlens.lab.demo_real import run_real_demo
     from memlens.testbed import TestbedConfig, build_testbed
 
     tb = build_testbed(tmp_path / "tb", TestbedConfig(members_per_tier=2, tiers=(1, 4), n_nonmembers=4, n_population=4,
                                                       n_background_docs=4, public_text_chars=2000, finetune_filler_ratio=0.5))
-    run = ft.run_real_demo(tmp_path / "demo", base=str(base_dir), lora=True, testbed=tb.root, epochs=1, lr=1e-2,
+    run = run_real_demo(tmp_path / "demo", base=str(base_dir), lora=True, testbed=tb.root, epochs=1, lr=1e-2,
                            lora_r=4, batch_size=4, quick=True, n_bootstrap=20, progress=False, extract_reference=True)
     demo = run["demo"]
     assert demo["mode"] == "lora" and demo["finetune"]["complete"]

@@ -260,7 +260,7 @@ def test_cli_info_and_train(tmp_path, tiny_data):
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    from memlens.ltmia.generate import GenerateConfig, generate
+    from memlens.lab.ltmia.generate import GenerateConfig, generate
 
     out = tmp_path_factory.mktemp("ltmia-tiny")
     generate(out, GenerateConfig.preset("tiny"), device="cpu")
@@ -269,8 +269,8 @@ def tiny_data(tmp_path_factory):
 
 @pytest.mark.slow
 def test_tiny_generation_trains_a_classifier_that_beats_loss(tiny_data):
-    from memlens.ltmia.evaluate import folds, markdown_tables, transfer_eval
-    from memlens.ltmia.generate import LTMIADataset
+    from memlens.lab.ltmia.evaluate import folds, markdown_tables, transfer_eval
+    from memlens.lab.ltmia.generate import LTMIADataset
 
     ds = LTMIADataset.load(tiny_data)
     s = ds.samples
@@ -279,7 +279,7 @@ def test_tiny_generation_trains_a_classifier_that_beats_loss(tiny_data):
     x = ds.features(ds.runs[0])
     assert x.shape == (112, 40, 7 * 8 + 14) and x.dtype == np.float16
     assert [f["held_out"] for f in folds(ds, "family")] == ["gpt2", "llama"]
-    from memlens.ltmia.recipes import TRAIN_PRESETS
+    from memlens.lab.ltmia.training import TRAIN_PRESETS
 
     result = transfer_eval(tiny_data, ("family",), device="cpu", **TRAIN_PRESETS["tiny"])
     table = markdown_tables(result)
@@ -385,7 +385,7 @@ def test_generation_time_budget_skips_runs(tiny_data, tmp_path):
     import shutil
 
     from memlens.ltmia import LTMIAError
-    from memlens.ltmia.generate import LTMIADataset, generate
+    from memlens.lab.ltmia.generate import LTMIADataset, generate
 
     # the same data set with its corpus and tokenizer, no runs yet
     out = tmp_path / "d"

@@ -48,7 +48,7 @@ def demo(
                                device=device, seed=seed, retrain=retrain)
     if condition is not None or retrain:
         raise typer.BadParameter("--condition and --retrain go with --family diffusion")
-    from memlens.demo import MODEL_SIZES, run_demo
+    from memlens.lab.demo import MODEL_SIZES, run_demo
 
     if base is not None or gguf_file is not None or method is not None:
         if base is None:
@@ -69,7 +69,8 @@ def demo(
 
 def _demo_real_base(out: Optional[Path], *, base: str, gguf_file: Optional[str], method: str, **kwargs) -> None:
     """``memlens demo --base``: fine-tune a real pretrained LM on the testbed and audit it."""
-    from memlens.testbed.finetune import METHODS, run_real_demo
+    from memlens.lab.demo_real import run_real_demo
+    from memlens.testbed.finetune import METHODS
 
     if method not in METHODS:
         raise typer.BadParameter(f"--method must be one of {', '.join(METHODS)}")
@@ -92,7 +93,7 @@ def _demo_diffusion(out: Optional[Path], *, quick: bool, condition: str, profile
                     device: str, seed: int, retrain: bool) -> None:
     """``memlens demo --family diffusion``: SAMA against the DLM baselines on tiny masked diffusion LMs."""
     from memlens.attacks import attacks_of_kind
-    from memlens.demo_diffusion import CONDITIONS, run_diffusion_demo, winner_lines
+    from memlens.lab.demo_diffusion import CONDITIONS, run_diffusion_demo, winner_lines
 
     masked = attacks_of_kind("masked")  # SAMA and its baselines first, in registration order
 

@@ -24,7 +24,7 @@ ltmia_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_excep
 
 def _data_preset(data: Path) -> str:
     from memlens.ltmia.features import LTMIAError
-    from memlens.ltmia.generate import GenerateConfig
+    from memlens.lab.ltmia.generate import GenerateConfig
 
     if not (data / "config.json").is_file():
         raise LTMIAError(f"{data} is not an LT-MIA data set (no config.json; make one with `memlens ltmia generate`)")
@@ -63,8 +63,8 @@ def generate(
     verbose: bool = typer.Option(True, "--verbose/--quiet"),
 ) -> None:
     """Fine-tune many tiny LMs (families x domains) and save per-token features with labels."""
-    from memlens.ltmia.generate import GenerateConfig
-    from memlens.ltmia.generate import generate as _generate
+    from memlens.lab.ltmia.generate import GenerateConfig
+    from memlens.lab.ltmia.generate import generate as _generate
 
     _setup(verbose)
     cfg_file = out / "config.json"
@@ -92,7 +92,7 @@ def train(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Train a classifier on a generated data set (all runs, or all but some families/domains)."""
-    from memlens.ltmia.recipes import train_classifier
+    from memlens.lab.ltmia.training import train_classifier
 
     _setup(verbose)
     _data_preset(data)
@@ -117,8 +117,8 @@ def eval_(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Leave-one-family-out / leave-one-domain-out transfer tables against the baselines."""
-    from memlens.ltmia.evaluate import markdown_tables, save_result, transfer_eval
-    from memlens.ltmia.recipes import EVAL_PRESETS, train_settings
+    from memlens.lab.ltmia.evaluate import markdown_tables, save_result, transfer_eval
+    from memlens.lab.ltmia.training import EVAL_PRESETS, train_settings
 
     _setup(verbose)
     preset = _data_preset(data)
@@ -145,7 +145,7 @@ def reproduce(
 
     ``memlens ltmia reproduce out/large --preset large --jobs 6`` rebuilds the shipped
     classifier (copy out/large/ltmia_default.{safetensors,json} to memlens/data/)."""
-    from memlens.ltmia.recipes import reproduce as _reproduce
+    from memlens.lab.ltmia.recipes import reproduce as _reproduce
 
     _setup(True)
     summary = _reproduce(out, preset, [m.strip() for m in modes.split(",") if m.strip()], jobs=jobs, threads=threads,

@@ -357,34 +357,3 @@ def build_testbed(out_dir: str | Path, config: TestbedConfig | None = None) -> T
     }
     atomic_write(paths.manifest, json.dumps(manifest, indent=2) + "\n", fsync=False)
     return paths
-
-
-def build(
-    out_dir: str | Path,
-    quick: bool = True,
-    *,
-    train: bool = True,
-    device: str = "cpu",
-    progress: bool = True,
-    num_threads: int | None = None,
-    **overrides: Any,
-) -> TestbedPaths:
-    """Build a testbed end to end: data, tokenizer, base model, target (and references).
-
-    Args:
-        out_dir: output directory.
-        quick: ``TestbedConfig.quick()`` when true, else the default ``TestbedConfig()``.
-        train: also train the models (otherwise data only).
-        device: torch device for training ("cpu", "cuda", "cuda:1", ...).
-        progress: show tqdm progress bars.
-        num_threads: ``torch.set_num_threads`` for CPU training (None: torch's default).
-        **overrides: any :class:`TestbedConfig` field, e.g. ``members_per_tier=32``,
-            ``finetune_epochs=2``, ``n_reference_models=2``.
-    """
-    cfg = TestbedConfig.quick(**overrides) if quick else TestbedConfig(**overrides)
-    paths = build_testbed(out_dir, cfg)
-    if train:
-        from .train import train_models  # torch/transformers only when training
-
-        train_models(paths, cfg, device=device, progress=progress, num_threads=num_threads)
-    return paths

@@ -315,7 +315,7 @@ def run_diffusion_demo(out_dir: str | Path = "memlens-demo-diffusion", *, quick:
     import torch
 
     import memlens
-    from memlens.demo import per_tier_metrics
+    from memlens.lab.demo import per_tier_metrics
     from memlens.testbed.diffusion import pii_corpora
 
     conds = resolve_conditions(condition)
