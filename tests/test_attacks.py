@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from memlens.attacks import (
-    REGISTRY, AttackError, AttackInput, ReferenceView, TokenComparison, get_attack, resolve_attack_names,
+    REGISTRY,
+    AttackError,
+    AttackInput,
+    ReferenceView,
+    TokenComparison,
+    get_attack,
+    resolve_attack_names,
 )
 from memlens.attacks.base import lowest_k_mean
 from memlens.stats import TokenStats

@@ -106,8 +106,8 @@ def test_checkpoint_of_other_settings_is_refused(tmp_path, base_dir, stream):
 
 
 def test_lora_reference_is_the_base_with_one_copy_of_the_weights(tmp_path, base_dir, stream):
-    from memlens.models.loading import load_model, resolve_model
     from memlens.models.handle import ModelHandle
+    from memlens.models.loading import load_model, resolve_model
 
     res = ft.finetune(str(base_dir), stream, tmp_path / "lora", lora=True, lr=5e-2, lora_r=4, **KW)
     ref = res.reference()

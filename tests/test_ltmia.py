@@ -384,8 +384,8 @@ def test_cli_errors_are_one_line(tmp_path):
 def test_generation_time_budget_skips_runs(tiny_data, tmp_path):
     import shutil
 
-    from memlens.ltmia import LTMIAError
     from memlens.lab.ltmia.generate import LTMIADataset, generate
+    from memlens.ltmia import LTMIAError
 
     # the same data set with its corpus and tokenizer, no runs yet
     out = tmp_path / "d"

@@ -6,14 +6,20 @@ import pytest
 import torch
 
 from memlens.cache import StatsCache, text_hash
+from memlens.errors import CacheMissError
+from memlens.models.handle import LoadOptions, ModelHandle
 from memlens.models.masked import (
-    MaskedLMError, MaskedModelHandle, MaskedPassSettings, mask_counts, mask_densities, resolve_mask_behaviour, sample_masks,
+    MaskedLMError,
+    MaskedModelHandle,
+    MaskedPassSettings,
+    mask_counts,
+    mask_densities,
+    resolve_mask_behaviour,
+    sample_masks,
     tokenize_for_masking,
 )
 from memlens.passes.masked import masked_attack_input, score_masked
 from memlens.stats import MaskedProbe
-from memlens.errors import CacheMissError
-from memlens.models.handle import LoadOptions, ModelHandle
 from memlens.testbed.diffusion import add_mask_token, make_model, train_tokenizer
 
 TEXTS = [

@@ -11,11 +11,17 @@ import torch
 import memlens
 from memlens.cache import StatsCache
 from memlens.models.causal import CausalScorer
+from memlens.models.handle import ModelHandle
 from memlens.models.loading import (
-    ModelLoadError, context_length, fingerprint_files, fingerprint_tokenizer, load_model, load_tokenizer, pick_dtype,
+    ModelLoadError,
+    context_length,
+    fingerprint_files,
+    fingerprint_tokenizer,
+    load_model,
+    load_tokenizer,
+    pick_dtype,
     resolve_model,
 )
-from memlens.models.handle import ModelHandle
 from memlens.passes.causal import PassSettings, align_by_spans, compute_stats
 
 TEXTS = [

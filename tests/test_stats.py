@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from memlens.models.causal import (
-    CausalScorer, TextTooShortError, Window, batches_by_length, make_windows, tokenize,
+    CausalScorer,
+    TextTooShortError,
+    Window,
+    batches_by_length,
+    make_windows,
+    tokenize,
 )
 from memlens.models.reductions import pair_reductions, single_model_reductions
 from memlens.stats import TOKEN_FIELDS, TokenStats

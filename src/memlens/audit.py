@@ -110,7 +110,8 @@ def _handles(target, references, tokenizer, reference_tokenizers, gguf_file, opt
         raise ValueError(f"{len(rtoks)} reference tokenizers given for {len(references)} reference models")
     rtoks += [None] * (len(references) - len(rtoks))  # zip() would silently drop the references without one
     for r, rt in zip(references, rtoks):
-        refs.append(r if isinstance(r, ModelHandle) else ModelHandle(r, rt if rt is not None else (tokenizer if hasattr(r, "forward") else None), options=options))
+        rtok = rt if rt is not None else (tokenizer if hasattr(r, "forward") else None)
+        refs.append(r if isinstance(r, ModelHandle) else ModelHandle(r, rtok, options=options))
     return t, refs
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+
 from memlens.errors import DataError  # noqa: F401  (re-exported: its old home)
 
 

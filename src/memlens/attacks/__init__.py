@@ -2,21 +2,20 @@
 
 Importing this package registers every built-in attack in :data:`REGISTRY`.
 """
+from memlens.attacks import dlm_baselines, informia, loss, ltmia, mink, minkpp, ref, rmia, sama, zlib  # noqa: F401,E402
 from memlens.attacks.base import (  # noqa: F401
     REGISTRY,
     AttackError,
     AttackInput,
     AttackResult,
     AttackSpec,
-    attacks_of_kind,
     Param,
     ReferenceView,
     TokenComparison,
+    attacks_of_kind,
     get_attack,
     register,
 )
-from memlens.attacks import loss, zlib, mink, minkpp, ref, rmia, informia, sama, dlm_baselines, ltmia  # noqa: F401,E402
-
 
 
 def resolve_attack_names(names: list[str] | str, *, have_reference: bool, have_population: bool,

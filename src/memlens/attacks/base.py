@@ -12,8 +12,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from memlens.stats import AttackInput, ReferenceView, TokenComparison, TokenStats  # noqa: F401  (re-exported)
 from memlens.errors import AttackError  # noqa: F401  (re-exported: its old home)
+from memlens.stats import AttackInput, ReferenceView, TokenComparison, TokenStats  # noqa: F401  (re-exported)
 
 
 @dataclass

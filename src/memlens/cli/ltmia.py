@@ -23,8 +23,8 @@ ltmia_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_excep
 
 
 def _data_preset(data: Path) -> str:
-    from memlens.ltmia.features import LTMIAError
     from memlens.lab.ltmia.generate import GenerateConfig
+    from memlens.ltmia.features import LTMIAError
 
     if not (data / "config.json").is_file():
         raise LTMIAError(f"{data} is not an LT-MIA data set (no config.json; make one with `memlens ltmia generate`)")

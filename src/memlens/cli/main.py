@@ -184,7 +184,8 @@ def extract(
 
     from memlens._io import write_jsonl
     from memlens.data import DataError, load_samples
-    from memlens.extraction import extract as run_extract, secrets_from_samples, summarize
+    from memlens.extraction import extract as run_extract
+    from memlens.extraction import secrets_from_samples, summarize
     from memlens.models.loading import load_model, load_tokenizer, resolve_model
 
     samples = [s for p in data for s in load_samples(p)]

@@ -78,10 +78,9 @@ def run_real_demo(
     """
     import memlens
     from memlens.data import load_samples
-    from memlens.lab.demo import localization_by_tier, per_tier_metrics, token_localization
     from memlens.extraction import extract, in_context_excluded, secrets_from_samples, summarize, write_outcomes
+    from memlens.lab.demo import localization_by_tier, per_tier_metrics, token_localization
     from memlens.models.handle import ModelHandle
-
     from memlens.testbed.profiles import UNIQUE_PII_TYPES
 
     out = Path(out_dir)

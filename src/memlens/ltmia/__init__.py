@@ -19,8 +19,8 @@ from pathlib import Path
 from memlens.ltmia.classifier import ClassifierError, LTMIAClassifier
 from memlens.ltmia.features import (
     FeatureError,
-    LTMIAError,
     FeatureSpec,
+    LTMIAError,
     feature_names,
     input_features,
     text_features,

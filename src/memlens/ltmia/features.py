@@ -21,8 +21,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from memlens.errors import FeatureError, LTMIAError  # noqa: F401  (re-exported: its old home)
 from memlens.stats import LTMIA_SPACES, TokenStats, ltmia_pair_dim
-from memlens.errors import LTMIAError, FeatureError  # noqa: F401  (re-exported: its old home)
 
 FEATURE_VERSION = 1
 #: key of :attr:`memlens.attacks.base.AttackInput.extras` holding each text's paired-reduction record

@@ -13,7 +13,14 @@ from typing import Any
 import torch
 
 from memlens.models.loading import (
-    ModelSpec, context_length, fingerprint_files, fingerprint_module, fingerprint_tokenizer, load_model, load_tokenizer, resolve_model,
+    ModelSpec,
+    context_length,
+    fingerprint_files,
+    fingerprint_module,
+    fingerprint_tokenizer,
+    load_model,
+    load_tokenizer,
+    resolve_model,
 )
 
 log = logging.getLogger("memlens")

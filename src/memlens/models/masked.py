@@ -39,10 +39,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from memlens.models.loading import context_length, load_model
-from memlens.models.handle import LoadOptions, ModelHandle
-from memlens.stats import MaskedExtras, MaskedProbe  # noqa: F401  (re-exported: their old home)
 from memlens.errors import MaskedLMError  # noqa: F401  (re-exported: its old home)
+from memlens.models.handle import LoadOptions, ModelHandle
+from memlens.models.loading import context_length, load_model
+from memlens.stats import MaskedExtras, MaskedProbe  # noqa: F401  (re-exported: their old home)
 
 log = logging.getLogger("memlens")
 

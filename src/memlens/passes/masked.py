@@ -21,7 +21,13 @@ from memlens.cache import Record, StatsCache, text_hash
 from memlens.errors import CacheMissError, MaskedLMError
 from memlens.models.handle import LoadOptions, ModelHandle
 from memlens.models.masked import (
-    MaskedModelHandle, MaskedPassSettings, MaskedScorer, MaskedTokens, as_masked_handle, mask_densities, sample_masks,
+    MaskedModelHandle,
+    MaskedPassSettings,
+    MaskedScorer,
+    MaskedTokens,
+    as_masked_handle,
+    mask_densities,
+    sample_masks,
     tokenize_for_masking,
 )
 from memlens.passes._shared import process_group

@@ -303,7 +303,8 @@ def other_domain_texts(n: int, seed: int = 0, genres: Sequence[str] = OTHER_GENR
             out.append(f"{fk.company()} is a company based in {fk.city()} that aims to {fk.bs()}. Founded in {_year(fk)}, "
                        f"it is known for its {fk.catch_phrase().lower()}. {fk.sentence()}")
         elif g == "event":
-            out.append(f"The {fk.word()} festival returns to {fk.city()} on {fk.date('%B %d', end_datetime=REFERENCE_DATE)}. Tickets at {fk.url()}. "
+            word, city, day = fk.word(), fk.city(), fk.date('%B %d', end_datetime=REFERENCE_DATE)  # Faker's draw order kept
+            out.append(f"The {word} festival returns to {city} on {day}. Tickets at {fk.url()}. "
                        f"Organizer: {fk.name()} ({fk.free_email()}). {fk.sentence()}")
         else:
             out.append(f"I bought a {fk.word()} from {fk.company()} last {fk.date('%A', end_datetime=REFERENCE_DATE)}. {fk.sentence()} "

@@ -42,10 +42,10 @@ from typing import Any, Sequence
 import torch
 
 from memlens._io import json_hash
+from memlens.errors import FinetuneError  # noqa: F401  (re-exported: its old home)
 
 from .build import TestbedPaths, read_jsonl
 from .train import _collate, warmup_cosine  # one batch rule and one schedule for every causal-LM training loop
-from memlens.errors import FinetuneError  # noqa: F401  (re-exported: its old home)
 
 log = logging.getLogger("memlens")
 
@@ -342,8 +342,9 @@ def finetune(
             run's saved model instead of training again; False starts over.
         num_threads: ``torch.set_num_threads`` while training on CPU (restored afterwards).
     """
-    from memlens.models.loading import fingerprint_files, pick_device, resolve_model
     from tqdm.auto import tqdm
+
+    from memlens.models.loading import fingerprint_files, pick_device, resolve_model
 
     paths = paths if isinstance(paths, TestbedPaths) else TestbedPaths(Path(paths))
     out = Path(out_dir)

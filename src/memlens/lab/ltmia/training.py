@@ -26,9 +26,9 @@ def train_settings(preset: str, **given: Any) -> dict[str, Any]:
 def train_classifier(data: str | Path, out: str | Path, exclude_family: Sequence[str] = (), exclude_domain: Sequence[str] = (),
                      *, device: str = "auto", seed: int = 0, verbose: bool = False, **settings: Any) -> Path:
     """Train a classifier on the runs of ``data`` (minus excluded families / domains) and save it to ``out``."""
+    from memlens.lab.ltmia.generate import LTMIADataset
     from memlens.ltmia.classifier import LTMIAClassifier
     from memlens.ltmia.features import FeatureSpec
-    from memlens.lab.ltmia.generate import LTMIADataset
 
     ds = LTMIADataset.load(data)
     s = ds.samples.drop_duplicates("run")
