@@ -2,7 +2,6 @@
 
 Importing this package registers every built-in attack in :data:`REGISTRY`.
 """
-from memlens.attacks import dlm_baselines, informia, loss, ltmia, mink, minkpp, ref, rmia, sama, zlib  # noqa: F401,E402
 from memlens.attacks.base import (  # noqa: F401
     REGISTRY,
     AttackError,
@@ -16,6 +15,12 @@ from memlens.attacks.base import (  # noqa: F401
     get_attack,
     register,
 )
+
+# The import order is the registration order: the order of `--attacks all`, of the score columns
+# and of attacks_of_kind(); keep it.
+# isort: off
+from memlens.attacks import loss, zlib, mink, minkpp, ref, rmia, informia, sama, dlm_baselines, ltmia  # noqa: F401,E402
+# isort: on
 
 
 def resolve_attack_names(names: list[str] | str, *, have_reference: bool, have_population: bool,
