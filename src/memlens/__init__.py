@@ -18,7 +18,9 @@ from memlens._version import __version__
 
 if TYPE_CHECKING:
     from memlens.attacks import REGISTRY as ATTACKS
-    from memlens.audit import AuditResult, audit, score_texts
+    from memlens.audit import AuditResult, EvalSettings, audit, score_texts
+    from memlens.models.handle import LoadOptions
+    from memlens.passes.causal import PassSettings
     from memlens.stats import TokenStats
 
 # public name -> (module, attribute)
@@ -28,9 +30,14 @@ _LAZY = {
     "AuditResult": ("memlens.audit", "AuditResult"),
     "ATTACKS": ("memlens.attacks", "REGISTRY"),
     "TokenStats": ("memlens.stats", "TokenStats"),
+    # the grouped settings of memlens.audit
+    "LoadOptions": ("memlens.models.handle", "LoadOptions"),
+    "PassSettings": ("memlens.passes.causal", "PassSettings"),
+    "EvalSettings": ("memlens.audit", "EvalSettings"),
 }
 
-__all__ = ["audit", "score_texts", "AuditResult", "ATTACKS", "TokenStats", "__version__"]
+__all__ = ["audit", "score_texts", "AuditResult", "ATTACKS", "TokenStats", "LoadOptions", "PassSettings", "EvalSettings",
+           "__version__"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,6 +1,7 @@
 """``memlens.audit``: texts and models in, scores, metrics and token-level leakage out."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -132,6 +133,31 @@ def run_attacks(inp: AttackInput, attacks: Sequence[str], attack_params: dict[st
     return out
 
 
+@dataclass
+class EvalSettings:
+    """How scores become metrics: the FPRs of the TPR@FPR columns, bootstrap resamples for the
+    intervals, and the seed (which also seeds torch, numpy and the masked pass's masks)."""
+
+    fprs: Sequence[float] = DEFAULT_FPRS
+    n_bootstrap: int = 1000
+    seed: int = 0
+
+
+def _grouped(cls, given, name: str, **keywords: Any):
+    """``given`` (a settings object, copied) or one built from the keywords. A keyword that differs
+    from its default next to an object would be silently ignored: that is an error instead."""
+    if given is None:
+        return cls(**keywords)
+    if not isinstance(given, cls):
+        raise DataError(f"{name} must be a {cls.__name__}, got {type(given).__name__}")
+    defaults = cls()
+    clash = sorted(k for k, v in keywords.items() if v != getattr(defaults, k))
+    if clash:
+        raise DataError(f"{', '.join(clash)}: give {'it' if len(clash) == 1 else 'them'} in {name}={cls.__name__}(...) "
+                        "or as keywords, not both")
+    return dataclasses.replace(given)
+
+
 def audit(
     target,
     references=None,
@@ -164,6 +190,9 @@ def audit(
     cache_only: bool = False,
     model_kind: str = "causal",
     masked: dict[str, Any] | None = None,
+    load: LoadOptions | None = None,
+    pass_settings: PassSettings | None = None,
+    evaluation: EvalSettings | None = None,
 ) -> AuditResult:
     """Run the membership audit.
 
@@ -173,9 +202,20 @@ def audit(
     ``model_kind``: "causal" (autoregressive LMs) or "masked" (masked / diffusion LMs, for SAMA);
     ``masked``: options of the masked pass (steps, alpha_min, alpha_max, nested, mask_token_id,
     auto_class, shift_logits), see :func:`memlens.passes.masked.score_masked`.
+
+    The settings can also come grouped: ``load=LoadOptions(device, dtype, trust_remote_code,
+    allow_pickle, device_map, revision)``, ``pass_settings=PassSettings(batch_size, max_length, stride,
+    temperature, progress, cache_only, ...)``, ``evaluation=EvalSettings(fprs, n_bootstrap, seed)``;
+    the single keywords of the same names keep working (giving both is an error).
     """
     import torch
 
+    options = _grouped(LoadOptions, load, "load", device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                       allow_pickle=allow_pickle, device_map=device_map)
+    settings = _grouped(PassSettings, pass_settings, "pass_settings", batch_size=batch_size, max_length=max_length,
+                        stride=stride, temperature=temperature, progress=progress, cache_only=cache_only)
+    ev = _grouped(EvalSettings, evaluation, "evaluation", fprs=fprs, n_bootstrap=n_bootstrap, seed=seed)
+    fprs, n_bootstrap, seed = ev.fprs, ev.n_bootstrap, ev.seed
     torch.manual_seed(seed)
     np.random.seed(seed)
     samples = gather_audit_samples(members, nonmembers, data, text_field=text_field)
@@ -183,12 +223,11 @@ def audit(
         check_labels(samples)
     pop = as_samples(population, name="population", text_field=text_field)
     check_unique_ids(pop, "population texts")
-    options = LoadOptions(device=device, dtype=dtype, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, device_map=device_map)
     if model_kind not in ("causal", "masked"):
         raise DataError(f"model kind must be causal or masked, got {model_kind!r}")
     if model_kind == "masked":
         return _audit_masked(target, references, samples, attacks, attack_params, tokenizer, options, masked or {},
-                             cache_dir, max_length, cache_only, progress, seed, fprs, n_bootstrap)
+                             cache_dir, settings.max_length, settings.cache_only, settings.progress, seed, fprs, n_bootstrap)
     t, refs = _handles(target, references, tokenizer, reference_tokenizers, gguf_file, options)
     names = resolve_attack_names(attacks, have_reference=bool(refs), have_population=bool(pop))
     for n in names:  # fail before any model runs
@@ -198,12 +237,10 @@ def audit(
             raise DataError(f"attack {n!r} needs a reference model (--reference)")
         if spec.needs_population and not pop:
             raise DataError(f"attack {n!r} needs population texts (--population)")
-    settings = PassSettings(batch_size=batch_size, max_length=max_length, stride=stride, temperature=temperature,
-                            progress=progress, cache_only=cache_only)
     for n in names:  # what the attacks add to the pass (e.g. ltmia's paired reduction, with its classifier's k)
         reductions, pair_settings = get_attack(n).pass_needs((attack_params or {}).get(n))
         settings.pair_reductions = tuple(dict.fromkeys((*settings.pair_reductions, *reductions)))
-        settings.pair_settings.update(pair_settings)
+        settings.pair_settings = {**settings.pair_settings, **pair_settings}  # a copy: never the caller's dict
     cache = StatsCache(default_cache_dir() if cache_dir == "default" else cache_dir)
     bundle = compute_stats(t, refs, [s.text for s in samples], cache, settings)
     pop_bundle = compute_stats(t, refs, [s.text for s in pop], cache, settings) if pop else None
