@@ -269,7 +269,7 @@ def test_tiny_diffusion_demo_end_to_end_and_resume(tmp_path):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "diffusion_sama_ablation.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "diffusion_sama_ablation.py"
     spec = importlib.util.spec_from_file_location("diffusion_sama_ablation", path)
     abl = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(abl)
