@@ -58,8 +58,8 @@ class AuditResult:
         self.scores.to_csv(out / "scores.csv", index=False)
         # the report and `memlens show` read these back
         write_jsonl(out / "texts.jsonl", ({"id": smp.id, "text": smp.text, "label": smp.label, "meta": smp.meta}
-                                          for smp in self.samples), default=_json_default)
-        (out / "results.json").write_text(json.dumps(self.results_dict(), indent=2, default=_json_default))
+                                          for smp in self.samples), default=json_default)
+        (out / "results.json").write_text(json.dumps(self.results_dict(), indent=2, default=json_default))
         self._save_tokens(out / "token_scores.parquet")
         if self.metrics:
             from memlens.plots import plot_roc
@@ -88,7 +88,8 @@ class AuditResult:
         pq.write_table(pa.table(cols), path)
 
 
-def _json_default(o: Any):
+def json_default(o: Any):
+    """numpy scalars, arrays and tuples as JSON (the ``default`` of json.dumps for saved results)."""
     if isinstance(o, (np.integer,)):
         return int(o)
     if isinstance(o, (np.floating,)):

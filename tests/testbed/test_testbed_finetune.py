@@ -78,7 +78,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, base_di
 
 def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tmp_path, base_dir, stream, monkeypatch):
     whole = ft.finetune(str(base_dir), stream, tmp_path / "whole", lr=1e-3, checkpoint_every=0, **KW)
-    real, calls = ft._collate, {"n": 0}
+    real, calls = ft.collate, {"n": 0}
 
     def interrupting(*args, **kwargs):
         calls["n"] += 1
@@ -86,10 +86,10 @@ def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tmp_path, base_dir, strea
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ft, "_collate", interrupting)
+    monkeypatch.setattr(ft, "collate", interrupting)
     with pytest.raises(KeyboardInterrupt):
         ft.finetune(str(base_dir), stream, tmp_path / "cut", lr=1e-3, checkpoint_every=0, **KW)
-    monkeypatch.setattr(ft, "_collate", real)
+    monkeypatch.setattr(ft, "collate", real)
     assert json.loads((tmp_path / "cut" / "checkpoint" / "state.json").read_text())["step"] == 6
     rest = ft.finetune(str(base_dir), stream, tmp_path / "cut", lr=1e-3, checkpoint_every=0, **KW)
     assert rest.summary["resumed_from_step"] == 6
@@ -249,13 +249,13 @@ CLI_ARGS = ["--epochs", "2", "--batch-size", "4", "--lr", "1e-3", "--seed", "3"]
 _DYING_CLI = """
 import os, signal, sys
 from memlens.testbed import finetune as ft
-real, calls = ft._collate, [0]
+real, calls = ft.collate, [0]
 def dying(*a, **k):
     calls[0] += 1
     if calls[0] == int(os.environ["DIE_AT"]):
         os.kill(os.getpid(), signal.SIGKILL)
     return real(*a, **k)
-ft._collate = dying
+ft.collate = dying
 from memlens.cli import app
 app(sys.argv[1:], prog_name="memlens")
 """
@@ -303,7 +303,7 @@ def test_cli_finetune_lora_merged_and_ctrl_c(tmp_path, base_dir, stream, monkeyp
     out = tmp_path / "lora"
     args = ["testbed", "finetune", "--base", str(base_dir), "--testbed", str(stream.root), "--out", str(out),
             "--method", "lora", "--lora-r", "4", "--merge", "--checkpoint-every", "0", *CLI_ARGS]
-    real, calls = ft._collate, {"n": 0}
+    real, calls = ft.collate, {"n": 0}
 
     def interrupting(*a, **k):
         calls["n"] += 1
@@ -311,10 +311,10 @@ def test_cli_finetune_lora_merged_and_ctrl_c(tmp_path, base_dir, stream, monkeyp
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(ft, "_collate", interrupting)
+    monkeypatch.setattr(ft, "collate", interrupting)
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 130 and "run the same command again to resume" in _flat(r.output)
-    monkeypatch.setattr(ft, "_collate", real)
+    monkeypatch.setattr(ft, "collate", real)
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     assert "resumed at step 3" in _flat(r.output) and "LoRA adapter" in _flat(r.output)

@@ -315,6 +315,7 @@ def run_diffusion_demo(out_dir: str | Path = "memlens-demo-diffusion", *, quick:
     import torch
 
     import memlens
+    from memlens.audit import json_default
     from memlens.lab.demo import per_tier_metrics
     from memlens.testbed.diffusion import pii_corpora
 
@@ -375,7 +376,7 @@ def run_diffusion_demo(out_dir: str | Path = "memlens-demo-diffusion", *, quick:
                       "parameters": _n_params(out / conds[0] / "models" / "target")},
             "conditions": conditions, "timings": timings,
         }
-        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=json_default) + "\n")
         return {"summary": summary, "results": results, "out": out}
     finally:
         if num_threads is not None:
@@ -390,13 +391,3 @@ def _n_params(model_dir: Path) -> int | None:
             return int(sum(np.prod(f.get_slice(k).get_shape()) for k in f.keys()))
     except Exception:  # noqa: BLE001 - informational only
         return None
-
-
-def _json_default(o: Any):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, (np.ndarray, tuple)):
-        return list(o)
-    raise TypeError(type(o).__name__)

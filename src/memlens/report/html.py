@@ -45,9 +45,9 @@ class SavedAudit:
     @classmethod
     def from_result(cls, result) -> SavedAudit:
         """The same data as ``result.save()`` then :func:`load_saved` would give, without the disk."""
-        from memlens.audit import _json_default
+        from memlens.audit import json_default
 
-        results = json.loads(json.dumps(result.results_dict(), default=_json_default))
+        results = json.loads(json.dumps(result.results_dict(), default=json_default))
         scores = result.scores.to_dict("records")
         for row in scores:
             row["id"] = str(row["id"])

@@ -45,7 +45,7 @@ from memlens._io import json_hash
 from memlens.errors import FinetuneError  # noqa: F401  (re-exported: its old home)
 
 from .build import TestbedPaths, read_jsonl
-from .train import _collate, warmup_cosine  # one batch rule and one schedule for every causal-LM training loop
+from .train import collate, length_bucketed_batches, warmup_cosine  # one batch rule and one schedule for every causal-LM training loop
 
 log = logging.getLogger("memlens")
 
@@ -202,10 +202,8 @@ def encode_texts(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[
 def _batch_plan(lengths: Sequence[int], batch_size: int, epochs: int, seed: int) -> list[list[int]]:
     """Every epoch's batches in order: a pure function of the lengths, batch size and seed, so a
     resumed run replays exactly the batches it had not done yet."""
-    from .train import _length_bucketed_batches
-
     rng = random.Random(f"{seed}/finetune")
-    return [b for _ in range(epochs) for b in _length_bucketed_batches(lengths, batch_size, rng)]
+    return [b for _ in range(epochs) for b in length_bucketed_batches(lengths, batch_size, rng)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -463,7 +461,7 @@ def finetune(
         bar = tqdm(total=total, initial=step, desc=desc, unit="step", disable=not progress, leave=False)
         try:
             while step < stop_at:
-                batch = {k: v.to(dev) for k, v in _collate([seqs[i] for i in plan[step]], pad_id).items()}
+                batch = {k: v.to(dev) for k, v in collate([seqs[i] for i in plan[step]], pad_id).items()}
                 with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_bf16):
                     loss = model(**batch).loss
                 loss.backward()
