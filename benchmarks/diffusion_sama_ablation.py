@@ -36,7 +36,7 @@ def analyse(run_dir: Path, condition: str) -> dict:
     from memlens.attacks.base import get_attack
     from memlens.data import load_samples
     from memlens.metrics import evaluate
-    from memlens.models.masked import masked_attack_input, score_masked
+    from memlens.passes.masked import masked_attack_input, score_masked
 
     summary = json.loads((run_dir / "summary.json").read_text())
     res = json.loads((run_dir / condition / "results.json").read_text())

@@ -50,7 +50,7 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     logging.getLogger("memlens").setLevel(logging.INFO)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from memlens.ltmia.recipes import reproduce
+    from memlens.lab.ltmia.recipes import reproduce
 
     t0 = time.perf_counter()
     summary = reproduce(a.out, a.preset, [m for m in a.modes.split(",") if m], jobs=a.jobs, eval_jobs=a.eval_jobs,

@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from memlens.stats import pair_reductions
+from memlens.models.reductions import pair_reductions
 
 
 def bench(fn, *args, reps=10, **kw):

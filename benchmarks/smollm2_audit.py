@@ -118,7 +118,7 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="where to write the summary (default OUT/smollm2_audit.json)")
     args = ap.parse_args()
 
-    from memlens.testbed.finetune import real_testbed_config
+    from memlens.lab.demo_real import real_testbed_config
 
     if args.build_data:
         from memlens.testbed import build_testbed
@@ -130,7 +130,7 @@ def main() -> None:
 
     import torch
 
-    from memlens.testbed.finetune import run_real_demo
+    from memlens.lab.demo_real import run_real_demo
 
     cuda = args.device.startswith("cuda")
     machine = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from memlens.models.causal import CausalScorer, Tokenized
-from memlens.pipeline import PassSettings
+from memlens.passes.causal import PassSettings
 
 CONFIGS = {
     # GPT-NeoX (Pythia) shapes; weights are random.

@@ -13,7 +13,8 @@ import pytest
 import memlens
 from memlens.cache import CacheNamespace, StatsCache, _atomic_write, _records_to_table, _table_to_records, key_hash, text_hash
 from memlens.models.causal import CausalScorer
-from memlens.pipeline import ModelHandle, PassSettings, compute_stats
+from memlens.models.handle import ModelHandle
+from memlens.passes.causal import PassSettings, compute_stats
 from memlens.stats import TOKEN_FIELDS
 
 TEXTS = [
@@ -50,7 +51,7 @@ def no_model(monkeypatch):
         raise AssertionError("a model ran on a cache hit")
 
     monkeypatch.setattr(CausalScorer, "__init__", boom)
-    monkeypatch.setattr("memlens.pipeline.load_model", boom)
+    monkeypatch.setattr("memlens.models.handle.load_model", boom)
 
 
 def settings(**kw) -> PassSettings:
@@ -182,9 +183,9 @@ def test_resume_after_interrupted_run(handles, tmp_path, monkeypatch, spy, flush
 def test_kill_between_flushes_keeps_earlier_shards(handles, tmp_path, monkeypatch):
     """A hard kill (no cleanup) after some shards were written: those texts are not recomputed."""
     t, _ = handles
-    import memlens.pipeline as pl
+    import memlens.passes._shared as pl
 
-    orig_flush = pl._Flusher.flush
+    orig_flush = pl.Flusher.flush
     n = [0]
 
     def flush(self):
@@ -195,7 +196,7 @@ def test_kill_between_flushes_keeps_earlier_shards(handles, tmp_path, monkeypatc
         orig_flush(self)
 
     with monkeypatch.context() as m:
-        m.setattr(pl._Flusher, "flush", flush)
+        m.setattr(pl.Flusher, "flush", flush)
         with pytest.raises(SystemExit):
             compute_stats(t, [], TEXTS, StatsCache(tmp_path), settings(batch_size=1, flush_every=1))
     assert len(shards(tmp_path)) == 2

@@ -1,6 +1,7 @@
 """``memlens.audit``: texts and models in, scores, metrics and token-level leakage out."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -12,12 +13,14 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from memlens import __version__
-from memlens.attacks import AttackError, AttackInput, AttackResult, get_attack, resolve_attack_names
+from memlens._io import write_jsonl
+from memlens._version import __version__
+from memlens.attacks import AttackInput, AttackResult, get_attack, resolve_attack_names
 from memlens.cache import StatsCache, default_cache_dir
 from memlens.data import DataError, Sample, as_samples, check_labels, check_unique_ids, gather_audit_samples
 from memlens.metrics import DEFAULT_FPRS, AttackMetrics, evaluate
-from memlens.pipeline import LoadOptions, ModelHandle, PassSettings, StatsBundle, compute_stats
+from memlens.models.handle import LoadOptions, ModelHandle
+from memlens.passes.causal import PassSettings, StatsBundle, compute_stats
 from memlens.stats import TokenStats
 
 log = logging.getLogger("memlens")
@@ -53,11 +56,10 @@ class AuditResult:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         self.scores.to_csv(out / "scores.csv", index=False)
-        with open(out / "texts.jsonl", "w", encoding="utf-8") as f:  # the report and `memlens show` read these back
-            for smp in self.samples:
-                f.write(json.dumps({"id": smp.id, "text": smp.text, "label": smp.label, "meta": smp.meta},
-                                   ensure_ascii=False, default=_json_default) + "\n")
-        (out / "results.json").write_text(json.dumps(self.results_dict(), indent=2, default=_json_default))
+        # the report and `memlens show` read these back
+        write_jsonl(out / "texts.jsonl", ({"id": smp.id, "text": smp.text, "label": smp.label, "meta": smp.meta}
+                                          for smp in self.samples), default=json_default)
+        (out / "results.json").write_text(json.dumps(self.results_dict(), indent=2, default=json_default))
         self._save_tokens(out / "token_scores.parquet")
         if self.metrics:
             from memlens.plots import plot_roc
@@ -86,7 +88,8 @@ class AuditResult:
         pq.write_table(pa.table(cols), path)
 
 
-def _json_default(o: Any):
+def json_default(o: Any):
+    """numpy scalars, arrays and tuples as JSON (the ``default`` of json.dumps for saved results)."""
     if isinstance(o, (np.integer,)):
         return int(o)
     if isinstance(o, (np.floating,)):
@@ -109,7 +112,8 @@ def _handles(target, references, tokenizer, reference_tokenizers, gguf_file, opt
         raise ValueError(f"{len(rtoks)} reference tokenizers given for {len(references)} reference models")
     rtoks += [None] * (len(references) - len(rtoks))  # zip() would silently drop the references without one
     for r, rt in zip(references, rtoks):
-        refs.append(r if isinstance(r, ModelHandle) else ModelHandle(r, rt if rt is not None else (tokenizer if hasattr(r, "forward") else None), options=options))
+        rtok = rt if rt is not None else (tokenizer if hasattr(r, "forward") else None)
+        refs.append(r if isinstance(r, ModelHandle) else ModelHandle(r, rtok, options=options))
     return t, refs
 
 
@@ -128,6 +132,31 @@ def run_attacks(inp: AttackInput, attacks: Sequence[str], attack_params: dict[st
         spec = get_attack(name)
         out[name] = spec(inp, **(attack_params or {}).get(name, {}))
     return out
+
+
+@dataclass
+class EvalSettings:
+    """How scores become metrics: the FPRs of the TPR@FPR columns, bootstrap resamples for the
+    intervals, and the seed (which also seeds torch, numpy and the masked pass's masks)."""
+
+    fprs: Sequence[float] = DEFAULT_FPRS
+    n_bootstrap: int = 1000
+    seed: int = 0
+
+
+def _grouped(cls, given, name: str, **keywords: Any):
+    """``given`` (a settings object, copied) or one built from the keywords. A keyword that differs
+    from its default next to an object would be silently ignored: that is an error instead."""
+    if given is None:
+        return cls(**keywords)
+    if not isinstance(given, cls):
+        raise DataError(f"{name} must be a {cls.__name__}, got {type(given).__name__}")
+    defaults = cls()
+    clash = sorted(k for k, v in keywords.items() if v != getattr(defaults, k))
+    if clash:
+        raise DataError(f"{', '.join(clash)}: give {'it' if len(clash) == 1 else 'them'} in {name}={cls.__name__}(...) "
+                        "or as keywords, not both")
+    return dataclasses.replace(given)
 
 
 def audit(
@@ -162,6 +191,9 @@ def audit(
     cache_only: bool = False,
     model_kind: str = "causal",
     masked: dict[str, Any] | None = None,
+    load: LoadOptions | None = None,
+    pass_settings: PassSettings | None = None,
+    evaluation: EvalSettings | None = None,
 ) -> AuditResult:
     """Run the membership audit.
 
@@ -170,10 +202,21 @@ def audit(
     of strings/dicts. ``cache_dir``: "default" (``~/.cache/memlens``), a path, or None (no disk cache).
     ``model_kind``: "causal" (autoregressive LMs) or "masked" (masked / diffusion LMs, for SAMA);
     ``masked``: options of the masked pass (steps, alpha_min, alpha_max, nested, mask_token_id,
-    auto_class, shift_logits), see :func:`memlens.models.masked.score_masked`.
+    auto_class, shift_logits), see :func:`memlens.passes.masked.score_masked`.
+
+    The settings can also come grouped: ``load=LoadOptions(device, dtype, trust_remote_code,
+    allow_pickle, device_map, revision)``, ``pass_settings=PassSettings(batch_size, max_length, stride,
+    temperature, progress, cache_only, ...)``, ``evaluation=EvalSettings(fprs, n_bootstrap, seed)``;
+    the single keywords of the same names keep working (giving both is an error).
     """
     import torch
 
+    options = _grouped(LoadOptions, load, "load", device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                       allow_pickle=allow_pickle, device_map=device_map)
+    settings = _grouped(PassSettings, pass_settings, "pass_settings", batch_size=batch_size, max_length=max_length,
+                        stride=stride, temperature=temperature, progress=progress, cache_only=cache_only)
+    ev = _grouped(EvalSettings, evaluation, "evaluation", fprs=fprs, n_bootstrap=n_bootstrap, seed=seed)
+    fprs, n_bootstrap, seed = ev.fprs, ev.n_bootstrap, ev.seed
     torch.manual_seed(seed)
     np.random.seed(seed)
     samples = gather_audit_samples(members, nonmembers, data, text_field=text_field)
@@ -181,12 +224,11 @@ def audit(
         check_labels(samples)
     pop = as_samples(population, name="population", text_field=text_field)
     check_unique_ids(pop, "population texts")
-    options = LoadOptions(device=device, dtype=dtype, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, device_map=device_map)
     if model_kind not in ("causal", "masked"):
         raise DataError(f"model kind must be causal or masked, got {model_kind!r}")
     if model_kind == "masked":
         return _audit_masked(target, references, samples, attacks, attack_params, tokenizer, options, masked or {},
-                             cache_dir, max_length, cache_only, progress, seed, fprs, n_bootstrap)
+                             cache_dir, settings.max_length, settings.cache_only, settings.progress, seed, fprs, n_bootstrap)
     t, refs = _handles(target, references, tokenizer, reference_tokenizers, gguf_file, options)
     names = resolve_attack_names(attacks, have_reference=bool(refs), have_population=bool(pop))
     for n in names:  # fail before any model runs
@@ -196,10 +238,10 @@ def audit(
             raise DataError(f"attack {n!r} needs a reference model (--reference)")
         if spec.needs_population and not pop:
             raise DataError(f"attack {n!r} needs population texts (--population)")
-    settings = PassSettings(batch_size=batch_size, max_length=max_length, stride=stride, temperature=temperature,
-                            progress=progress, cache_only=cache_only)
-    if "ltmia" in names:  # its features need the "ltmia" paired reduction, with the classifier's settings
-        settings.pair_reductions, settings.pair_settings = _ltmia_pass((attack_params or {}).get("ltmia") or {})
+    for n in names:  # what the attacks add to the pass (e.g. ltmia's paired reduction, with its classifier's k)
+        reductions, pair_settings = get_attack(n).pass_needs((attack_params or {}).get(n))
+        settings.pair_reductions = tuple(dict.fromkeys((*settings.pair_reductions, *reductions)))
+        settings.pair_settings = {**settings.pair_settings, **pair_settings}  # a copy: never the caller's dict
     cache = StatsCache(default_cache_dir() if cache_dir == "default" else cache_dir)
     bundle = compute_stats(t, refs, [s.text for s in samples], cache, settings)
     pop_bundle = compute_stats(t, refs, [s.text for s in pop], cache, settings) if pop else None
@@ -215,20 +257,11 @@ def audit(
     return _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, len(pop))
 
 
-def _ltmia_pass(params: dict) -> tuple[tuple[str, ...], dict]:
-    """Paired reductions and settings the ``ltmia`` attack's classifier needs (its errors as AttackError)."""
-    from memlens.ltmia import ClassifierError, pass_settings
-
-    try:
-        return pass_settings(params.get("model", "default"))
-    except (ClassifierError, OSError) as e:
-        raise AttackError(f"ltmia: {e}") from None
-
-
 def _audit_masked(target, references, samples, attacks, attack_params, tokenizer, options, masked_opts, cache_dir,
                   max_length, cache_only, progress, seed, fprs, n_bootstrap) -> AuditResult:
     """The audit of a masked / diffusion LM: the masked pass, then SAMA and its baselines."""
-    from memlens.models.masked import as_masked_handle, masked_attack_input, score_masked
+    from memlens.models.masked import as_masked_handle
+    from memlens.passes.masked import masked_attack_input, score_masked
 
     kw = {k: masked_opts[k] for k in ("auto_class", "mask_token_id", "shift_logits") if masked_opts.get(k) is not None}
     pass_kw = {k: masked_opts[k] for k in ("steps", "alpha_min", "alpha_max", "nested") if masked_opts.get(k) is not None}

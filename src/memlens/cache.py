@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -24,10 +23,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from memlens._io import TMP_PREFIX, atomic_write, json_hash
+
 log = logging.getLogger("memlens")
 
 Record = dict[str, np.ndarray]  # per-token arrays of one text, [T] or [T, d]
-_TMP_PREFIX = ".tmp-"  # files being written; renamed into place when complete
+_TMP_PREFIX = TMP_PREFIX  # files being written; renamed into place when complete
 
 
 def text_hash(text: str) -> str:
@@ -35,7 +36,7 @@ def text_hash(text: str) -> str:
 
 
 def key_hash(key: dict) -> str:
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    return json_hash(key, 24)
 
 
 def default_cache_dir() -> Path:
@@ -54,10 +55,6 @@ class CacheNamespace:
         self.dir = None if root is None else Path(root) / key_hash(key)
         self._mem: dict[str, Record] = {}
         self._loaded = False
-
-    @property
-    def enabled(self) -> bool:
-        return self.dir is not None
 
     def _load_all(self) -> None:
         if self._loaded or self.dir is None:
@@ -127,19 +124,7 @@ class StatsCache:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP_PREFIX, suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, data)
 
 
 def _records_to_table(records: dict[str, Record]) -> pa.Table:

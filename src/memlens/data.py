@@ -17,9 +17,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-
-class DataError(ValueError):
-    """Bad input data; the message names the file and what is wrong."""
+from memlens.errors import DataError  # noqa: F401  (re-exported: its old home)
 
 
 @dataclass

@@ -126,10 +126,8 @@ def summarize(outcomes: Sequence[ExtractionOutcome], fuzzy_threshold: float = 0.
 
 def write_outcomes(path: Any, outcomes: Sequence[ExtractionOutcome]) -> None:
     """One JSON line per prompted secret: what was asked for, what came out, and whether it matched."""
-    import json
+    from memlens._io import write_jsonl
 
-    with open(path, "w", encoding="utf-8") as f:
-        for o in outcomes:
-            f.write(json.dumps({"id": o.secret.text_id, "type": o.secret.type, "tier": o.secret.tier, "label": o.secret.label,
-                                "value": o.secret.value, "generated": o.generated, "exact": o.exact,
-                                "similarity": round(o.similarity, 4)}, ensure_ascii=False) + "\n")
+    write_jsonl(path, ({"id": o.secret.text_id, "type": o.secret.type, "tier": o.secret.tier, "label": o.secret.label,
+                        "value": o.secret.value, "generated": o.generated, "exact": o.exact,
+                        "similarity": round(o.similarity, 4)} for o in outcomes))

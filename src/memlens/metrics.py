@@ -13,11 +13,9 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from memlens.errors import MetricsError  # noqa: F401  (re-exported: its old home)
+
 DEFAULT_FPRS = (0.001, 0.01, 0.05)
-
-
-class MetricsError(ValueError):
-    pass
 
 
 def _validate(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -17,8 +17,9 @@ def _pyplot():
 
 def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str = "ROC (log-log)") -> Path:
     """One ROC curve per attack on log-log axes, where low-FPR behaviour is visible."""
-    from memlens.metrics import roc
     from sklearn.metrics import auc as _auc
+
+    from memlens.metrics import roc
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))

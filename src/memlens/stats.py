@@ -1,19 +1,19 @@
-"""Per-token statistics: the one expensive product of a model pass, and the vocabulary reductions.
+"""The types the model passes produce and the attacks consume (numpy only: no torch here).
 
 Every attack is a pure function of these arrays. A model runs once per (model, text); the
-results are cached (see :mod:`memlens.cache`) and every attack setting after that is free.
+results are cached (see :mod:`memlens.cache`) and every attack setting after that is free. The
+torch code that computes them lives in :mod:`memlens.models` (scorers, :mod:`~memlens.models.reductions`)
+and :mod:`memlens.passes` (the cached passes).
 
 Shapes: ``T`` is the number of *scored* tokens of a text (every token that has a left context;
 when the tokenizer has a BOS token it is prepended, so every token of the text is scored).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any
 
 import numpy as np
-import torch
 
 # Fields of TokenStats that are per-token arrays, and their dtypes (also the cache schema).
 TOKEN_FIELDS: dict[str, np.dtype] = {
@@ -40,9 +40,6 @@ class TokenStats:
     rank: np.ndarray
     span_start: np.ndarray
     span_end: np.ndarray
-    # Paired-pass extras keyed by reduction name (e.g. "kl_ref_target", "log_ratio"); arrays of
-    # shape [T] or [T, d]. Empty for a single-model pass.
-    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.token_ids)
@@ -51,134 +48,130 @@ class TokenStats:
             if arr.shape != (n,):
                 raise ValueError(f"TokenStats.{name} has shape {arr.shape}, expected ({n},)")
             setattr(self, name, arr)
-        for name, arr in self.extra.items():
-            if len(arr) != n:
-                raise ValueError(f"TokenStats.extra[{name!r}] has length {len(arr)}, expected {n}")
 
     def __len__(self) -> int:
         return len(self.token_ids)
 
-    @property
-    def nll(self) -> np.ndarray:
-        return -self.logprob
 
-    def slice(self, keep: np.ndarray) -> "TokenStats":
-        """A TokenStats restricted to the tokens selected by ``keep`` (bool mask or indices)."""
-        return TokenStats(
-            **{name: getattr(self, name)[keep] for name in TOKEN_FIELDS},
-            extra={k: v[keep] for k, v in self.extra.items()},
-        )
+@dataclass
+class ReferenceView:
+    """One reference model's own statistics of each text (in the reference's tokenization)."""
 
-    @staticmethod
-    def concat(parts: list["TokenStats"]) -> "TokenStats":
-        extra_keys = parts[0].extra.keys() if parts else []
-        return TokenStats(
-            **{name: np.concatenate([getattr(p, name) for p in parts]) for name in TOKEN_FIELDS},
-            extra={k: np.concatenate([p.extra[k] for p in parts]) for k in extra_keys},
-        )
+    name: str
+    stats: list[TokenStats]
 
 
-# ---------------------------------------------------------------------------------------------
-# Vocabulary reductions. They run on [N, V] logits of N scored positions, in row chunks, so a
-# float32 copy of the logits exists for at most `chunk` rows at a time.
-# ---------------------------------------------------------------------------------------------
+@dataclass
+class TokenComparison:
+    """Target vs reference(s), aligned to the *target's* tokens of each text (nats).
 
-
-def single_model_reductions(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-row statistics of one model's logits [N, V] (any dtype) for true tokens [N].
-
-    Written as moments of the shifted logits y = x - max(x) under w = exp(y), so that one pass
-    over the row after the max gives everything (a compiler fuses it into one kernel):
-    s0 = sum w, s1 = sum w y, s2 = sum w y^2;  log Z = max + log s0;
-    mu = E_p[log p] = s1/s0 - log s0;  sigma^2 = Var_p[log p] = Var_p[y] = s2/s0 - (s1/s0)^2.
+    ``log_ratio[i]``: log p_target(x_t) - log q(x_t); ``kl[i]``: D_KL(q || p_target), with q the
+    reference's next-token distribution (the mean of the references' distributions when there
+    are several). ``kl`` is None when the models do not share a vocabulary: then only the
+    log-ratio exists, aligned by character spans.
     """
-    x = logits.float()
-    m = x.amax(dim=-1, keepdim=True)
-    y = x - m
-    w = y.exp()
-    s0 = w.sum(-1)
-    s1 = (w * y).sum(-1)
-    s2 = (w * y * y).sum(-1)
-    log_s0 = s0.log()
-    ey = s1 / s0
-    true_logit = x.gather(-1, targets[:, None])
-    mean_logp = ey - log_s0
-    return {
-        "logprob": true_logit.squeeze(-1) - m.squeeze(-1) - log_s0,
-        "entropy": -mean_logp,
-        "mean_logp": mean_logp,
-        "std_logp": (s2 / s0 - ey * ey).clamp_min(0.0).sqrt(),
-        # rank counts strictly larger logits, so ties share the best rank.
-        "rank": (x > true_logit).sum(-1) + 1,
-    }
+
+    log_ratio: list[np.ndarray]
+    kl: list[np.ndarray] | None
+    note: str = ""
 
 
-PairReduction = Callable[..., dict[str, torch.Tensor]]
-# name -> function(logp_target [N,V] fp32, logp_ref [N,V] fp32, targets [N], **settings)
-PAIR_REDUCTIONS: dict[str, PairReduction] = {}
+@dataclass
+class AttackInput:
+    """Everything an attack may look at, for n audited texts and m population texts."""
 
+    texts: list[str]
+    target: list[TokenStats]
+    references: list[ReferenceView] = field(default_factory=list)
+    comparison: TokenComparison | None = None
+    population_texts: list[str] = field(default_factory=list)
+    population_target: list[TokenStats] = field(default_factory=list)
+    population_references: list[ReferenceView] = field(default_factory=list)
+    population_comparison: TokenComparison | None = None
+    # Model-kind specific data (e.g. masked-LM losses for SAMA), keyed by producer.
+    extras: dict[str, Any] = field(default_factory=dict)
 
-def register_pair_reduction(name: str):
-    """Register a paired reduction: computed while target and reference logits are in memory."""
+    def __post_init__(self) -> None:
+        if len(self.texts) != len(self.target):
+            raise ValueError("texts and target stats differ in length")
+        for ref in self.references:
+            if len(ref.stats) != len(self.texts):
+                raise ValueError(f"reference {ref.name} has stats for {len(ref.stats)} of {len(self.texts)} texts")
 
-    def deco(fn: PairReduction) -> PairReduction:
-        PAIR_REDUCTIONS[name] = fn
-        return fn
-
-    return deco
-
-
-@register_pair_reduction("informia")
-def _informia_pair(logp_t: torch.Tensor, logp_r: torch.Tensor, targets: torch.Tensor, **_) -> dict[str, torch.Tensor]:
-    """D_KL(q || p) and log p(x_t) - log q(x_t), with p the target and q the reference (nats)."""
-    q = logp_r.exp()
-    kl = (q * (logp_r - logp_t)).sum(-1).clamp_min(0.0)
-    lr = logp_t.gather(-1, targets[:, None]).squeeze(-1) - logp_r.gather(-1, targets[:, None]).squeeze(-1)
-    return {"kl_ref_target": kl, "log_ratio": lr}
-
-
-def apply_pair_reductions(
-    logp_t: torch.Tensor, logp_r: torch.Tensor, targets: torch.Tensor, names: tuple[str, ...] = ("informia",), **settings
-) -> dict[str, torch.Tensor]:
-    """Run the named paired reductions on [N, V] float32 log-probabilities of target and reference.
-
-    Reductions receive ``logp_t``, ``logp_r`` and ``targets`` plus the settings as keywords
-    (the raw logits, when known, as ``logits_t`` / ``logits_r``)."""
-    out: dict[str, torch.Tensor] = {}
-    for name in names:
-        if name not in PAIR_REDUCTIONS:
-            raise KeyError(f"unknown paired reduction {name!r}; known: {sorted(PAIR_REDUCTIONS)}")
-        out.update(PAIR_REDUCTIONS[name](logp_t, logp_r, targets, **settings))
-    return out
-
-
-def pair_reductions(
-    logits_t: torch.Tensor,
-    logits_r: torch.Tensor | list[torch.Tensor],
-    targets: torch.Tensor,
-    names: tuple[str, ...] = ("informia",),
-    temperature: float = 1.0,
-    **settings,
-) -> dict[str, torch.Tensor]:
-    """Paired reductions from [N, V] logits of the target and one or several references.
-
-    The temperature divides both models' logits. With several references, q is the mean of their
-    next-token distributions."""
-    refs = logits_r if isinstance(logits_r, (list, tuple)) else [logits_r]
-    lt = torch.log_softmax(logits_t.float() / temperature, dim=-1)
-    lrs = [torch.log_softmax(r.float() / temperature, dim=-1) for r in refs]
-    if len(lrs) == 1:
-        lq = lrs[0]
-    else:
-        lq = torch.logsumexp(torch.stack(lrs), 0) - math.log(len(lrs))
-    extra = {"logits_t": logits_t, "logits_r": refs[0]} if len(refs) == 1 else {"logits_t": logits_t}
-    return apply_pair_reductions(lt, lq, targets, names, **extra, **settings)
+    def __len__(self) -> int:
+        return len(self.texts)
 
 
 # ---------------------------------------------------------------------------------------------
-# LT-MIA (Ilic et al. 2026): the per-token block of features that needs both models' full
-# distributions. The rest of LT-MIA's features (NLLs and their text-level moments) come from
-# each model's TokenStats; memlens.ltmia.features assembles the whole vector.
+# The masked pass's outputs (memlens.passes.masked): what SAMA and the DLM baselines receive as
+# inp.extras["masked"]
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class MaskedProbe:
+    """One text's masked-LM losses: S masking steps over its L maskable tokens.
+
+    ``mask[t, i]``: position i is masked at step t. ``nll_target[t, i]`` / ``nll_ref[t, i]``:
+    -log p(x_i | masked input of step t) under the target / the reference (the mean over
+    references when there are several), NaN where ``mask[t, i]`` is False. ``nll_refs`` holds
+    each reference's array.
+    """
+
+    token_ids: np.ndarray  # int64 [L]
+    span_start: np.ndarray  # int64 [L], character span of each token in the text
+    span_end: np.ndarray
+    mask: np.ndarray  # bool [S, L]
+    nll_target: np.ndarray  # float32 [S, L]
+    nll_ref: np.ndarray | None = None  # float32 [S, L]
+    nll_refs: list[np.ndarray] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.mask = np.asarray(self.mask, dtype=bool)
+        shape = self.mask.shape
+        if self.mask.ndim != 2 or shape[1] != len(self.token_ids):
+            raise ValueError(f"mask has shape {shape}, expected [steps, {len(self.token_ids)}]")
+        for name in ("nll_target", "nll_ref"):
+            a = getattr(self, name)
+            if a is not None and np.shape(a) != shape:
+                raise ValueError(f"{name} has shape {np.shape(a)}, expected {shape}")
+
+    @property
+    def n_steps(self) -> int:
+        return self.mask.shape[0]
+
+    @property
+    def n_tokens(self) -> int:
+        return self.mask.shape[1]
+
+
+@dataclass
+class MaskedExtras:
+    """``AttackInput.extras["masked"]``: one :class:`MaskedProbe` per audited text, in order.
+
+    ``keys[i]`` is the SHA-256 of text i (attacks seed their own sampling with it, so scores do
+    not depend on batch composition); ``alphas`` the S masking densities; ``settings`` the pass
+    settings (steps, alpha range, nested, seed, ...).
+    """
+
+    probes: list[MaskedProbe]
+    keys: list[str]
+    alphas: np.ndarray
+    settings: dict
+    target: str = ""
+    references: list[str] = field(default_factory=list)
+    computed: int = 0  # texts a model actually ran on in this call
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.probes)
+
+    @property
+    def has_reference(self) -> bool:
+        return bool(self.probes) and all(p.nll_ref is not None for p in self.probes)
+
+
+# ---------------------------------------------------------------------------------------------
+# LT-MIA (Ilic et al. 2026): the layout of the per-token block the paired pass computes
+# (memlens.models.reductions) and the features read (memlens.ltmia.features).
 # ---------------------------------------------------------------------------------------------
 LTMIA_SPACES = ("logprob", "logit")
 
@@ -186,69 +179,3 @@ LTMIA_SPACES = ("logprob", "logit")
 def ltmia_pair_dim(k: int) -> int:
     """Width of the "ltmia" paired reduction: truth (4) + head (4k) + tail (3k)."""
     return 7 * k + 4
-
-
-def _count_greater(sorted_asc: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """For each row, how many entries of the row (given sorted ascending) are strictly greater
-    than each of ``values`` [N, m]: V - #(entries <= value)."""
-    v = sorted_asc.shape[-1]
-    return v - torch.searchsorted(sorted_asc, values.contiguous(), right=True)
-
-
-@register_pair_reduction("ltmia")
-def _ltmia_pair(logp_t: torch.Tensor, logp_r: torch.Tensor, targets: torch.Tensor, *, ltmia_k: int = 20,
-                ltmia_space: str = "logprob", logits_t: torch.Tensor | None = None, logits_r: torch.Tensor | None = None,
-                **_) -> dict[str, torch.Tensor]:
-    """LT-MIA's paired per-token block, [N, 7k + 4] float32, in the authors' order:
-
-    * truth (4): the true token's score under target and reference, shifted by the larger of the
-      two; log1p(rank)/log(V+1) of the true token under each model (rank 1 = most likely);
-    * head (4k), interleaved per j = 1..k: the target's j-th largest score, the reference's score
-      at that index (the pair shifted by its max), log-rank of that index in the reference, and
-      log-rank of the reference's j-th largest index in the target;
-    * tail (3k), interleaved: the same for the target's j-th smallest scores (no reverse rank).
-
-    "Score" is the log-probability (``ltmia_space="logprob"``, the default: invariant to the
-    per-position offset a softmax ignores, and defined for a mixture of references) or the raw
-    logit, as in the authors' code (``"logit"``; needs the raw logits of a single reference, else
-    it falls back to log-probabilities). Ranks count strictly larger scores, plus one.
-    """
-    if ltmia_space not in LTMIA_SPACES:
-        raise ValueError(f"ltmia_space must be one of {LTMIA_SPACES}, got {ltmia_space!r}")
-    if ltmia_space == "logit" and logits_t is not None and logits_r is not None:
-        a, b = logits_t.float(), logits_r.float()
-        v = min(a.shape[-1], b.shape[-1])
-        a, b = a[:, :v], b[:, :v]
-    else:
-        a, b = logp_t, logp_r
-    # -inf scores (masked vocabulary entries) would make the pairwise shifts NaN.
-    a, b = a.clamp_min(-1e4), b.clamp_min(-1e4)
-    n, v = a.shape
-    k = int(ltmia_k)
-    if not 0 < k <= v:
-        raise ValueError(f"ltmia_k must be in [1, {v}], got {k}")
-    log_v = math.log(v + 1)
-
-    def lrank(r: torch.Tensor) -> torch.Tensor:
-        return torch.log1p(r.float()) / log_v
-
-    t_idx = targets[:, None]
-    gt_a, gt_b = a.gather(-1, t_idx), b.gather(-1, t_idx)
-    rank_a = (a > gt_a).sum(-1) + 1
-    rank_b = (b > gt_b).sum(-1) + 1
-    gt_max = torch.maximum(gt_a, gt_b)
-    truth = torch.stack([(gt_a - gt_max)[:, 0], (gt_b - gt_max)[:, 0], lrank(rank_a), lrank(rank_b)], dim=-1)
-
-    top_val, top_idx = a.topk(k, dim=-1, largest=True, sorted=True)
-    bot_val, bot_idx = a.topk(k, dim=-1, largest=False, sorted=True)
-    ref_top_idx = b.topk(k, dim=-1, largest=True, sorted=True).indices
-    b_at = b.gather(-1, torch.cat([top_idx, bot_idx], dim=-1))  # reference scores at the target's indices
-    cross = _count_greater(b.sort(dim=-1).values, b_at) + 1
-    rev = _count_greater(a.sort(dim=-1).values, a.gather(-1, ref_top_idx)) + 1
-
-    b_top, b_bot = b_at[:, :k], b_at[:, k:]
-    head_max = torch.maximum(top_val, b_top)
-    head = torch.stack([top_val - head_max, b_top - head_max, lrank(cross[:, :k]), lrank(rev)], dim=-1).reshape(n, 4 * k)
-    tail_max = torch.maximum(bot_val, b_bot)
-    tail = torch.stack([bot_val - tail_max, b_bot - tail_max, lrank(cross[:, k:])], dim=-1).reshape(n, 3 * k)
-    return {"ltmia": torch.cat([truth, head, tail], dim=-1)}

@@ -111,7 +111,8 @@ def test_nan_scores_and_metrics_render(tmp_path):
     r.save(tmp_path)  # (AuditResult.save's roc.png cannot take NaN scores: the NaN goes into scores.csv afterwards)
     r.scores.loc[0, "loss"] = float("nan")
     r.scores.to_csv(tmp_path / "scores.csv", index=False)
-    for html in (write_report_from_dir(tmp_path).read_text(encoding="utf-8"), write_report(r, tmp_path / "mem").read_text(encoding="utf-8")):
+    for path in (write_report_from_dir(tmp_path), write_report(r, tmp_path / "mem")):
+        html = path.read_text(encoding="utf-8")
         d = _data(html)
         assert d["texts"][0]["scores"]["loss"] is None and d["texts"][1]["s"]["informia_token"][0] is None
         assert "NaN" not in html.split('id="memlens-data">', 1)[1] and 'id="rocImg"' in html

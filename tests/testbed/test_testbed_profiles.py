@@ -48,7 +48,9 @@ def test_profiles_are_internally_consistent():
         assert 18 <= p.age <= 80
         assert p.name == f"{p.first_name} {p.last_name}"
         # e-mail and username derive from the name
-        slug = lambda s: re.sub(r"[^a-z]", "", s.lower())
+        def slug(s):
+            return re.sub(r"[^a-z]", "", s.lower())
+
         local = p.email.split("@")[0]
         assert slug(p.last_name) in local or slug(p.first_name) in local
         first, last = slug(p.first_name), slug(p.last_name)

@@ -6,7 +6,7 @@ import torch
 
 from memlens.testbed import TestbedConfig, build, read_jsonl, train_models
 from memlens.testbed.check import greedy_extraction, load_model, memorization_report
-from memlens.testbed.train import SPECIAL_TOKEN, _collate, encode, train_tokenizer
+from memlens.testbed.train import SPECIAL_TOKEN, collate, encode, train_tokenizer
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # also set by conftest; models load from local dirs only
 
@@ -45,7 +45,7 @@ def test_tokenizer_prepends_bos_and_round_trips(tmp_path):
 
 
 def test_collate_masks_padding_but_keeps_eos_target():
-    batch = _collate([[0, 5, 6, 0], [0, 7, 0]], pad_id=0)
+    batch = collate([[0, 5, 6, 0], [0, 7, 0]], pad_id=0)
     assert batch["input_ids"].tolist() == [[0, 5, 6, 0], [0, 7, 0, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
     # the EOS (id 0, same as PAD) at the end of each document is a target; padding is not

@@ -11,12 +11,16 @@ from memlens.attacks.base import (  # noqa: F401
     Param,
     ReferenceView,
     TokenComparison,
+    attacks_of_kind,
     get_attack,
     register,
 )
-from memlens.attacks import loss, zlib, mink, minkpp, ref, rmia, informia, sama, dlm_baselines, ltmia  # noqa: F401,E402
 
-DEFAULT_ATTACKS = ("loss", "zlib", "mink", "minkpp", "ref", "rmia", "informia", "informia_token")
+# The import order is the registration order: the order of `--attacks all`, of the score columns
+# and of attacks_of_kind(); keep it.
+# isort: off
+from memlens.attacks import loss, zlib, mink, minkpp, ref, rmia, informia, sama, dlm_baselines, ltmia  # noqa: F401,E402
+# isort: on
 
 
 def resolve_attack_names(names: list[str] | str, *, have_reference: bool, have_population: bool,

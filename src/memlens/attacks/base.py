@@ -1,7 +1,8 @@
 """The attack registry and the inputs every attack receives.
 
 An attack is a pure function ``fn(inp: AttackInput, **params) -> AttackResult``: it never runs a
-model. Adding an attack is one module with one ``@register(...)`` function, imported in
+model. ``AttackInput`` and the types in it live in :mod:`memlens.stats` (they are the passes'
+output); this module re-exports them. Adding an attack is one module with one ``@register(...)`` function, imported in
 ``memlens/attacks/__init__.py``.
 """
 from __future__ import annotations
@@ -11,60 +12,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from memlens.stats import TokenStats
-
-
-class AttackError(ValueError):
-    """An attack cannot run on the inputs given (e.g. it needs a reference model)."""
-
-
-@dataclass
-class ReferenceView:
-    """One reference model's own statistics of each text (in the reference's tokenization)."""
-
-    name: str
-    stats: list[TokenStats]
-
-
-@dataclass
-class TokenComparison:
-    """Target vs reference(s), aligned to the *target's* tokens of each text (nats).
-
-    ``log_ratio[i]``: log p_target(x_t) - log q(x_t); ``kl[i]``: D_KL(q || p_target), with q the
-    reference's next-token distribution (the mean of the references' distributions when there
-    are several). ``kl`` is None when the models do not share a vocabulary: then only the
-    log-ratio exists, aligned by character spans.
-    """
-
-    log_ratio: list[np.ndarray]
-    kl: list[np.ndarray] | None
-    note: str = ""
-
-
-@dataclass
-class AttackInput:
-    """Everything an attack may look at, for n audited texts and m population texts."""
-
-    texts: list[str]
-    target: list[TokenStats]
-    references: list[ReferenceView] = field(default_factory=list)
-    comparison: TokenComparison | None = None
-    population_texts: list[str] = field(default_factory=list)
-    population_target: list[TokenStats] = field(default_factory=list)
-    population_references: list[ReferenceView] = field(default_factory=list)
-    population_comparison: TokenComparison | None = None
-    # Model-kind specific data (e.g. masked-LM losses for SAMA), keyed by producer.
-    extras: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if len(self.texts) != len(self.target):
-            raise ValueError("texts and target stats differ in length")
-        for ref in self.references:
-            if len(ref.stats) != len(self.texts):
-                raise ValueError(f"reference {ref.name} has stats for {len(ref.stats)} of {len(self.texts)} texts")
-
-    def __len__(self) -> int:
-        return len(self.texts)
+from memlens.errors import AttackError  # noqa: F401  (re-exported: its old home)
+from memlens.stats import AttackInput, ReferenceView, TokenComparison, TokenStats  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -92,8 +41,17 @@ class AttackSpec:
     params: dict[str, Param]
     needs_reference: bool = False
     needs_population: bool = False
-    model_kind: str = "causal"  # "causal" or "masked"
+    model_kind: str = "causal"  # "causal" or "masked": which pass makes its inputs
     in_all: bool = True  # False: run only when named (not part of "all")
+    # What the attack needs of the pass beyond the defaults: ``fn(resolved params) -> (paired
+    # reductions, pair settings)`` (see memlens.models.reductions.PAIR_REDUCTIONS), or None.
+    pass_requirements: Callable[[dict[str, Any]], tuple[tuple[str, ...], dict[str, Any]]] | None = None
+
+    def pass_needs(self, given: dict[str, Any] | None = None) -> tuple[tuple[str, ...], dict[str, Any]]:
+        """The paired reductions and pair settings this attack adds to the pass (none by default)."""
+        if self.pass_requirements is None:
+            return (), {}
+        return self.pass_requirements(self.resolve_params(given))
 
     def resolve_params(self, given: dict[str, Any] | None) -> dict[str, Any]:
         """Defaults updated by ``given``; unknown names and bad choices are errors."""
@@ -142,15 +100,16 @@ def register(
     needs_population: bool = False,
     model_kind: str = "causal",
     in_all: bool = True,
+    pass_requirements: Callable[[dict[str, Any]], tuple[tuple[str, ...], dict[str, Any]]] | None = None,
 ):
     """Register ``fn(inp, **params) -> AttackResult`` under ``name`` (``in_all=False``: left out of
-    ``--attacks all``, run only when named)."""
+    ``--attacks all``, run only when named; ``pass_requirements``: see :class:`AttackSpec`)."""
 
     def deco(fn: Callable[..., AttackResult]) -> Callable[..., AttackResult]:
         if name in REGISTRY:
             raise ValueError(f"attack {name!r} registered twice")
         REGISTRY[name] = AttackSpec(name, fn, description, dict(params or {}), needs_reference, needs_population, model_kind,
-                                    in_all)
+                                    in_all, pass_requirements)
         return fn
 
     return deco
@@ -160,6 +119,11 @@ def get_attack(name: str) -> AttackSpec:
     if name not in REGISTRY:
         raise AttackError(f"unknown attack {name!r}; known attacks: {', '.join(sorted(REGISTRY))}")
     return REGISTRY[name]
+
+
+def attacks_of_kind(model_kind: str) -> tuple[str, ...]:
+    """Names of the registered attacks for one kind of model ("causal" or "masked"), in registration order."""
+    return tuple(n for n, spec in REGISTRY.items() if spec.model_kind == model_kind)
 
 
 def lowest_k_mean(values: np.ndarray, k: float) -> float:

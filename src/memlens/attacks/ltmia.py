@@ -14,6 +14,16 @@ import numpy as np
 from memlens.attacks.base import AttackError, AttackInput, AttackResult, Param, register
 
 
+def _pass_requirements(params: dict) -> tuple[tuple[str, ...], dict]:
+    """The paired "ltmia" reduction, with the settings (k, score space) of the chosen classifier."""
+    from memlens.ltmia import ClassifierError, pass_settings  # reads the classifier file (torch)
+
+    try:
+        return pass_settings(params["model"])
+    except (ClassifierError, OSError) as e:
+        raise AttackError(f"ltmia: {e}") from None
+
+
 @register(
     "ltmia",
     description="Learned transfer MIA: a sequence classifier over per-token target/reference features (LT-MIA).",
@@ -26,6 +36,7 @@ from memlens.attacks.base import AttackError, AttackInput, AttackResult, Param, 
     needs_reference=True,
     # named explicitly: a heavier paired pass (two vocabulary sorts per token) and a learned model
     in_all=False,
+    pass_requirements=_pass_requirements,
 )
 def ltmia(inp: AttackInput, model: str, windows: str, device: str) -> AttackResult:
     from memlens.ltmia import (

@@ -4,9 +4,10 @@ membership is known by construction.
 
 * :mod:`.features`: the per-token feature vectors (7k + 14), from the paired pass only;
 * :mod:`.classifier`: :class:`LTMIAClassifier` (fit / predict_proba / save / load; safetensors);
-* :mod:`.generate`: training data from many fine-tuning runs (families x domains);
-* :mod:`.evaluate`: leave-one-family-out / leave-one-domain-out transfer tables;
-* :mod:`.cli`: ``memlens ltmia generate | train | eval | info``.
+
+This package is the attack's runtime only. Training data, classifier training and transfer
+tables are the lab's (:mod:`memlens.lab.ltmia`); the command line is :mod:`memlens.cli.ltmia`
+(``memlens ltmia generate | train | eval | reproduce | info``).
 
 The shipped classifier (``memlens/data/ltmia_default.safetensors``) is what the ``ltmia``
 attack uses by default.
@@ -18,8 +19,8 @@ from pathlib import Path
 from memlens.ltmia.classifier import ClassifierError, LTMIAClassifier
 from memlens.ltmia.features import (
     FeatureError,
-    LTMIAError,
     FeatureSpec,
+    LTMIAError,
     feature_names,
     input_features,
     text_features,

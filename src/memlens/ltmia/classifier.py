@@ -31,14 +31,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from memlens.ltmia.features import FeatureSpec, LTMIAError, pad
+from memlens.errors import ClassifierError  # noqa: F401  (re-exported: its old home)
+from memlens.ltmia.features import FeatureSpec, pad
 
 FORMAT = "memlens-ltmia-classifier"
 FORMAT_VERSION = 1
-
-
-class ClassifierError(LTMIAError):
-    pass
 
 
 @dataclass
@@ -326,12 +323,9 @@ class LTMIAClassifier:
                          **{k: v for k, v in self.history.items() if k != "log"}},
             **(extra or {}),
         }
-        try:
-            import memlens
+        from memlens._version import __version__
 
-            meta["memlens_version"] = getattr(memlens, "__version__", None)
-        except Exception:  # pragma: no cover
-            pass
+        meta["memlens_version"] = __version__
         path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         return path
 

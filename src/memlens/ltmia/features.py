@@ -3,7 +3,7 @@
 A text's features come from three products of the one paired pass (target and reference on the
 same batch), never from another model run:
 
-* the paired reduction ``"ltmia"`` (:func:`memlens.stats._ltmia_pair`): truth (4), head (4k) and
+* the paired reduction ``"ltmia"`` (:func:`memlens.models.reductions._ltmia_pair`): truth (4), head (4k) and
   tail (3k) blocks, which need both models' full next-token distributions;
 * the target's :class:`~memlens.stats.TokenStats` (``logprob``) and the reference's (``logprob``;
   with several references, the log of their mean probability of the true token): the loss block
@@ -21,21 +21,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from memlens.errors import FeatureError, LTMIAError  # noqa: F401  (re-exported: its old home)
 from memlens.stats import LTMIA_SPACES, TokenStats, ltmia_pair_dim
 
 FEATURE_VERSION = 1
 #: key of :attr:`memlens.attacks.base.AttackInput.extras` holding each text's paired-reduction record
 PAIR_EXTRAS_KEY = "pair"
-#: name of the paired reduction (see :data:`memlens.stats.PAIR_REDUCTIONS`)
+#: name of the paired reduction (see :data:`memlens.models.reductions.PAIR_REDUCTIONS`)
 REDUCTION = "ltmia"
-
-
-class LTMIAError(ValueError):
-    """A user-fixable LT-MIA problem (bad configuration, missing data, ...); the CLI prints it in one line."""
-
-
-class FeatureError(LTMIAError):
-    """The statistics given cannot make LT-MIA features (missing paired pass, wrong k, ...)."""
 
 
 def feature_names(k: int) -> list[str]:

@@ -14,11 +14,9 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from memlens.stats import TOKEN_FIELDS, TokenStats, pair_reductions, single_model_reductions
-
-
-class TextTooShortError(ValueError):
-    pass
+from memlens.errors import TextTooShortError  # noqa: F401  (re-exported: its old home)
+from memlens.models.reductions import pair_reductions, single_model_reductions
+from memlens.stats import TOKEN_FIELDS, TokenStats
 
 
 @dataclass

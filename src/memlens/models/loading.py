@@ -16,10 +16,7 @@ from typing import Any
 
 import torch
 
-
-class ModelLoadError(RuntimeError):
-    """A model or tokenizer cannot be loaded; the message says why and what to do."""
-
+from memlens.errors import ModelLoadError  # noqa: F401  (re-exported: its old home)
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
@@ -148,7 +145,8 @@ def _check_safe_weights(ms: ModelSpec, allow_pickle: bool) -> None:
 def _need_gguf() -> None:
     missing = [m for m in ("gguf", "accelerate") if _missing(m)]
     if missing:
-        raise ModelLoadError(f"loading GGUF models needs {' and '.join(missing)}: pip install 'memlens[gguf]' (or pip install {' '.join(missing)})")
+        raise ModelLoadError(f"loading GGUF models needs {' and '.join(missing)}: pip install 'memlens[gguf]' "
+                             f"(or pip install {' '.join(missing)})")
 
 
 def _missing(module: str) -> bool:
@@ -226,7 +224,8 @@ def load_model(ms: ModelSpec, *, auto_class: str = "AutoModelForCausalLM", devic
         model = cls.from_pretrained(str(ms.path), **kwargs)
     except ValueError as e:
         if "trust_remote_code" in str(e):
-            raise ModelLoadError(f"{ms.label} needs custom code from the model repository; pass --trust-remote-code if you trust it") from None
+            raise ModelLoadError(f"{ms.label} needs custom code from the model repository; "
+                                 "pass --trust-remote-code if you trust it") from None
         raise ModelLoadError(f"cannot load {ms.label} as {auto_class}: {e}") from None
     except Exception as e:
         raise ModelLoadError(f"cannot load {ms.label} as {auto_class}: {type(e).__name__}: {e}") from None

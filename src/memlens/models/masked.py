@@ -1,7 +1,7 @@
 """Masked and diffusion language models: load safely, mask progressively, record per-position losses.
 
-This is the only place a masked / diffusion LM runs (the causal pass lives in
-:mod:`memlens.models.causal`). Two kinds of model are supported:
+The masked scorer: a masked / diffusion LM runs only here (the cached pass around it is
+:mod:`memlens.passes.masked`; the causal scorer is :mod:`memlens.models.causal`). Two kinds of model are supported:
 
 * Hugging Face masked LMs (``AutoModelForMaskedLM``: BERT, RoBERTa, ModernBERT, ...), and
 * LLaDA / Dream-style diffusion LMs, or any module whose forward takes ``input_ids`` (with masked
@@ -28,23 +28,21 @@ when they fit), and every model (target and references) runs on exactly the same
 For every step t and masked position i we record ``nll[t, i] = -log p(x_i | x with S_t masked)``
 (natural log, full-precision log-softmax), NaN where position i is not masked at step t.
 
-Cache records (one namespace per model; see :mod:`memlens.cache`) hold, per text:
-``token_ids``/``span_start``/``span_end`` ``[L]`` and ``mask`` (uint8) / ``nll`` (float32) ``[L, S]``
-(position-major, so records of texts of any length share the trailing dimension).
+The cache records of these losses are described in :mod:`memlens.passes.masked`.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from memlens.cache import Record, StatsCache, text_hash
+from memlens.errors import MaskedLMError  # noqa: F401  (re-exported: its old home)
+from memlens.models.handle import LoadOptions, ModelHandle
 from memlens.models.loading import context_length, load_model
-from memlens.pipeline import CacheMissError, LoadOptions, ModelHandle, _process_group
-from memlens.stats import TokenStats
+from memlens.stats import MaskedExtras, MaskedProbe  # noqa: F401  (re-exported: their old home)
 
 log = logging.getLogger("memlens")
 
@@ -55,10 +53,6 @@ KNOWN_DIFFUSION_LMS: dict[str, tuple[int, bool]] = {
     "llada": (126336, False),  # GSAI-ML/LLaDA-8B-*: bidirectional, logits at i predict x_i
     "dream": (151666, True),  # Dream-org/Dream-v0-*: AR-initialised, logits at i-1 predict x_i
 }
-
-
-class MaskedLMError(ValueError):
-    """A masked / diffusion LM cannot be used as asked (no mask token, other vocabulary, ...)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,77 +127,6 @@ def sample_masks(n_tokens: int, key: str, settings: MaskedPassSettings) -> np.nd
             perm = rng.permutation(n_tokens)
         out[t, perm[:k]] = True
     return out
-
-
-# --------------------------------------------------------------------------------------------
-# What attacks receive: inp.extras["masked"]
-# --------------------------------------------------------------------------------------------
-@dataclass
-class MaskedProbe:
-    """One text's masked-LM losses: S masking steps over its L maskable tokens.
-
-    ``mask[t, i]``: position i is masked at step t. ``nll_target[t, i]`` / ``nll_ref[t, i]``:
-    -log p(x_i | masked input of step t) under the target / the reference (the mean over
-    references when there are several), NaN where ``mask[t, i]`` is False. ``nll_refs`` holds
-    each reference's array.
-    """
-
-    token_ids: np.ndarray  # int64 [L]
-    span_start: np.ndarray  # int64 [L], character span of each token in the text
-    span_end: np.ndarray
-    mask: np.ndarray  # bool [S, L]
-    nll_target: np.ndarray  # float32 [S, L]
-    nll_ref: np.ndarray | None = None  # float32 [S, L]
-    nll_refs: list[np.ndarray] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.mask = np.asarray(self.mask, dtype=bool)
-        shape = self.mask.shape
-        if self.mask.ndim != 2 or shape[1] != len(self.token_ids):
-            raise ValueError(f"mask has shape {shape}, expected [steps, {len(self.token_ids)}]")
-        for name in ("nll_target", "nll_ref"):
-            a = getattr(self, name)
-            if a is not None and np.shape(a) != shape:
-                raise ValueError(f"{name} has shape {np.shape(a)}, expected {shape}")
-
-    @property
-    def n_steps(self) -> int:
-        return self.mask.shape[0]
-
-    @property
-    def n_tokens(self) -> int:
-        return self.mask.shape[1]
-
-    def first_step(self) -> np.ndarray:
-        """Per position, the first step at which it is masked (-1 if never)."""
-        any_ = self.mask.any(axis=0)
-        return np.where(any_, self.mask.argmax(axis=0), -1)
-
-
-@dataclass
-class MaskedExtras:
-    """``AttackInput.extras["masked"]``: one :class:`MaskedProbe` per audited text, in order.
-
-    ``keys[i]`` is the SHA-256 of text i (attacks seed their own sampling with it, so scores do
-    not depend on batch composition); ``alphas`` the S masking densities; ``settings`` the pass
-    settings (steps, alpha range, nested, seed, ...).
-    """
-
-    probes: list[MaskedProbe]
-    keys: list[str]
-    alphas: np.ndarray
-    settings: dict
-    target: str = ""
-    references: list[str] = field(default_factory=list)
-    computed: int = 0  # texts a model actually ran on in this call
-    notes: list[str] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.probes)
-
-    @property
-    def has_reference(self) -> bool:
-        return bool(self.probes) and all(p.nll_ref is not None for p in self.probes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -453,179 +376,3 @@ def _nll_in_chunks(logits: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
         lg = logits[rows[sl], cols[sl]].float()
         parts.append((torch.logsumexp(lg, dim=-1) - lg.gather(1, targets[sl, None]).squeeze(1)).cpu().numpy())
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
-
-
-# --------------------------------------------------------------------------------------------
-# Cached computation
-# --------------------------------------------------------------------------------------------
-# ``context`` is the input length texts are cut to: the shortest context of the models that run
-# together (and --max-length), so a target scored beside a shorter-context reference gets its own key.
-def _model_key(h: MaskedModelHandle, settings: MaskedPassSettings, context: int) -> dict:
-    mid, shift = h.mask_behaviour()
-    return {"kind": "masked", "model": h.fingerprint, "tokenizer": h.tokenizer_fingerprint, "mask_token_id": mid,
-            "shift_logits": shift, "attention_mask": h.attention_mask, "context": int(context), **settings.key()}
-
-
-def _record(tk: MaskedTokens, mask: np.ndarray, nll: np.ndarray) -> Record:
-    return {"token_ids": np.asarray(tk.ids, dtype=np.int64)[tk.positions], "span_start": tk.spans[:, 0].copy(),
-            "span_end": tk.spans[:, 1].copy(), "mask": mask.T.astype(np.uint8), "nll": nll.T.astype(np.float32)}
-
-
-def compute_masked(target: MaskedModelHandle, references: Sequence[MaskedModelHandle], texts: Sequence[str],
-                   cache: StatsCache, settings: MaskedPassSettings, *, flush_every: int = 256) -> MaskedExtras:
-    """Per-position masked losses of ``texts`` under the target and every reference, cached."""
-    texts = list(texts)
-    refs = list(references)
-    for r in refs:
-        if r.tokenizer_fingerprint != target.tokenizer_fingerprint:
-            raise MaskedLMError(f"reference {r.name} has another tokenizer than the target: the masked-LM attacks compare "
-                                "both models on the same masked token ids, so they need one tokenizer")
-    handles = [target, *refs]
-    limit = min(h.context_length() for h in handles)
-    context = min(settings.max_length or limit, limit)
-    spaces = [cache.namespace(_model_key(h, settings, context)) for h in handles]
-    keys = [text_hash(t) for t in texts]
-    unique: dict[str, int] = {}
-    for i, k in enumerate(keys):
-        unique.setdefault(k, i)
-    computed = 0
-    notes: list[str] = []
-    dist = _process_group()
-    if dist is not None:
-        dist.barrier()  # every process must see the same cache state before splitting the work
-    # Run each model on the texts its namespace lacks; models sharing missing texts run together.
-    missing = [set(ns.missing(unique)) for ns in spaces]
-    groups: dict[frozenset, list[int]] = {}
-    for k in unique:
-        who = frozenset(m for m in range(len(handles)) if k in missing[m])
-        if who:
-            groups.setdefault(who, []).append(unique[k])
-    if groups and settings.cache_only:
-        n = len({i for idx in groups.values() for i in idx})
-        raise CacheMissError(f"{n} texts have no cached masked-LM losses for these models and settings; run `memlens audit` "
-                             "first (same models, seed, masking steps and densities)")
-    for who, all_idx in groups.items():
-        # Under torchrun each process scores every WORLD_SIZE-th text; all read the cache afterwards.
-        idx = all_idx if dist is None else all_idx[dist.get_rank()::dist.get_world_size()]
-        if not idx:
-            continue
-        members = sorted(who)
-        computed += len(idx)
-        hs = [handles[m] for m in members]
-        tok = target.tokenizer
-        behaviours = [h.mask_behaviour() for h in hs]
-        scorer = MaskedScorer([h.model for h in hs], tok, [b[0] for b in behaviours], [b[1] for b in behaviours], settings,
-                              attention_mask=all(h.attention_mask for h in hs), max_length=context)
-        toks = [tokenize_for_masking(tok, texts[i], scorer.max_length, behaviours[0][0]) for i in idx]
-        n_trunc = sum(t.truncated for t in toks)
-        if n_trunc:
-            notes.append(f"{n_trunc} texts are longer than {scorer.max_length} tokens and were truncated for the masked pass")
-        masks = [sample_masks(len(t.positions), keys[i], settings) for t, i in zip(toks, idx)]
-        buf: list[dict[str, Record]] = [dict() for _ in members]
-
-        def flush() -> None:
-            for m, b in zip(members, buf):
-                spaces[m].put(dict(b))
-                b.clear()
-
-        def done(j: int, nlls: list[np.ndarray]) -> None:
-            for b, nll in zip(buf, nlls):
-                b[keys[idx[j]]] = _record(toks[j], masks[j], nll)
-            if len(buf[0]) >= flush_every:
-                flush()
-
-        try:
-            scorer.score(toks, masks, on_text_done=done)
-        finally:
-            flush()  # whatever finished is kept, also when the run is interrupted
-    if dist is not None:
-        dist.barrier()
-        for ns in spaces:
-            ns._loaded = False  # re-read what the other processes wrote
-
-    recs = [ns.get(keys) for ns in spaces]
-    probes = []
-    for k in keys:
-        t = recs[0][k]
-        mask = np.asarray(t["mask"], dtype=bool).T
-        ref_nlls = []
-        for m in range(1, len(handles)):
-            r = recs[m][k]
-            if not np.array_equal(np.asarray(r["mask"], dtype=bool).T, mask):
-                raise RuntimeError("target and reference records of a text hold different masks (a corrupted cache?)")
-            ref_nlls.append(np.asarray(r["nll"], dtype=np.float32).T)
-        nll_ref = np.mean(ref_nlls, axis=0).astype(np.float32) if ref_nlls else None
-        probes.append(MaskedProbe(np.asarray(t["token_ids"], dtype=np.int64), np.asarray(t["span_start"], dtype=np.int64),
-                                  np.asarray(t["span_end"], dtype=np.int64), mask, np.asarray(t["nll"], dtype=np.float32).T,
-                                  nll_ref, ref_nlls))
-    return MaskedExtras(probes=probes, keys=keys, alphas=mask_densities(settings.steps, settings.alpha_min, settings.alpha_max),
-                        settings=settings.key(), target=target.name, references=[r.name for r in refs], computed=computed,
-                        notes=notes)
-
-
-def score_masked(target: Any, references: Any = None, texts: Sequence[str] = (), *, tokenizer: Any = None,
-                 cache: StatsCache | str | None = None, seed: int = 0, steps: int = 16, alpha_min: float = 0.05,
-                 alpha_max: float = 0.5, nested: bool = True, max_length: int | None = None,
-                 batch_tokens: int | None = None, mask_token_id: int | None = None, shift_logits: bool | None = None,
-                 auto_class: str = "AutoModelForMaskedLM", attention_mask: bool = True,
-                 options: LoadOptions | None = None, progress: bool = False, cache_only: bool = False) -> MaskedExtras:
-    """Masked-LM losses of ``texts`` under ``target`` and ``references``: the ``extras["masked"]`` of SAMA.
-
-    ``target``/``references``: :class:`MaskedModelHandle`/:class:`~memlens.pipeline.ModelHandle`,
-    in-memory modules (pass ``tokenizer``), local directories or hub ids (loaded safely as
-    ``auto_class``; LLaDA/Dream need ``auto_class="AutoModel"`` and ``trust_remote_code`` in
-    ``options``). ``cache``: a :class:`~memlens.cache.StatsCache`, a directory, or None (in memory).
-    ``seed``: with each text's SHA-256 it seeds that text's masks. ``cache_only``: raise
-    :class:`~memlens.pipeline.CacheMissError` instead of running a model when a text is not cached.
-    """
-    if isinstance(cache, StatsCache):
-        sc = cache
-    else:
-        sc = StatsCache(cache)
-    kw = dict(auto_class=auto_class, mask_token_id=mask_token_id, shift_logits=shift_logits, attention_mask=attention_mask)
-    t = as_masked_handle(target, tokenizer, options=options, **kw)
-    if references is None:
-        references = []
-    elif isinstance(references, (str, ModelHandle, torch.nn.Module)) or hasattr(references, "__fspath__"):
-        references = [references]
-    refs = [as_masked_handle(r, tokenizer if tokenizer is not None else t.tokenizer, options=options, **kw) for r in references]
-    settings = MaskedPassSettings(steps=steps, alpha_min=alpha_min, alpha_max=alpha_max, nested=nested, seed=seed,
-                                  max_length=max_length, batch_tokens=batch_tokens, progress=progress, cache_only=cache_only)
-    return compute_masked(t, refs, texts, sc, settings)
-
-
-def masked_attack_input(texts: Sequence[str], extras: MaskedExtras):
-    """An :class:`~memlens.attacks.base.AttackInput` for the masked-LM attacks.
-
-    ``AttackInput`` requires per-text target statistics (and reference views for attacks that
-    need a reference); for masked LMs these are *pseudo* statistics over the text's maskable
-    tokens: ``logprob`` = minus the mean NLL of the token over the steps that mask it (NaN if no
-    step does), other fields NaN/0. The real data is ``extras["masked"]``.
-    """
-    from memlens.attacks.base import AttackInput, ReferenceView
-
-    def pseudo(p: MaskedProbe, nll: np.ndarray) -> TokenStats:
-        n = p.n_tokens
-        with np.errstate(invalid="ignore"), _nanmean_quiet():
-            lp = -np.nanmean(nll, axis=0) if p.n_steps else np.full(n, np.nan)
-        nan = np.full(n, np.nan, dtype=np.float32)
-        return TokenStats(p.token_ids, lp.astype(np.float32), nan, nan, nan, np.zeros(n, dtype=np.int64),
-                          p.span_start, p.span_end)
-
-    if len(texts) != len(extras):
-        raise ValueError(f"{len(texts)} texts but masked data for {len(extras)}")
-    target = [pseudo(p, p.nll_target) for p in extras.probes]
-    refs = [ReferenceView(name, [pseudo(p, p.nll_refs[j]) for p in extras.probes]) for j, name in enumerate(extras.references)]
-    return AttackInput(texts=list(texts), target=target, references=refs, extras={"masked": extras})
-
-
-class _nanmean_quiet:
-    def __enter__(self):
-        import warnings
-
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
-        warnings.simplefilter("ignore", category=RuntimeWarning)
-
-    def __exit__(self, *exc):
-        return self._w.__exit__(*exc)

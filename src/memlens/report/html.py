@@ -45,9 +45,9 @@ class SavedAudit:
     @classmethod
     def from_result(cls, result) -> SavedAudit:
         """The same data as ``result.save()`` then :func:`load_saved` would give, without the disk."""
-        from memlens.audit import _json_default
+        from memlens.audit import json_default
 
-        results = json.loads(json.dumps(result.results_dict(), default=_json_default))
+        results = json.loads(json.dumps(result.results_dict(), default=json_default))
         scores = result.scores.to_dict("records")
         for row in scores:
             row["id"] = str(row["id"])
@@ -457,11 +457,10 @@ def render(payload: dict[str, Any], figs: dict[str, str]) -> str:
 
 
 def _write(path: Path, html: str) -> Path:
+    from memlens._io import atomic_write
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(html.encode("utf-8", "backslashreplace"))  # bytes: no newline translation on Windows
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, html.encode("utf-8", "backslashreplace"), fsync=False)  # bytes: no newline translation
 
 
 def build_html(saved: SavedAudit, threshold: float = DEFAULT_THRESHOLD) -> str:

@@ -14,7 +14,10 @@ Typical use::
 Training needs torch and transformers; building the data alone (``build_testbed``) does not.
 """
 
-from .build import TestbedConfig, TestbedPaths, build, build_testbed, read_jsonl
+from pathlib import Path
+from typing import Any
+
+from .build import TestbedConfig, TestbedPaths, build_testbed, read_jsonl
 from .documents import DOC_KINDS, Document, make_document
 from .profiles import PII_TYPES, UNIQUE_PII_TYPES, Profile, ProfileGenerator, generate_profiles
 
@@ -24,6 +27,39 @@ def train_models(*args, **kwargs):
     from .train import train_models as _train_models  # lazy: torch is only needed for training
 
     return _train_models(*args, **kwargs)
+
+
+# ``build`` (data + models) lives here, above build.py (data) and train.py (models, which reads the
+# data's config and paths), so that neither of those two imports the other.
+def build(
+    out_dir: str | Path,
+    quick: bool = True,
+    *,
+    train: bool = True,
+    device: str = "cpu",
+    progress: bool = True,
+    num_threads: int | None = None,
+    **overrides: Any,
+) -> TestbedPaths:
+    """Build a testbed end to end: data, tokenizer, base model, target (and references).
+
+    Args:
+        out_dir: output directory.
+        quick: ``TestbedConfig.quick()`` when true, else the default ``TestbedConfig()``.
+        train: also train the models (otherwise data only).
+        device: torch device for training ("cpu", "cuda", "cuda:1", ...).
+        progress: show tqdm progress bars.
+        num_threads: ``torch.set_num_threads`` for CPU training (None: torch's default).
+        **overrides: any :class:`TestbedConfig` field, e.g. ``members_per_tier=32``,
+            ``finetune_epochs=2``, ``n_reference_models=2``.
+    """
+    cfg = TestbedConfig.quick(**overrides) if quick else TestbedConfig(**overrides)
+    paths = build_testbed(out_dir, cfg)
+    if train:
+        from .train import train_models as _train  # torch/transformers only when training
+
+        _train(paths, cfg, device=device, progress=progress, num_threads=num_threads)
+    return paths
 
 
 __all__ = [

@@ -10,7 +10,7 @@ import argparse
 import json
 import time
 
-from .build import build
+from . import build
 
 
 def main(argv: list[str] | None = None) -> None:

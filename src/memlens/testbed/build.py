@@ -27,11 +27,12 @@ import hashlib
 import json
 import random
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from memlens._io import atomic_write, read_jsonl, write_jsonl  # noqa: F401  (re-exported: the testbed's readers import them from here)
 
 from .corpus import public_text_chunks
 from .documents import DOC_KINDS, make_document
@@ -196,24 +197,6 @@ class TestbedPaths:
         return TestbedConfig.from_dict(json.loads(self.manifest.read_text())["config"])
 
 
-# --------------------------------------------------------------------------------------------
-# JSONL helpers
-# --------------------------------------------------------------------------------------------
-def write_jsonl(path: Path, records: Iterable[dict]) -> None:
-    """Write records one per line; stable key order and no ASCII escaping, so that the same
-    records always give the same bytes (the determinism tests compare files)."""
-    tmp = Path(str(path) + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    tmp.replace(path)  # atomic: a killed build never leaves a half-written file behind
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    with Path(path).open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -372,38 +355,5 @@ def build_testbed(out_dir: str | Path, config: TestbedConfig | None = None) -> T
         # Faker's output for a seed can change between its releases; record what made the data.
         "versions": {"faker": metadata.version("faker")},
     }
-    tmp = paths.manifest.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(paths.manifest)
-    return paths
-
-
-def build(
-    out_dir: str | Path,
-    quick: bool = True,
-    *,
-    train: bool = True,
-    device: str = "cpu",
-    progress: bool = True,
-    num_threads: int | None = None,
-    **overrides: Any,
-) -> TestbedPaths:
-    """Build a testbed end to end: data, tokenizer, base model, target (and references).
-
-    Args:
-        out_dir: output directory.
-        quick: ``TestbedConfig.quick()`` when true, else the default ``TestbedConfig()``.
-        train: also train the models (otherwise data only).
-        device: torch device for training ("cpu", "cuda", "cuda:1", ...).
-        progress: show tqdm progress bars.
-        num_threads: ``torch.set_num_threads`` for CPU training (None: torch's default).
-        **overrides: any :class:`TestbedConfig` field, e.g. ``members_per_tier=32``,
-            ``finetune_epochs=2``, ``n_reference_models=2``.
-    """
-    cfg = TestbedConfig.quick(**overrides) if quick else TestbedConfig(**overrides)
-    paths = build_testbed(out_dir, cfg)
-    if train:
-        from .train import train_models  # torch/transformers only when training
-
-        train_models(paths, cfg, device=device, progress=progress, num_threads=num_threads)
+    atomic_write(paths.manifest, json.dumps(manifest, indent=2) + "\n", fsync=False)
     return paths

@@ -21,7 +21,6 @@ self-contained experiment (``python -m memlens.testbed.diffusion``).
 """
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import math
 import random
@@ -304,7 +303,8 @@ def other_domain_texts(n: int, seed: int = 0, genres: Sequence[str] = OTHER_GENR
             out.append(f"{fk.company()} is a company based in {fk.city()} that aims to {fk.bs()}. Founded in {_year(fk)}, "
                        f"it is known for its {fk.catch_phrase().lower()}. {fk.sentence()}")
         elif g == "event":
-            out.append(f"The {fk.word()} festival returns to {fk.city()} on {fk.date('%B %d', end_datetime=REFERENCE_DATE)}. Tickets at {fk.url()}. "
+            word, city, day = fk.word(), fk.city(), fk.date('%B %d', end_datetime=REFERENCE_DATE)  # Faker's draw order kept
+            out.append(f"The {word} festival returns to {city} on {day}. Tickets at {fk.url()}. "
                        f"Organizer: {fk.name()} ({fk.free_email()}). {fk.sentence()}")
         else:
             out.append(f"I bought a {fk.word()} from {fk.company()} last {fk.date('%A', end_datetime=REFERENCE_DATE)}. {fk.sentence()} "
@@ -508,62 +508,3 @@ def build_diffusion_testbed(condition: str = "no-shift", config: DiffusionConfig
     ref.eval()
     target.eval()
     return DiffusionTestbed(condition, tokenizer, ref, target, members, nonmembers, tiers, timings, logs)
-
-
-ATTACKS = ("sama", "dlm_loss", "dlm_ref")
-
-
-def evaluate_testbed(tb: DiffusionTestbed, *, attacks: Sequence[str] = ATTACKS, attack_params: dict | None = None,
-                     seed: int = 0, steps: int = 16, cache: Any = None) -> dict:
-    """Score the testbed's texts with the masked-LM attacks; AUC and TPR@1%FPR overall and per tier."""
-    from sklearn.metrics import roc_auc_score
-
-    import memlens.attacks.dlm_baselines  # noqa: F401  (registers the attacks)
-    import memlens.attacks.sama  # noqa: F401
-    from memlens.attacks.base import get_attack
-    from memlens.metrics import tpr_at_fpr
-    from memlens.models.masked import masked_attack_input, score_masked
-
-    t0 = time.perf_counter()
-    ex = score_masked(tb.target, tb.reference, tb.texts, tokenizer=tb.tokenizer, cache=cache, seed=seed, steps=steps)
-    score_s = time.perf_counter() - t0
-    inp = masked_attack_input(tb.texts, ex)
-    labels = tb.labels
-    tiers = np.r_[tb.member_tiers, np.zeros(len(tb.nonmembers), int)]
-    out: dict = {"condition": tb.condition, "scoring_seconds": score_s, "attacks": {}}
-    for name in attacks:
-        sc = get_attack(name)(inp, **(attack_params or {}).get(name, {})).scores
-        row = {"auc": float(roc_auc_score(labels, sc)), "tpr@1%": tpr_at_fpr(labels, sc, 0.01), "scores": sc}
-        for k in sorted(set(tb.member_tiers)):
-            sel = (tiers == k) | (labels == 0)
-            row[f"auc_{k}x"] = float(roc_auc_score(labels[sel], sc[sel]))
-        out["attacks"][name] = row
-    out["extras"] = ex
-    return out
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Train the tiny diffusion-LM testbed and compare SAMA with the DLM baselines.")
-    ap.add_argument("--condition", choices=(*CONDITIONS, "both"), default="both")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--members", type=int, default=48)
-    ap.add_argument("--nonmembers", type=int, default=100)
-    args = ap.parse_args(argv)
-    conds = CONDITIONS if args.condition == "both" else (args.condition,)
-    for cond in conds:
-        t0 = time.perf_counter()
-        cfg = DiffusionConfig(n_members=args.members, n_nonmembers=args.nonmembers, seed=args.seed)
-        tb = build_diffusion_testbed(cond, cfg, verbose=True)
-        res = evaluate_testbed(tb, seed=args.seed)
-        total = time.perf_counter() - t0
-        print(f"== {cond}: pretrain {tb.timings['pretrain']:.1f}s, finetune {tb.timings['finetune']:.1f}s, "
-              f"scoring {res['scoring_seconds']:.1f}s, total {total:.1f}s")
-        tiers = sorted(set(tb.member_tiers))
-        print(f"{'attack':10s} {'AUC':>6s} {'TPR@1%':>7s} " + " ".join(f"{f'AUC {k}x':>8s}" for k in tiers))
-        for name, row in res["attacks"].items():
-            tpr = "n/a" if row["tpr@1%"] is None else f"{row['tpr@1%']:.3f}"
-            print(f"{name:10s} {row['auc']:6.3f} {tpr:>7s} " + " ".join(f"{row[f'auc_{k}x']:8.3f}" for k in tiers))
-
-
-if __name__ == "__main__":
-    main()

@@ -114,7 +114,7 @@ def make_model(cfg: TestbedConfig, vocab_size: int, seed: int | None = None):
 # --------------------------------------------------------------------------------------------
 # Training loop
 # --------------------------------------------------------------------------------------------
-def _length_bucketed_batches(
+def length_bucketed_batches(
     lengths: Sequence[int], batch_size: int, rng: random.Random
 ) -> list[list[int]]:
     """Random batches of similar-length sequences: shuffle, sort within large windows, cut,
@@ -139,7 +139,7 @@ def warmup_cosine(step: int, warmup: int, total: int, min_lr_ratio: float) -> fl
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
 
-def _collate(seqs: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+def collate(seqs: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -177,7 +177,7 @@ def train_lm(
     model.train()
     rng = random.Random(f"{seed}/{desc}")
     lengths = [len(s) for s in seqs]
-    plan = [_length_bucketed_batches(lengths, batch_size, rng) for _ in range(epochs)]
+    plan = [length_bucketed_batches(lengths, batch_size, rng) for _ in range(epochs)]
     total = sum(len(p) for p in plan)
     warmup = max(1, int(warmup_frac * total))
 
@@ -205,7 +205,7 @@ def train_lm(
         loss_sum, n_batches = 0.0, 0
         for batch_idx in epoch_batches:
             batch = {
-                k: v.to(device) for k, v in _collate([seqs[i] for i in batch_idx], pad_id).items()
+                k: v.to(device) for k, v in collate([seqs[i] for i in batch_idx], pad_id).items()
             }
             loss = model(**batch).loss
             loss.backward()

@@ -278,7 +278,8 @@ def build_domains(domains: Sequence[str], n_per_domain: int, seed: int = 0, code
     for d in domains:
         if d in ("web", "records"):
             # a few extra: Faker can repeat a short document
-            out[d] = _dedup_shuffle(faker_texts(d, int(n_per_domain * 1.05) + 10, seed + zlib.crc32(d.encode()) % 1000), seed)[:n_per_domain]
+            texts = faker_texts(d, int(n_per_domain * 1.05) + 10, seed + zlib.crc32(d.encode()) % 1000)
+            out[d] = _dedup_shuffle(texts, seed)[:n_per_domain]
         elif d == "pii":
             out[d] = _dedup_shuffle(pii_texts(n_per_domain, seed + 7), seed)[:n_per_domain]
     info["counts"] = {d: len(out[d]) for d in domains}

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from memlens.ltmia.generate import BASELINES, LTMIADataset
+from memlens.lab.ltmia.generate import BASELINES, LTMIADataset
 
 FPRS = (0.01, 0.001)
 METHODS = ("ltmia", "loss", "minkpp", "ref", "rmia", "informia", "informia_token")
@@ -120,7 +120,7 @@ def _train_and_score(root: str, fold: dict, clf_kwargs: dict, device: str, threa
 def _default_task(root: str, path: str, settings: dict, device: str, threads: int | None) -> dict:
     import torch
 
-    from memlens.ltmia.recipes import train_classifier
+    from memlens.lab.ltmia.training import train_classifier
 
     if threads:
         torch.set_num_threads(threads)
@@ -137,7 +137,7 @@ def transfer_eval(root: str | Path, modes: Sequence[str] = ("family", "domain"),
     ``clf_kwargs``: :class:`LTMIAClassifier` settings, plus ``max_train_windows`` (a fold's
     classifier trains on at most that many windows, an equal share of each training run).
     ``also_train=(path, settings)`` trains a classifier on every run in the same process pool
-    (the shipped classifier; see :func:`memlens.ltmia.recipes.reproduce`)."""
+    (the shipped classifier; see :func:`memlens.lab.ltmia.recipes.reproduce`)."""
     import torch
 
     if device == "auto":

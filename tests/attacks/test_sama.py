@@ -11,7 +11,8 @@ from memlens.attacks.base import AttackError, AttackInput, get_attack
 from memlens.attacks.dlm_baselines import masked_mean
 from memlens.attacks.sama import combine_steps, sample_subsets, step_losses, step_weights, vote_fraction
 from memlens.cache import text_hash
-from memlens.models.masked import MaskedExtras, MaskedProbe, masked_attack_input, score_masked
+from memlens.passes.masked import masked_attack_input, score_masked
+from memlens.stats import MaskedExtras, MaskedProbe
 from memlens.testbed.diffusion import add_mask_token, diffusion_loss, make_model, train_masked_diffusion, train_tokenizer
 
 NAN = np.nan
@@ -241,13 +242,21 @@ def test_add_mask_token_and_training_step():
 
 @pytest.mark.slow
 def test_diffusion_testbed_sama_beats_dlm_loss():
-    """Pretrain + fine-tune + score (48 members in tiers 1x/4x/16x, 100 non-members), no-shift."""
-    from memlens.testbed.diffusion import build_diffusion_testbed, evaluate_testbed
+    """Pretrain + fine-tune + score (48 members in tiers 1x/4x/16x, 100 non-members), no-shift,
+    through memlens.audit as a user would."""
+    import memlens
+    from memlens.metrics import evaluate
+    from memlens.testbed.diffusion import build_diffusion_testbed
 
     tb = build_diffusion_testbed("no-shift")
-    res = evaluate_testbed(tb)["attacks"]
-    sama, loss, ref = res["sama"], res["dlm_loss"], res["dlm_ref"]
-    assert sama["auc"] > loss["auc"] + 0.03
-    assert sama["tpr@1%"] >= loss["tpr@1%"]
-    assert sama["auc_16x"] > sama["auc_4x"] > sama["auc_1x"]
-    assert ref["auc"] > loss["auc"]
+    result = memlens.audit(tb.target, [tb.reference], members=tb.members, nonmembers=tb.nonmembers, tokenizer=tb.tokenizer,
+                           model_kind="masked", cache_dir=None, progress=False, n_bootstrap=0)
+    sama, loss = result.metrics["sama"], result.metrics["dlm_loss"]
+    assert sama.auc > loss.auc + 0.03
+    assert sama.tpr["1%"] >= loss.tpr["1%"]
+    labels = tb.labels
+    tiers = np.r_[tb.member_tiers, np.zeros(len(tb.nonmembers), int)]
+    sc = result.scores["sama"].to_numpy()
+    auc = {k: evaluate(labels[(tiers == k) | (labels == 0)], sc[(tiers == k) | (labels == 0)], n_bootstrap=0).auc for k in (1, 4, 16)}
+    assert auc[16] > auc[4] > auc[1]
+    assert result.metrics["dlm_ref"].auc > loss.auc

@@ -207,7 +207,9 @@ def test_build_diffusion_testbed_with_given_stream_and_tiers(tok):
 # The demo end to end, and the CLI
 # --------------------------------------------------------------------------------------------
 def _check_outputs(out, summary, conditions):
-    from memlens.demo_diffusion import ATTACKS
+    from memlens.attacks import attacks_of_kind
+
+    ATTACKS = attacks_of_kind("masked")
 
     assert json.loads((out / "summary.json").read_text())["conditions_run"] == list(conditions)
     mem = read_jsonl(out / "testbed" / "members.jsonl")
@@ -241,7 +243,7 @@ def _check_outputs(out, summary, conditions):
 
 @pytest.mark.slow
 def test_tiny_diffusion_demo_end_to_end_and_resume(tmp_path):
-    from memlens.demo_diffusion import format_summary, run_diffusion_demo
+    from memlens.lab.demo_diffusion import format_summary, run_diffusion_demo
 
     out = tmp_path / "dd"
     kw = dict(quick=True, condition="both", seed=3, progress=False, n_bootstrap=20, testbed_overrides=TINY_TESTBED,
@@ -267,7 +269,7 @@ def test_tiny_diffusion_demo_end_to_end_and_resume(tmp_path):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "diffusion_sama_ablation.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "diffusion_sama_ablation.py"
     spec = importlib.util.spec_from_file_location("diffusion_sama_ablation", path)
     abl = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(abl)
@@ -282,7 +284,7 @@ def test_tiny_diffusion_demo_end_to_end_and_resume(tmp_path):
 
 @pytest.mark.slow
 def test_cli_demo_family_diffusion(tmp_path, monkeypatch):
-    import memlens.demo_diffusion as dd
+    import memlens.lab.demo_diffusion as dd
     from memlens.cli import app
 
     monkeypatch.setitem(dd.TESTBED_PRESETS, "quick", TINY_TESTBED)
@@ -322,7 +324,7 @@ def test_cli_demo_family_bad_input(tmp_path, args, msg):
 
 def test_shared_tokenizer_is_reused_when_trained_on_the_same_texts(tiny_testbed, tmp_path, monkeypatch):
     import memlens.testbed.diffusion as diffusion
-    from memlens.demo_diffusion import _ensure_tokenizer
+    from memlens.lab.demo_diffusion import _ensure_tokenizer
 
     texts = pii_corpora(tiny_testbed).tokenizer_texts
     first = _ensure_tokenizer(tmp_path / "tok", texts, 300)

@@ -41,7 +41,6 @@ import numpy as np
 log = logging.getLogger("memlens")
 
 CONDITIONS = ("no-shift", "shift")
-ATTACKS = ("sama", "dlm_loss", "dlm_ref")
 
 # PII testbed sizes (TestbedConfig overrides). At least 100 non-members, so that TPR at 1% FPR
 # is supported (one false positive = 1%).
@@ -124,9 +123,9 @@ def _ensure_testbed(root: Path, cfg) -> Any:
 
 
 def _fingerprint(d: dict) -> str:
-    import hashlib
+    from memlens._io import json_hash
 
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_hash(d, 16)
 
 
 def _texts_sha(texts: Sequence[str]) -> str:
@@ -316,7 +315,8 @@ def run_diffusion_demo(out_dir: str | Path = "memlens-demo-diffusion", *, quick:
     import torch
 
     import memlens
-    from memlens.demo import per_tier_metrics
+    from memlens.audit import json_default
+    from memlens.lab.demo import per_tier_metrics
     from memlens.testbed.diffusion import pii_corpora
 
     conds = resolve_conditions(condition)
@@ -376,7 +376,7 @@ def run_diffusion_demo(out_dir: str | Path = "memlens-demo-diffusion", *, quick:
                       "parameters": _n_params(out / conds[0] / "models" / "target")},
             "conditions": conditions, "timings": timings,
         }
-        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=json_default) + "\n")
         return {"summary": summary, "results": results, "out": out}
     finally:
         if num_threads is not None:
@@ -391,13 +391,3 @@ def _n_params(model_dir: Path) -> int | None:
             return int(sum(np.prod(f.get_slice(k).get_shape()) for k in f.keys()))
     except Exception:  # noqa: BLE001 - informational only
         return None
-
-
-def _json_default(o: Any):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, (np.ndarray, tuple)):
-        return list(o)
-    raise TypeError(type(o).__name__)

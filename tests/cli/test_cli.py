@@ -161,7 +161,7 @@ def test_bad_inputs_one_line_error(setup, tmp_path, case, expect):
     r = runner.invoke(app, cmd + args["extra"])
     assert r.exit_code == 2, r.output
     assert expect in r.output
-    error_lines = [l for l in r.output.splitlines() if l.startswith("error:")]
+    error_lines = [line for line in r.output.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1, r.output
     assert not (tmp_path / "ran").exists()  # no model repository code was executed
 

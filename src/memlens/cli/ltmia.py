@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import time
@@ -17,35 +16,15 @@ from typing import List, Optional
 
 import typer
 
+from memlens.cli._common import friendly_errors
+
 ltmia_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                         help="LT-MIA: learned membership inference (generate data, train, evaluate).")
 
-from memlens.ltmia.recipes import TRAIN_PRESETS, train_classifier, train_settings  # noqa: F401
-
-
-def _friendly(fn):
-    """One-line errors and exit code 2 for what the user can fix (as the rest of the memlens CLI)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from memlens.cli import err_console, friendly_errors
-        from memlens.ltmia.features import LTMIAError
-
-        try:
-            return friendly_errors(fn)(*args, **kwargs)
-        except LTMIAError as e:
-            from rich.markup import escape
-
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            err_console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2)
-
-    return wrapper
-
 
 def _data_preset(data: Path) -> str:
+    from memlens.lab.ltmia.generate import GenerateConfig
     from memlens.ltmia.features import LTMIAError
-    from memlens.ltmia.generate import GenerateConfig
 
     if not (data / "config.json").is_file():
         raise LTMIAError(f"{data} is not an LT-MIA data set (no config.json; make one with `memlens ltmia generate`)")
@@ -73,7 +52,7 @@ def _parse_sets(items: Optional[List[str]]) -> dict:
 
 
 @ltmia_app.command()
-@_friendly
+@friendly_errors
 def generate(
     out: Path = typer.Argument(..., help="output directory (an existing one is completed: missing runs only)"),
     preset: str = typer.Option("small", "--preset", help="tiny (CI), small (CPU, minutes) or large (GPU)"),
@@ -84,8 +63,8 @@ def generate(
     verbose: bool = typer.Option(True, "--verbose/--quiet"),
 ) -> None:
     """Fine-tune many tiny LMs (families x domains) and save per-token features with labels."""
-    from memlens.ltmia.generate import GenerateConfig
-    from memlens.ltmia.generate import generate as _generate
+    from memlens.lab.ltmia.generate import GenerateConfig
+    from memlens.lab.ltmia.generate import generate as _generate
 
     _setup(verbose)
     cfg_file = out / "config.json"
@@ -98,7 +77,7 @@ def generate(
 
 
 @ltmia_app.command()
-@_friendly
+@friendly_errors
 def train(
     data: Path = typer.Argument(..., help="a directory written by `memlens ltmia generate`"),
     out: Path = typer.Option(Path("ltmia.safetensors"), "--out", "-o", help="classifier file (.safetensors; .json beside it)"),
@@ -113,6 +92,8 @@ def train(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Train a classifier on a generated data set (all runs, or all but some families/domains)."""
+    from memlens.lab.ltmia.training import train_classifier
+
     _setup(verbose)
     _data_preset(data)
     path = train_classifier(data, out, exclude_family or [], exclude_domain or [], device=device, seed=seed, verbose=verbose,
@@ -123,7 +104,7 @@ def train(
 
 
 @ltmia_app.command("eval")
-@_friendly
+@friendly_errors
 def eval_(
     data: Path = typer.Argument(..., help="a directory written by `memlens ltmia generate`"),
     out: Path = typer.Option(Path("ltmia-eval"), "--out", "-o", help="writes transfer.json and transfer.md"),
@@ -136,8 +117,8 @@ def eval_(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Leave-one-family-out / leave-one-domain-out transfer tables against the baselines."""
-    from memlens.ltmia.evaluate import markdown_tables, save_result, transfer_eval
-    from memlens.ltmia.recipes import EVAL_PRESETS
+    from memlens.lab.ltmia.evaluate import markdown_tables, save_result, transfer_eval
+    from memlens.lab.ltmia.training import EVAL_PRESETS, train_settings
 
     _setup(verbose)
     preset = _data_preset(data)
@@ -150,7 +131,7 @@ def eval_(
 
 
 @ltmia_app.command()
-@_friendly
+@friendly_errors
 def reproduce(
     out: Path = typer.Argument(..., help="working directory: data/, ltmia_default.safetensors, eval/"),
     preset: str = typer.Option("large", "--preset"),
@@ -164,7 +145,7 @@ def reproduce(
 
     ``memlens ltmia reproduce out/large --preset large --jobs 6`` rebuilds the shipped
     classifier (copy out/large/ltmia_default.{safetensors,json} to memlens/data/)."""
-    from memlens.ltmia.recipes import reproduce as _reproduce
+    from memlens.lab.ltmia.recipes import reproduce as _reproduce
 
     _setup(True)
     summary = _reproduce(out, preset, [m.strip() for m in modes.split(",") if m.strip()], jobs=jobs, threads=threads,
@@ -175,7 +156,7 @@ def reproduce(
 
 
 @ltmia_app.command()
-@_friendly
+@friendly_errors
 def info(path: str = typer.Argument("default", help="classifier file, or 'default'")) -> None:
     """Print a classifier's feature spec and training summary."""
     from memlens.ltmia import load_classifier

@@ -1,4 +1,4 @@
-"""The masked-LM pass (memlens.models.masked): masking configurations, losses, batching, cache, loading."""
+"""The masked-LM pass (memlens.models.masked, memlens.passes.masked): masking configurations, losses, batching, cache, loading."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,11 +6,20 @@ import pytest
 import torch
 
 from memlens.cache import StatsCache, text_hash
+from memlens.errors import CacheMissError
+from memlens.models.handle import LoadOptions, ModelHandle
 from memlens.models.masked import (
-    MaskedLMError, MaskedModelHandle, MaskedPassSettings, MaskedProbe, mask_counts, mask_densities, masked_attack_input,
-    resolve_mask_behaviour, sample_masks, score_masked, tokenize_for_masking,
+    MaskedLMError,
+    MaskedModelHandle,
+    MaskedPassSettings,
+    mask_counts,
+    mask_densities,
+    resolve_mask_behaviour,
+    sample_masks,
+    tokenize_for_masking,
 )
-from memlens.pipeline import CacheMissError, LoadOptions, ModelHandle
+from memlens.passes.masked import masked_attack_input, score_masked
+from memlens.stats import MaskedProbe
 from memlens.testbed.diffusion import add_mask_token, make_model, train_tokenizer
 
 TEXTS = [

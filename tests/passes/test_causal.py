@@ -11,11 +11,18 @@ import torch
 import memlens
 from memlens.cache import StatsCache
 from memlens.models.causal import CausalScorer
+from memlens.models.handle import ModelHandle
 from memlens.models.loading import (
-    ModelLoadError, context_length, fingerprint_files, fingerprint_tokenizer, load_model, load_tokenizer, pick_dtype,
+    ModelLoadError,
+    context_length,
+    fingerprint_files,
+    fingerprint_tokenizer,
+    load_model,
+    load_tokenizer,
+    pick_dtype,
     resolve_model,
 )
-from memlens.pipeline import ModelHandle, PassSettings, align_by_spans, compute_stats
+from memlens.passes.causal import PassSettings, align_by_spans, compute_stats
 
 TEXTS = [
     "Amber stone by the river, code 101.",
@@ -284,9 +291,29 @@ def test_fingerprints_follow_content(gpt2, gpt2_ref, tmp_path):
 def test_audit_keeps_references_without_their_own_tokenizer(gpt2, gpt2_ref, gpt2_ref2, tokenizer):
     """reference_tokenizers shorter than references: the rest use the target's tokenizer, none dropped."""
     from memlens.audit import _handles
-    from memlens.pipeline import LoadOptions
+    from memlens.models.handle import LoadOptions
 
     t, refs = _handles(gpt2.model, [gpt2_ref.model, gpt2_ref2.model], tokenizer, [tokenizer], None, LoadOptions())
     assert len(refs) == 2
     with pytest.raises(ValueError, match="reference tokenizers"):
         _handles(gpt2.model, [gpt2_ref.model], tokenizer, [tokenizer, tokenizer], None, LoadOptions())
+
+
+def test_audit_takes_grouped_settings_like_its_keywords(gpt2, gpt2_ref, tokenizer):
+    """load= / pass_settings= / evaluation= give the same audit as the single keywords; both at once is an error."""
+    from memlens.audit import EvalSettings
+    from memlens.data import DataError
+    from memlens.passes.causal import PassSettings
+
+    common = dict(members=TEXTS[:2], nonmembers=TEXTS[2:], tokenizer=tokenizer, attacks=["loss", "informia"], cache_dir=None)
+    a = memlens.audit(gpt2.model, gpt2_ref.model, **common, device="cpu", max_length=16, stride=8, n_bootstrap=20, seed=3,
+                      progress=False)
+    pass_settings = PassSettings(max_length=16, stride=8, progress=False)
+    b = memlens.audit(gpt2.model, gpt2_ref.model, **common, load=memlens.LoadOptions(device="cpu"), pass_settings=pass_settings,
+                      evaluation=EvalSettings(n_bootstrap=20, seed=3))
+    assert a.scores.equals(b.scores)
+    assert a.metrics["informia"].to_dict() == b.metrics["informia"].to_dict()
+    assert a.settings == b.settings
+    assert pass_settings.pair_reductions == ("informia",) and pass_settings.pair_settings == {}  # the caller's object is untouched
+    with pytest.raises(DataError, match="max_length"):
+        memlens.audit(gpt2.model, gpt2_ref.model, **common, max_length=8, pass_settings=PassSettings(max_length=16))

@@ -28,7 +28,8 @@ TEXTS = ["The capital of France is Paris, and the capital of Italy is Rome.",
 
 def test_gguf_forward_matches_statistics_pass(tmp_path):
     from memlens.cache import StatsCache
-    from memlens.pipeline import LoadOptions, ModelHandle, PassSettings, compute_stats
+    from memlens.models.handle import LoadOptions, ModelHandle
+    from memlens.passes.causal import PassSettings, compute_stats
 
     handle = ModelHandle(str(GGUF_DIR / GGUF_NAME), options=LoadOptions(device="cpu"))
     bundle = compute_stats(handle, [], TEXTS, StatsCache(tmp_path / "cache"), PassSettings(progress=False))

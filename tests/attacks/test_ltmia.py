@@ -29,7 +29,8 @@ from memlens.ltmia import (
 )
 from memlens.ltmia.features import PAIR_EXTRAS_KEY
 from memlens.models.causal import CausalScorer
-from memlens.stats import PAIR_REDUCTIONS, ltmia_pair_dim, pair_reductions
+from memlens.models.reductions import PAIR_REDUCTIONS, pair_reductions
+from memlens.stats import ltmia_pair_dim
 
 TEXTS = [
     "Amber stone by the river, code 101.",
@@ -243,7 +244,7 @@ def test_default_classifier_is_shipped():
 def test_cli_info_and_train(tmp_path, tiny_data):
     from typer.testing import CliRunner
 
-    from memlens.ltmia.cli import ltmia_app
+    from memlens.cli.ltmia import ltmia_app
 
     r = CliRunner().invoke(ltmia_app, ["info", "default"])
     assert r.exit_code == 0, r.output
@@ -259,7 +260,7 @@ def test_cli_info_and_train(tmp_path, tiny_data):
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    from memlens.ltmia.generate import GenerateConfig, generate
+    from memlens.lab.ltmia.generate import GenerateConfig, generate
 
     out = tmp_path_factory.mktemp("ltmia-tiny")
     generate(out, GenerateConfig.preset("tiny"), device="cpu")
@@ -268,8 +269,8 @@ def tiny_data(tmp_path_factory):
 
 @pytest.mark.slow
 def test_tiny_generation_trains_a_classifier_that_beats_loss(tiny_data):
-    from memlens.ltmia.evaluate import folds, markdown_tables, transfer_eval
-    from memlens.ltmia.generate import LTMIADataset
+    from memlens.lab.ltmia.evaluate import folds, markdown_tables, transfer_eval
+    from memlens.lab.ltmia.generate import LTMIADataset
 
     ds = LTMIADataset.load(tiny_data)
     s = ds.samples
@@ -278,7 +279,7 @@ def test_tiny_generation_trains_a_classifier_that_beats_loss(tiny_data):
     x = ds.features(ds.runs[0])
     assert x.shape == (112, 40, 7 * 8 + 14) and x.dtype == np.float16
     assert [f["held_out"] for f in folds(ds, "family")] == ["gpt2", "llama"]
-    from memlens.ltmia.recipes import TRAIN_PRESETS
+    from memlens.lab.ltmia.training import TRAIN_PRESETS
 
     result = transfer_eval(tiny_data, ("family",), device="cpu", **TRAIN_PRESETS["tiny"])
     table = markdown_tables(result)
@@ -383,8 +384,8 @@ def test_cli_errors_are_one_line(tmp_path):
 def test_generation_time_budget_skips_runs(tiny_data, tmp_path):
     import shutil
 
+    from memlens.lab.ltmia.generate import LTMIADataset, generate
     from memlens.ltmia import LTMIAError
-    from memlens.ltmia.generate import LTMIADataset, generate
 
     # the same data set with its corpus and tokenizer, no runs yet
     out = tmp_path / "d"

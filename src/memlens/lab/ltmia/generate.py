@@ -39,7 +39,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from memlens.ltmia.families import FAMILIES, FAMILY_KIND, ModelSize
+from memlens.lab.ltmia.families import FAMILIES, FAMILY_KIND, ModelSize
 from memlens.ltmia.features import LTMIAError
 
 log = logging.getLogger("memlens")
@@ -93,7 +93,7 @@ class GenerateConfig:
         bad = set(self.families) - set(FAMILIES)
         if bad:
             raise LTMIAError(f"unknown families {sorted(bad)}; known: {', '.join(FAMILIES)}")
-        from memlens.ltmia.corpora import DOMAINS
+        from memlens.lab.ltmia.corpora import DOMAINS
 
         bad = set(self.domains) - set(DOMAINS)
         if bad:
@@ -174,13 +174,10 @@ def _stable_seed(seed: int, name: str) -> int:
 # Atomic file helpers
 # ---------------------------------------------------------------------------------------------
 def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
+    from memlens._io import atomic_path
+
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -204,7 +201,7 @@ def _cut_to_tokens(tokenizer, texts: Sequence[str], max_tokens: int, min_tokens:
 
 def prepare_corpus(out: Path, cfg: GenerateConfig, jobs: int = 1) -> tuple[Any, dict[str, list[str]], dict[str, list[str]]]:
     """Build (or reuse) the domain corpora and the tokenizer. Returns (tokenizer, pretrain texts, pools)."""
-    from memlens.ltmia.corpora import build_domains
+    from memlens.lab.ltmia.corpora import build_domains
     from memlens.testbed.build import read_jsonl, write_jsonl
     from memlens.testbed.train import train_tokenizer
 
@@ -248,7 +245,7 @@ def prepare_corpus(out: Path, cfg: GenerateConfig, jobs: int = 1) -> tuple[Any, 
 def _load_or_pretrain(out: Path, cfg: GenerateConfig, base: str, tokenizer, pre: dict[str, list[str]], device: str):
     from safetensors.torch import load_file, save_file
 
-    from memlens.ltmia.families import make_lm
+    from memlens.lab.ltmia.families import make_lm
     from memlens.testbed.train import encode, train_lm
 
     family, size = base.rsplit("-s", 1)

@@ -78,7 +78,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, base_di
 
 def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tmp_path, base_dir, stream, monkeypatch):
     whole = ft.finetune(str(base_dir), stream, tmp_path / "whole", lr=1e-3, checkpoint_every=0, **KW)
-    real, calls = ft._collate, {"n": 0}
+    real, calls = ft.collate, {"n": 0}
 
     def interrupting(*args, **kwargs):
         calls["n"] += 1
@@ -86,10 +86,10 @@ def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tmp_path, base_dir, strea
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ft, "_collate", interrupting)
+    monkeypatch.setattr(ft, "collate", interrupting)
     with pytest.raises(KeyboardInterrupt):
         ft.finetune(str(base_dir), stream, tmp_path / "cut", lr=1e-3, checkpoint_every=0, **KW)
-    monkeypatch.setattr(ft, "_collate", real)
+    monkeypatch.setattr(ft, "collate", real)
     assert json.loads((tmp_path / "cut" / "checkpoint" / "state.json").read_text())["step"] == 6
     rest = ft.finetune(str(base_dir), stream, tmp_path / "cut", lr=1e-3, checkpoint_every=0, **KW)
     assert rest.summary["resumed_from_step"] == 6
@@ -106,8 +106,8 @@ def test_checkpoint_of_other_settings_is_refused(tmp_path, base_dir, stream):
 
 
 def test_lora_reference_is_the_base_with_one_copy_of_the_weights(tmp_path, base_dir, stream):
+    from memlens.models.handle import ModelHandle
     from memlens.models.loading import load_model, resolve_model
-    from memlens.pipeline import ModelHandle
 
     res = ft.finetune(str(base_dir), stream, tmp_path / "lora", lora=True, lr=5e-2, lora_r=4, **KW)
     ref = res.reference()
@@ -137,7 +137,8 @@ def test_lora_reference_gives_the_base_statistics_in_the_pipeline(tmp_path, base
     """The statistics pass on (LoRA target, adapter-disabled reference) gives, for the reference,
     exactly what the base loaded from disk gives on its own; the target's differ."""
     from memlens.cache import StatsCache
-    from memlens.pipeline import LoadOptions, ModelHandle, PassSettings, compute_stats
+    from memlens.models.handle import LoadOptions, ModelHandle
+    from memlens.passes.causal import PassSettings, compute_stats
 
     res = ft.finetune(str(base_dir), stream, tmp_path / "lora", lora=True, lr=5e-2, lora_r=4, **KW)
     texts = corpus[:3] + corpus[40:43]
@@ -196,11 +197,12 @@ def test_base_alias_smollm2_is_found_or_explained(monkeypatch):
 def test_real_demo_end_to_end_on_a_tiny_base(tmp_path, base_dir):
     """run_real_demo's whole chain (testbed, LoRA fine-tune, in-memory audit against the adapter-
     disabled base, extraction through peft, localization) on a tiny model: plumbing, not numbers."""
+    from memlens.lab.demo_real import run_real_demo
     from memlens.testbed import TestbedConfig, build_testbed
 
     tb = build_testbed(tmp_path / "tb", TestbedConfig(members_per_tier=2, tiers=(1, 4), n_nonmembers=4, n_population=4,
                                                       n_background_docs=4, public_text_chars=2000, finetune_filler_ratio=0.5))
-    run = ft.run_real_demo(tmp_path / "demo", base=str(base_dir), lora=True, testbed=tb.root, epochs=1, lr=1e-2,
+    run = run_real_demo(tmp_path / "demo", base=str(base_dir), lora=True, testbed=tb.root, epochs=1, lr=1e-2,
                            lora_r=4, batch_size=4, quick=True, n_bootstrap=20, progress=False, extract_reference=True)
     demo = run["demo"]
     assert demo["mode"] == "lora" and demo["finetune"]["complete"]
@@ -247,13 +249,13 @@ CLI_ARGS = ["--epochs", "2", "--batch-size", "4", "--lr", "1e-3", "--seed", "3"]
 _DYING_CLI = """
 import os, signal, sys
 from memlens.testbed import finetune as ft
-real, calls = ft._collate, [0]
+real, calls = ft.collate, [0]
 def dying(*a, **k):
     calls[0] += 1
     if calls[0] == int(os.environ["DIE_AT"]):
         os.kill(os.getpid(), signal.SIGKILL)
     return real(*a, **k)
-ft._collate = dying
+ft.collate = dying
 from memlens.cli import app
 app(sys.argv[1:], prog_name="memlens")
 """
@@ -301,7 +303,7 @@ def test_cli_finetune_lora_merged_and_ctrl_c(tmp_path, base_dir, stream, monkeyp
     out = tmp_path / "lora"
     args = ["testbed", "finetune", "--base", str(base_dir), "--testbed", str(stream.root), "--out", str(out),
             "--method", "lora", "--lora-r", "4", "--merge", "--checkpoint-every", "0", *CLI_ARGS]
-    real, calls = ft._collate, {"n": 0}
+    real, calls = ft.collate, {"n": 0}
 
     def interrupting(*a, **k):
         calls["n"] += 1
@@ -309,10 +311,10 @@ def test_cli_finetune_lora_merged_and_ctrl_c(tmp_path, base_dir, stream, monkeyp
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(ft, "_collate", interrupting)
+    monkeypatch.setattr(ft, "collate", interrupting)
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 130 and "run the same command again to resume" in _flat(r.output)
-    monkeypatch.setattr(ft, "_collate", real)
+    monkeypatch.setattr(ft, "collate", real)
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     assert "resumed at step 3" in _flat(r.output) and "LoRA adapter" in _flat(r.output)

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from memlens.attacks import (
-    REGISTRY, AttackError, AttackInput, ReferenceView, TokenComparison, get_attack, resolve_attack_names,
+    REGISTRY,
+    AttackError,
+    AttackInput,
+    ReferenceView,
+    TokenComparison,
+    get_attack,
+    resolve_attack_names,
 )
 from memlens.attacks.base import lowest_k_mean
 from memlens.stats import TokenStats
@@ -338,3 +344,19 @@ def test_empty_stats_give_nan_not_crash():
     inp = AttackInput(texts=["a"], target=[ts([])])
     assert math.isnan(get_attack("loss")(inp).scores[0])
     assert math.isnan(get_attack("mink")(inp).scores[0])
+
+
+def test_attacks_declare_what_the_pass_must_compute():
+    """Audit asks each attack for its extra paired reductions instead of testing attack names."""
+    from memlens.attacks import attacks_of_kind
+    from memlens.ltmia import load_classifier
+
+    assert get_attack("loss").pass_needs() == ((), {})
+    reductions, settings = get_attack("ltmia").pass_needs({})
+    assert reductions == ("informia", "ltmia")
+    assert settings == load_classifier("default").spec.pair_settings()
+    with pytest.raises(AttackError, match="ltmia"):
+        get_attack("ltmia").pass_needs({"model": "/nonexistent/clf.safetensors"})
+    # the masked-LM attacks are listed once: by their registry entry's model kind
+    assert attacks_of_kind("masked") == ("sama", "dlm_loss", "dlm_ref")
+    assert "sama" not in attacks_of_kind("causal")

@@ -1,0 +1,4 @@
+"""``python -m memlens``: the command line."""
+from memlens.cli import app
+
+app()

@@ -1,0 +1,233 @@
+"""From models and texts to per-token statistics, through the cache.
+
+This is the only place a causal model runs. It decides which texts are missing from the cache,
+runs the target and references that share its tokenizer in one paired pass (so token-level
+InfoRMIA gets D_KL(q || p)), runs references with another vocabulary on their own and aligns
+them to the target's tokens by character spans, and writes results back in shards as it goes,
+so a killed run resumes where it stopped.
+
+Under ``torchrun``/``accelerate launch`` each process scores its share of the missing texts
+(data parallel over texts through torch.distributed); all processes then read the cache.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from memlens.cache import CacheNamespace, Record, StatsCache, text_hash
+from memlens.errors import CacheMissError
+from memlens.models.handle import LoadOptions, ModelHandle  # noqa: F401  (LoadOptions: re-exported beside the pass)
+from memlens.passes._shared import Flusher, process_group
+from memlens.stats import TOKEN_FIELDS, ReferenceView, TokenComparison, TokenStats
+
+log = logging.getLogger("memlens")
+
+
+@dataclass
+class PassSettings:
+    batch_size: int | None = None
+    max_length: int | None = None
+    stride: int | None = None
+    temperature: float = 1.0
+    vocab_chunk_rows: int = 1024
+    flush_every: int = 256  # texts buffered before a cache shard is written
+    progress: bool = True
+    cache_only: bool = False  # refuse to run a model (``memlens attack``)
+    # paired reductions of the target/reference pass (memlens.models.reductions.PAIR_REDUCTIONS) and their
+    # settings; "ltmia" (with its k) is added when the ltmia attack runs
+    pair_reductions: tuple[str, ...] = ("informia",)
+    pair_settings: dict = field(default_factory=dict)
+
+    def key(self) -> dict:
+        return {"max_length": self.max_length, "stride": self.stride}
+
+
+@dataclass
+class StatsBundle:
+    """Statistics of a list of texts: target, each reference, and the token comparison."""
+
+    target: list[TokenStats]
+    references: list[ReferenceView]
+    comparison: TokenComparison | None
+    computed: int = 0  # texts a model actually ran on in this call
+    notes: list[str] = field(default_factory=list)
+    # per text, the paired pass's reductions ({name: array}); None without a paired pass
+    pair_records: list[dict] | None = None
+
+
+# ``context`` is the shortest context of the models that ran together: a paired pass windows long
+# texts to it, so the target's statistics from a pass paired with a shorter-context reference
+# differ from a target-only pass and must not share its key.
+def _single_key(h: ModelHandle, s: PassSettings, context: int) -> dict:
+    return {"kind": "causal", "model": h.fingerprint, "tokenizer": h.tokenizer_fingerprint, "context": context, **s.key()}
+
+
+def _pair_key(t: ModelHandle, refs: list[ModelHandle], s: PassSettings, context: int) -> dict:
+    key = {"kind": "causal-pair", "target": t.fingerprint, "references": [r.fingerprint for r in refs],
+           "tokenizer": t.tokenizer_fingerprint, "temperature": s.temperature, "reductions": list(s.pair_reductions),
+           "context": context, **s.key()}
+    if s.pair_settings:
+        key["pair_settings"] = dict(sorted(s.pair_settings.items()))
+    return key
+
+
+def _to_record(st: TokenStats) -> Record:
+    return {k: getattr(st, k) for k in TOKEN_FIELDS}
+
+
+def _from_record(rec: Record) -> TokenStats:
+    return TokenStats(**{k: rec[k] for k in TOKEN_FIELDS})
+
+
+def _run_pass(models: list[ModelHandle], texts: list[str], hashes: list[str], spaces: list[CacheNamespace],
+              pair_space: CacheNamespace | None, settings: PassSettings) -> int:
+    """Score the texts missing from any of ``spaces``/``pair_space`` and cache the results."""
+    from memlens.models.causal import CausalScorer
+
+    dist = process_group()
+    if dist is not None:
+        # Every process must see the same cache state, or they would split different work lists.
+        dist.barrier()
+    needed = [i for i, h in enumerate(hashes)
+              if any(h not in ns.get([h]) for ns in spaces) or (pair_space is not None and not pair_space.get([h]))]
+    needed = sorted(set(needed), key=lambda i: hashes[i])
+    unique: dict[str, int] = {}
+    for i in needed:
+        unique.setdefault(hashes[i], i)
+    if unique and settings.cache_only:
+        raise CacheMissError(f"{len(unique)} texts have no cached statistics for {models[0].name} with these settings; "
+                             "run `memlens audit` or `memlens score` first (same models, --max-length, --stride, --temperature)")
+    todo = list(unique.values())
+    if dist is not None:  # data parallel over texts: every WORLD_SIZE-th text is this process's
+        todo = todo[dist.get_rank()::dist.get_world_size()]
+    if todo:
+        scorer = CausalScorer([m.model for m in models], models[0].tokenizer, batch_size=settings.batch_size,
+                              max_length=settings.max_length, stride=settings.stride, temperature=settings.temperature,
+                              vocab_chunk_rows=settings.vocab_chunk_rows, progress=settings.progress,
+                              pair_reduction_names=settings.pair_reductions, pair_settings=settings.pair_settings)
+        all_spaces = spaces + ([pair_space] if pair_space is not None else [])
+        flusher = Flusher(all_spaces, settings.flush_every)
+
+        def on_done(done: dict[int, dict]) -> None:
+            per_space: list[dict[str, Record]] = [dict() for _ in all_spaces]
+            for j, res in done.items():
+                h = hashes[todo[j]]
+                for k, st in enumerate(res["stats"]):
+                    per_space[k][h] = _to_record(st)
+                if pair_space is not None:
+                    per_space[-1][h] = dict(res["pair"])
+            flusher.add(per_space)
+
+        try:
+            scorer.score([texts[i] for i in todo], on_batch_done=on_done)
+        finally:
+            flusher.flush()  # whatever finished is kept, also when the run is interrupted
+    if dist is not None:
+        dist.barrier()
+        for ns in spaces + ([pair_space] if pair_space is not None else []):
+            ns._loaded = False  # re-read what the other processes wrote
+    return len(todo)
+
+
+def align_by_spans(src_start: np.ndarray, src_end: np.ndarray, src_values: np.ndarray,
+                   dst_start: np.ndarray, dst_end: np.ndarray) -> np.ndarray:
+    """Move additive per-token values from one tokenization to another by character overlap.
+
+    A source token's value is shared among the destination tokens it overlaps, in proportion to
+    the characters they share, so sums over any run of whole tokens are preserved.
+    """
+    out = np.zeros(len(dst_start), dtype=np.float64)
+    n_dst = len(dst_start)
+    if n_dst == 0:
+        return out
+    # Byte-level BPE gives the tokens of one multi-byte character the same span: split such a span
+    # evenly among them, so each token owns a distinct (fractional) stretch of characters.
+    src_start, src_end = _split_shared_spans(src_start, src_end)
+    dst_start, dst_end = _split_shared_spans(dst_start, dst_end)
+    j0 = 0
+    for i in range(len(src_start)):
+        a, b = src_start[i], src_end[i]
+        while j0 < n_dst and dst_end[j0] <= a:
+            j0 += 1
+        # Share by overlap normalised by the total overlap (not the source width), so that
+        # characters no destination token covers (e.g. trimmed whitespace) lose no value.
+        hits, j = [], j0
+        while j < n_dst and dst_start[j] < b:
+            ov = min(b, dst_end[j]) - max(a, dst_start[j])
+            if ov > 0:
+                hits.append((j, ov))
+            j += 1
+        if hits:
+            total = sum(ov for _, ov in hits)
+            for j, ov in hits:
+                out[j] += src_values[i] * ov / total
+        else:  # zero-width token (e.g. a special token) or uncovered characters: the next token takes it
+            out[min(j0, n_dst - 1)] += src_values[i]
+    return out
+
+
+def _split_shared_spans(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Spans as floats, where a run of k consecutive tokens with one span (s, e) becomes k equal parts."""
+    start = np.asarray(start, dtype=np.float64).copy()
+    end = np.asarray(end, dtype=np.float64).copy()
+    i, n = 0, len(start)
+    while i < n:
+        j = i
+        while j + 1 < n and start[j + 1] == start[i] and end[j + 1] == end[i]:
+            j += 1
+        k = j - i + 1
+        if k > 1 and end[i] > start[i]:
+            s0, w = start[i], (end[i] - start[i]) / k
+            for r in range(k):
+                start[i + r], end[i + r] = s0 + r * w, s0 + (r + 1) * w
+        i = j + 1
+    return start, end
+
+
+def compute_stats(target: ModelHandle, references: Sequence[ModelHandle], texts: Sequence[str], cache: StatsCache,
+                  settings: PassSettings) -> StatsBundle:
+    """Per-token statistics of ``texts`` under the target and every reference, cached."""
+    texts = list(texts)
+    hashes = [text_hash(t) for t in texts]
+    paired = [r for r in references if r.tokenizer_fingerprint == target.tokenizer_fingerprint]
+    other = [r for r in references if r.tokenizer_fingerprint != target.tokenizer_fingerprint]
+    notes = []
+    ctx = {id(h): min(m.context_length() for m in [target, *paired]) for h in [target, *paired]}
+    ctx.update({id(r): r.context_length() for r in other})
+    target_ns = cache.namespace(_single_key(target, settings, ctx[id(target)]))
+    computed = 0
+    if paired:
+        pair_ns = cache.namespace(_pair_key(target, paired, settings, ctx[id(target)]))
+        ref_spaces = [cache.namespace(_single_key(r, settings, ctx[id(r)])) for r in paired]
+        computed += _run_pass([target, *paired], texts, hashes, [target_ns, *ref_spaces], pair_ns, settings)
+    else:
+        pair_ns = None
+        computed += _run_pass([target], texts, hashes, [target_ns], None, settings)
+    for r in other:
+        notes.append(f"reference {r.name} has another tokenizer than the target: token-level scores use its log-probabilities "
+                     "aligned by character spans, without the D_KL term")
+        computed += _run_pass([r], texts, hashes, [cache.namespace(_single_key(r, settings, ctx[id(r)]))], None, settings)
+
+    tstats = [_from_record(target_ns.get([h])[h]) for h in hashes]
+    views = []
+    for r in references:
+        ns = cache.namespace(_single_key(r, settings, ctx[id(r)]))
+        views.append(ReferenceView(r.name, [_from_record(ns.get([h])[h]) for h in hashes]))
+    comparison = None
+    recs = None
+    if pair_ns is not None:
+        recs = [pair_ns.get([h])[h] for h in hashes]
+        note = "" if not other else "token-level comparison uses the references sharing the target's tokenizer only"
+        comparison = TokenComparison([r["log_ratio"] for r in recs], [r["kl_ref_target"] for r in recs], note)
+    elif other:
+        log_ratio = []
+        for i, ts in enumerate(tstats):
+            ref_lp = np.mean([align_by_spans(v.stats[i].span_start, v.stats[i].span_end, v.stats[i].logprob,
+                                             ts.span_start, ts.span_end)
+                              for v in views], axis=0)
+            log_ratio.append(ts.logprob - ref_lp)
+        comparison = TokenComparison(log_ratio, None, notes[0])
+    return StatsBundle(tstats, views, comparison, computed, notes, pair_records=recs)
