@@ -155,3 +155,14 @@ def test_tuned_attack_reports_a_and_equals_the_offline_attack_at_that_a():
         assert set(res.info["tune_auc"]) == {f"{g:.1f}" for g in A_GRID}
         again = get_attack(name)(inp, mode="offline", a=a)
         np.testing.assert_allclose(res.scores, again.scores)
+
+
+def test_ref_uses_out_references_with_splits():
+    # x0 is OUT only for B, x1 only for A (one token each: mean NLL = -logprob).
+    res = get_attack("ref")(tiny())
+    assert res.scores.tolist() == pytest.approx([T[0] - REF_B[0][0], T[1] - REF_A[0][1]])
+    assert get_attack("ref")(tiny(splits=None)).scores.tolist() == pytest.approx(
+        [T[i] - (REF_A[0][i] + REF_B[0][i]) / 2 for i in range(2)])
+    both_in = get_attack("ref")(tiny(splits=np.array([[True, False], [True, False]])))
+    assert both_in.scores[0] == pytest.approx(T[0] - (REF_A[0][0] + REF_B[0][0]) / 2)
+    assert "1 text(s) had no OUT reference" in both_in.info["note"]
