@@ -41,8 +41,9 @@ def test_online_rmia_by_hand():
     # x0: 0.3679 / 0.2491 = 1.477; x1: 0.1353 / 0.1023 = 1.323; z0: 0.2231 / 0.2242 = 0.995; z1: 0.3012 / 0.2955 = 1.019
     assert rx[0] > rx[1] > rz[1] > rz[0]
     res = get_attack("rmia")(tiny())
-    assert res.info["mode"] == "online"
+    assert res.info["mode"] == "online" and "note" not in res.info
     assert res.scores.tolist() == pytest.approx(rmia_by_hand(rx, rz)) == [1.0, 1.0]
+    assert "not used online" in get_attack("rmia")(tiny(), a=0.3).info["note"]
     # gamma = 1.3: x0 beats both z (1.477/0.995 = 1.484, 1.477/1.019 = 1.449), x1 only z0 (1.323/0.995 = 1.330;
     # 1.323/1.019 = 1.298 < 1.3).
     res = get_attack("rmia")(tiny(), gamma=1.3)

@@ -118,6 +118,8 @@ class _Marginals:
             self.x = lt - average_log_probs(lr, average)
             self.z = None if pr is None else pt - average_log_probs(pr, average)
             self.info["in_references_per_text"] = float(splits.sum(axis=0).mean())
+            if a != 1.0:
+                self.notes.append(f"a={a:g} is not used online (IN references measure Pr_IN directly); mode=offline uses it")
         else:
             self.info["a"] = a
             self.x, wx = self._offline(lt, lr, splits, a, average, "audited")
