@@ -90,6 +90,12 @@ class AttackInput:
     population_comparison: TokenComparison | None = None
     # Model-kind specific data (e.g. masked-LM losses for SAMA), keyed by producer.
     extras: dict[str, Any] = field(default_factory=dict)
+    # Which reference model was trained on which text, when the references were trained with known
+    # splits (bool [R, n], rows in the order of ``references``; True = IN). None: every reference is
+    # OUT for every text (a base model or an early checkpoint). With it, rmia/informia run online.
+    reference_membership: np.ndarray | None = None
+    # The same for the population texts (bool [R, m]); None: OUT for every reference.
+    population_reference_membership: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if len(self.texts) != len(self.target):
@@ -97,10 +103,24 @@ class AttackInput:
         for ref in self.references:
             if len(ref.stats) != len(self.texts):
                 raise ValueError(f"reference {ref.name} has stats for {len(ref.stats)} of {len(self.texts)} texts")
+        self.reference_membership = _membership(self.reference_membership, len(self.references), len(self.texts), "reference")
+        self.population_reference_membership = _membership(self.population_reference_membership, len(self.population_references),
+                                                           len(self.population_texts), "population reference")
 
     def __len__(self) -> int:
         return len(self.texts)
 
+
+def _membership(m: np.ndarray | None, n_refs: int, n_texts: int, what: str) -> np.ndarray | None:
+    """A membership matrix as bool [n_refs, n_texts], or a one-line error."""
+    if m is None:
+        return None
+    arr = np.asarray(m)
+    if arr.shape != (n_refs, n_texts):
+        raise ValueError(f"{what} membership has shape {arr.shape}, expected ({n_refs}, {n_texts}): one row per reference model")
+    if arr.dtype != bool and not np.isin(arr, (0, 1)).all():
+        raise ValueError(f"{what} membership must hold only booleans or 0/1")
+    return arr.astype(bool)
 
 # ---------------------------------------------------------------------------------------------
 # The masked pass's outputs (memlens.passes.masked): what SAMA and the DLM baselines receive as

@@ -6,14 +6,15 @@ over the population:  score(x) = log2(Pr(x|theta)/Pr(x)) - E_z[log2(Pr(z|theta)/
 Token level: at position t the "population" is the vocabulary distributed by the reference's
 prediction q = p_ref(.|x_<t); with p = p_target(.|x_<t):
     s_t = log2(p(x_t)/q(x_t)) + D_KL(q || p)     bits.
-The sequence score aggregates s_t (mean, sum = total bits, or mean of the top-k%).
+The sequence score aggregates s_t: mean (the author's default), sum (total bits), bottomk = mean
+of the LOWEST k% (the author's "mink", k = 0.2), or topk = mean of the HIGHEST k% (our addition).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from memlens.attacks.base import AttackError, AttackInput, AttackResult, Param, lowest_k_mean, register
-from memlens.attacks.rmia import RMIA_PARAMS, _population_ratios, log_likelihood_ratios
+from memlens.attacks.rmia import RMIA_PARAMS, _Marginals
 
 LN2 = np.log(2.0)
 
@@ -24,17 +25,20 @@ LN2 = np.log(2.0)
     params=dict(RMIA_PARAMS),
     needs_reference=True,
 )
-def informia(inp: AttackInput, a: float, prob: str) -> AttackResult:
-    x = log_likelihood_ratios(inp.target, inp.references, prob, a) / LN2
-    info: dict = {"unit": "bits"}
-    if inp.population_target:
-        offset = float(np.mean(_population_ratios(inp, prob, a)) / LN2)
+def informia(inp: AttackInput, a: float, tune_a: bool, mode: str, average: str, prob: str) -> AttackResult:
+    # tune_a scores candidate a's by the ranking of log2 LR(x) (the population term is a shift).
+    m = _Marginals(inp, a=a, tune_a=tune_a, mode=mode, average=average, prob=prob)
+    x = m.x / LN2
+    info: dict = {"unit": "bits", **m.info}
+    if m.z is not None:
+        offset = float(np.mean(m.z) / LN2)
         info["population_size"] = len(inp.population_target)
     else:
         # Without a population the scores are shifted by a constant: the ranking (and so every
         # metric) is unchanged, only the natural threshold at 0 bits is lost.
         offset = 0.0
-        info["note"] = "no population given: scores are not centred (0 bits is not a threshold)"
+        note = "no population given: scores are not centred (0 bits is not a threshold)"
+        info["note"] = f"{info['note']}; {note}" if "note" in info else note
     info["population_offset_bits"] = offset
     return AttackResult(x - offset, info=info)
 
@@ -47,7 +51,8 @@ def token_informia_bits(log_ratio: np.ndarray, kl: np.ndarray | None) -> np.ndar
     return s / LN2
 
 
-AGGREGATES = ("mean", "sum", "topk")
+# "mink" is the InfoRMIA author's name for bottomk, accepted as an alias.
+AGGREGATES = ("mean", "sum", "bottomk", "topk", "mink")
 
 
 def aggregate(tokens: np.ndarray, agg: str, k: float) -> float:
@@ -57,6 +62,10 @@ def aggregate(tokens: np.ndarray, agg: str, k: float) -> float:
         return float(tokens.mean())
     if agg == "sum":
         return float(tokens.sum())
+    if agg in ("bottomk", "mink"):
+        # The least-informative k% of tokens: a member must be well predicted everywhere. At least
+        # one token (the author's int(k*n) leaves texts under 1/k tokens with an empty mean).
+        return lowest_k_mean(tokens, k)
     if agg == "topk":
         return -lowest_k_mean(-tokens, k)
     raise AttackError(f"agg must be one of {AGGREGATES}, got {agg!r}")
@@ -66,8 +75,9 @@ def aggregate(tokens: np.ndarray, agg: str, k: float) -> float:
     "informia_token",
     description="Token-level InfoRMIA s_t = log2(p/q)(x_t) + KL(q||p) in bits, aggregated over the text.",
     params={
-        "agg": Param("mean", "how token scores make the sequence score: mean, sum (total bits) or topk", AGGREGATES),
-        "k": Param(0.2, "fraction of highest-scoring tokens averaged when agg=topk"),
+        "agg": Param("mean", "how token scores make the sequence score: mean, sum (total bits), bottomk = mean of the lowest "
+                             "k (the paper's min-k; alias mink) or topk = mean of the highest k", AGGREGATES),
+        "k": Param(0.2, "fraction of tokens averaged when agg=bottomk (lowest scores) or agg=topk (highest)"),
     },
     needs_reference=True,
 )
