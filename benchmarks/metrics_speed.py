@@ -19,9 +19,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from metrics_reference import sklearn_evaluate  # noqa: E402
+from metrics_reference import sklearn_evaluate
 
-from memlens.metrics import DEFAULT_FPRS, evaluate  # noqa: E402
+from memlens.metrics import DEFAULT_FPRS, evaluate
 
 
 def main() -> int:
