@@ -15,7 +15,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ class SavedAudit:
     results: dict[str, Any]  # results.json
     scores: list[dict[str, Any]]  # rows of scores.csv
     texts: dict[str, dict[str, Any]]  # id -> {text, label, meta}
-    tokens: dict[str, dict[str, Any]]  # id -> the columns of its token_scores.parquet row
+    tokens: Mapping[str, dict[str, Any]]  # id -> the columns of its token_scores.parquet row (TokenRows when read from disk)
     notes: list[str] = field(default_factory=list)  # what was missing or rebuilt while loading
 
     @classmethod
@@ -81,6 +81,43 @@ class SavedAudit:
         return sorted(names, key=lambda a: (a != PREFERRED_TOKEN_ATTACK, order.index(a) if a in order else len(order), a))
 
 
+class TokenRows(Mapping):
+    """id -> the columns of one text's token_scores.parquet row, read on demand (a Mapping).
+
+    Each list column's values and offsets become one numpy array each, once; a row is a set of
+    slices of them. Turning every row into Python lists (``to_pylist``) took minutes and GBs at
+    100,000 texts, and the report needs most rows' token data only for its selection."""
+
+    def __init__(self, table):
+        names = [n for n in table.column_names if n not in ("id", "label", "token_ids")]
+        self._index = {str(x): i for i, x in enumerate(table.column("id").to_pylist())}
+        self._num: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._str: dict[str, Any] = {}
+        for n in names:
+            col = table.column(n).combine_chunks()
+            if n == "tokens":
+                self._str[n] = col  # strings: sliced per row, never all converted
+            else:
+                self._num[n] = (col.offsets.to_numpy(), col.values.to_numpy(zero_copy_only=False))
+                if col.null_count:  # a null row (no data for that text) reads as None
+                    self._num[n] = (*self._num[n], col.is_null().to_numpy(zero_copy_only=False))
+
+    def __getitem__(self, tid: str) -> dict[str, Any]:
+        i = self._index[tid]
+        row: dict[str, Any] = {}
+        for n, (off, vals, *null) in self._num.items():
+            row[n] = None if null and null[0][i] else vals[off[i]:off[i + 1]]
+        for n, col in self._str.items():
+            row[n] = col[i].as_py()
+        return row
+
+    def __iter__(self):
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+
 def load_saved(results_dir: str | os.PathLike) -> SavedAudit:
     """Read an audit's output directory: results.json and scores.csv (required), texts.jsonl and
     token_scores.parquet (optional: without texts.jsonl the texts are rebuilt from the token
@@ -101,14 +138,11 @@ def load_saved(results_dir: str | os.PathLike) -> SavedAudit:
         raise DataError(f"{d / 'results.json'} is not valid JSON: {e}") from None
     scores = pd.read_csv(d / "scores.csv", dtype={"id": str}, keep_default_na=True).to_dict("records")
     notes: list[str] = []
-    tokens: dict[str, dict[str, Any]] = {}
+    tokens: Mapping[str, dict[str, Any]] = {}
     if (d / "token_scores.parquet").is_file():
         import pyarrow.parquet as pq
 
-        table = pq.read_table(d / "token_scores.parquet")
-        cols = {name: table.column(name).to_pylist() for name in table.column_names if name not in ("label", "token_ids")}
-        ids = [str(x) for x in cols.pop("id")]
-        tokens = {tid: {k: v[i] for k, v in cols.items()} for i, tid in enumerate(ids)}
+        tokens = TokenRows(pq.read_table(d / "token_scores.parquet", columns=None))
     else:
         notes.append("token_scores.parquet is missing: no token view")
     texts: dict[str, dict[str, Any]] = {}
@@ -124,6 +158,7 @@ def load_saved(results_dir: str | os.PathLike) -> SavedAudit:
                 texts[str(rec.get("id"))] = rec
     elif tokens:
         notes.append("texts.jsonl is missing: texts were rebuilt from the token strings, and there is no ground-truth PII")
+        tokens = {tid: dict(row) for tid, row in tokens.items()}  # rows are rewritten below
         for tid, tok in tokens.items():
             pieces = [str(p) for p in (tok.get("tokens") or [])]
             ends = np.cumsum([len(p) for p in pieces]).astype(np.int64)
