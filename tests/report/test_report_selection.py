@@ -93,3 +93,19 @@ def test_unlabelled_or_no_token_scores_fill_from_member_like():
     assert select_token_texts(saved, saved.scores, 0, attack="loss", token_attack=None, threshold=1.0) == {}
     with pytest.raises(ValueError, match="report_texts"):
         select_token_texts(saved, saved.scores, -1, attack="loss", token_attack=None, threshold=1.0)
+
+
+def test_interval_methods_are_stated_in_the_metrics_table(tmp_path):
+    res = synthetic_result(48, 10, n_bootstrap=50)
+    labels = res.scores["label"].to_numpy()
+    res.scores["loss"] = labels * 100.0 + np.arange(len(labels))  # perfect separation: the bootstrap collapses
+    from memlens.metrics import CI_AUC_SCORE, CI_CLOPPER_PEARSON, evaluate
+
+    res.metrics["loss"] = evaluate(labels, res.scores["loss"].to_numpy(), n_bootstrap=50)
+    html = write_report(res, tmp_path).read_text(encoding="utf-8")
+    table = html.split('id="ciMethods"', 1)[1].split("</p>", 1)[0]
+    assert "percentile bootstrap" in table and CI_AUC_SCORE in table and CI_CLOPPER_PEARSON in table
+    row = html.split('data-attack="loss"', 1)[1].split("</tr>", 1)[0]
+    assert f'title="{CI_AUC_SCORE}"' in row
+    other = html.split('data-attack="zlib"', 1)[1].split("</tr>", 1)[0]
+    assert "&dagger;" not in other and "\u2020" not in other

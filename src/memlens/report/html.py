@@ -314,6 +314,9 @@ def _fpr_keys(res: dict[str, Any]) -> list[str]:
 
 
 def _metrics(res: dict[str, Any], fpr_keys: list[str]) -> list[dict[str, Any]]:
+    """Rows of the metrics table; an interval not made by the bootstrap carries its method (a † in the page)."""
+    from memlens.metrics import CI_BOOTSTRAP
+
     out = []
     for name, m in (res.get("metrics") or {}).items():
         tpr = m.get("tpr_at_fpr") or {}
@@ -325,9 +328,13 @@ def _metrics(res: dict[str, Any], fpr_keys: list[str]) -> list[dict[str, Any]]:
             ci = tpr_ci.get(k)
             why = next((n for n in notes if n.startswith(f"TPR at {k} FPR")),
                        f"TPR at {k} FPR not reported: too few non-members to resolve it")
-            cells.append({"fpr": k, "value": v, "ci": [_finite(c) for c in ci] if ci else None, "why": None if v is not None else why})
+            how = ((m.get("ci_method") or {}).get("tpr_at_fpr") or {}).get(k)
+            cells.append({"fpr": k, "value": v, "ci": [_finite(c) for c in ci] if ci else None, "why": None if v is not None else why,
+                          "ci_method": how if how and how != CI_BOOTSTRAP else None})
         ci = m.get("auc_ci95")
+        how = (m.get("ci_method") or {}).get("auc")
         out.append({"attack": str(name), "auc": _finite(m.get("auc")), "auc_ci": [_finite(c) for c in ci] if ci else None,
+                    "auc_ci_method": how if how and how != CI_BOOTSTRAP else None,
                     "tpr": cells, "n_members": m.get("n_members"), "n_nonmembers": m.get("n_nonmembers"), "notes": notes})
     return out
 
