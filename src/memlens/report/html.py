@@ -82,7 +82,7 @@ class SavedAudit:
 
 
 class TokenRows(Mapping):
-    """id -> the columns of one text's token_scores.parquet row, read on demand (a Mapping).
+    """id -> the numeric columns of one text's token_scores.parquet row, read on demand (a Mapping).
 
     Each list column's values and offsets become one numpy array each, once; a row is a set of
     slices of them. Turning every row into Python lists (``to_pylist``) took minutes and GBs at
@@ -107,9 +107,12 @@ class TokenRows(Mapping):
         row: dict[str, Any] = {}
         for n, (off, vals, *null) in self._num.items():
             row[n] = None if null and null[0][i] else vals[off[i]:off[i + 1]]
-        for n, col in self._str.items():
-            row[n] = col[i].as_py()
         return row
+
+    def token_strings(self, tid: str) -> list[str] | None:
+        """The saved token strings of one text (not in the rows: no page needs them, and they are slow to read)."""
+        col = self._str.get("tokens")
+        return None if col is None else col[self._index[tid]].as_py()
 
     def __iter__(self):
         return iter(self._index)
@@ -158,7 +161,7 @@ def load_saved(results_dir: str | os.PathLike) -> SavedAudit:
                 texts[str(rec.get("id"))] = rec
     elif tokens:
         notes.append("texts.jsonl is missing: texts were rebuilt from the token strings, and there is no ground-truth PII")
-        tokens = {tid: dict(row) for tid, row in tokens.items()}  # rows are rewritten below
+        tokens = {tid: {**row, "tokens": tokens.token_strings(tid)} for tid, row in tokens.items()}  # rows are rewritten below
         for tid, tok in tokens.items():
             pieces = [str(p) for p in (tok.get("tokens") or [])]
             ends = np.cumsum([len(p) for p in pieces]).astype(np.int64)
