@@ -29,8 +29,10 @@ DEFAULT_FPRS = (0.001, 0.01, 0.05)
 CI_BOOTSTRAP = "bootstrap percentile"
 CI_AUC_SCORE = "score interval, Hanley-McNeil variance (Newcombe 2006): the bootstrap collapsed"
 CI_CLOPPER_PEARSON = "Clopper-Pearson exact on the members, threshold held fixed: the bootstrap collapsed"
-# Resamples per numpy chunk: a chunk holds a few [chunk, n_distinct] int arrays (~40 MB at 20k texts).
+# Resamples per numpy chunk: a chunk holds a few [chunk, n_distinct] int arrays, so the chunk shrinks
+# as the number of distinct scores grows, to at most BOOTSTRAP_CELLS cells (16 MB an int32 array).
 BOOTSTRAP_CHUNK = 64
+BOOTSTRAP_CELLS = 4_000_000
 
 
 class MetricsError(ValueError):
@@ -204,6 +206,7 @@ def evaluate(labels, scores, fprs=DEFAULT_FPRS, n_bootstrap: int = 1000, seed: i
         # members and non-members from their own streams, one call per resample: the chunk size cannot change the draws
         rng_p, rng_n = (np.random.default_rng(x) for x in np.random.SeedSequence(seed).spawn(2))
         aucs, tprs = np.empty(n_bootstrap), np.empty((n_bootstrap, len(used)))
+        chunk = max(1, min(chunk, BOOTSTRAP_CELLS // r.k))
         for s in range(0, n_bootstrap, chunk):
             b = min(chunk, n_bootstrap - s)
             pd_ = np.stack([rng_p.integers(0, r.m, r.m) for _ in range(b)])
