@@ -4,7 +4,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from memlens.metrics import MetricsError, evaluate, fpr_label, roc, tpr_at_fpr
+from memlens.metrics import (
+    CI_AUC_SCORE,
+    CI_BOOTSTRAP,
+    CI_CLOPPER_PEARSON,
+    MetricsError,
+    auc_score_interval,
+    bootstrap_arrays,
+    clopper_pearson,
+    evaluate,
+    fpr_label,
+    roc,
+    tpr_at_fpr,
+)
+
+from .metrics_reference import sklearn_point, sklearn_resamples
 
 
 def test_auc_by_hand():
@@ -82,7 +96,14 @@ def test_perfect_separation():
     m = evaluate(labels, scores, fprs=(0.01, 0.05), n_bootstrap=100)
     assert m.auc == 1.0
     assert m.tpr == {"1%": 1.0, "5%": 1.0}
-    assert m.auc_ci == pytest.approx((1.0, 1.0))
+    # every resample separates perfectly too: the bootstrap collapses to [1, 1] and is replaced
+    lo, hi = m.auc_ci
+    assert 0.9 < lo < 1.0 and hi == 1.0
+    assert m.ci_method["auc"] == CI_AUC_SCORE
+    for k in ("1%", "5%"):
+        assert m.tpr_ci[k][0] < 1.0 and m.tpr_ci[k][1] == 1.0
+        assert m.ci_method["tpr_at_fpr"][k] == CI_CLOPPER_PEARSON
+    assert m.to_dict()["ci_method"] == m.ci_method
 
 
 @pytest.mark.parametrize("labels", [[1, 1, 1], [0, 0], [1, 2, 0], []])
@@ -138,3 +159,88 @@ def test_roc_curve():
 
 def test_fpr_label():
     assert [fpr_label(f) for f in (0.001, 0.01, 0.05, 0.1)] == ["0.1%", "1%", "5%", "10%"]
+
+
+def _tied_data(seed, m, n, levels):
+    """Scores on a coarse grid (many ties within and across classes), members shifted up."""
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.r_[np.ones(m, int), np.zeros(n, int)])
+    scores = np.round(rng.normal(size=m + n) + 0.7 * labels, levels)
+    return labels, scores
+
+
+@pytest.mark.parametrize("seed,m,n,levels", [(0, 40, 60, 1), (1, 300, 1000, 0), (2, 7, 2000, 2), (3, 500, 500, 3)])
+def test_point_estimates_equal_scikit_learn_with_ties(seed, m, n, levels):
+    labels, scores = _tied_data(seed, m, n, levels)
+    fprs = (0.0005, 0.001, 0.01, 0.05, 0.2, 0.5, 1.0)
+    auc, tpr = sklearn_point(labels, scores, fprs)
+    got = evaluate(labels, scores, fprs=fprs, n_bootstrap=0)
+    assert got.auc == pytest.approx(auc, abs=1e-12)
+    for f, want in zip(fprs, tpr):
+        have = got.tpr[fpr_label(f)]
+        assert (have is None) == (want is None)
+        if want is not None:
+            assert have == pytest.approx(want, abs=1e-12)
+            assert tpr_at_fpr(labels, scores, f) == pytest.approx(want, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed,levels", [(4, 0), (5, 1), (6, 6)])
+def test_every_bootstrap_resample_equals_scikit_learn(seed, levels):
+    # the same draws through the vectorized path and through one scikit-learn call per resample
+    labels, scores = _tied_data(seed, 60, 150, levels)
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    rng = np.random.default_rng(seed)
+    pd_, nd_ = rng.integers(0, len(pos), (40, len(pos))), rng.integers(0, len(neg), (40, len(neg)))
+    fprs = (0.01, 0.05, 0.25)
+    aucs, tprs = bootstrap_arrays(pos, neg, pd_, nd_, fprs)
+    want_auc, want_tpr = sklearn_resamples(pos, neg, pd_, nd_, fprs)
+    np.testing.assert_allclose(aucs, want_auc, atol=1e-12)
+    np.testing.assert_allclose(tprs, want_tpr, atol=1e-12)
+
+
+def test_bootstrap_does_not_depend_on_the_chunk_size():
+    labels, scores = _tied_data(7, 50, 80, 1)
+    a = evaluate(labels, scores, fprs=(0.05,), n_bootstrap=100, seed=3, chunk=7)
+    b = evaluate(labels, scores, fprs=(0.05,), n_bootstrap=100, seed=3, chunk=64)
+    assert a.auc_ci == b.auc_ci and a.tpr_ci == b.tpr_ci
+    assert a.ci_method == {"auc": CI_BOOTSTRAP, "tpr_at_fpr": {"5%": CI_BOOTSTRAP}}
+
+
+def test_auc_of_one_from_48_members_has_a_lower_bound_below_one():
+    labels = np.r_[np.ones(48, int), np.zeros(48, int)]
+    scores = np.r_[np.arange(48) + 100.0, np.arange(48.0)]
+    m = evaluate(labels, scores, fprs=(0.05,), n_bootstrap=200)
+    assert m.auc == 1.0 and m.ci_method["auc"] == CI_AUC_SCORE
+    assert m.auc_ci[0] < 1.0 and m.auc_ci[1] == 1.0
+    assert m.auc_ci == auc_score_interval(1.0, 48, 48)
+
+
+def test_auc_score_interval_by_hand():
+    # at AUC = 1: (1 - t)^2 = z^2 V(t), V(t) = t(1-t)(1 + (m-1)(1-t)/(2-t) + (n-1)t/(1+t))/(mn)
+    lo, hi = auc_score_interval(1.0, 10, 20)
+    z2 = 1.959963984540054 ** 2
+    t = lo
+    assert (1 - t) ** 2 == pytest.approx(z2 * t * (1 - t) * (1 + 9 * (1 - t) / (2 - t) + 19 * t / (1 + t)) / 200)
+    assert hi == 1.0 and 0.5 < lo < 1.0
+    # inside (0, 1) it brackets the estimate; more data, narrower
+    a, b = auc_score_interval(0.8, 50, 50), auc_score_interval(0.8, 500, 500)
+    assert a[0] < b[0] < 0.8 < b[1] < a[1]
+    lo0, hi0 = auc_score_interval(0.0, 10, 20)
+    assert lo0 == 0.0 and 0 < hi0 < 0.5
+
+
+def test_clopper_pearson_matches_scipy_binomtest():
+    from scipy.stats import binomtest
+
+    for k, n in [(0, 20), (3, 20), (20, 20), (17, 48)]:
+        want = binomtest(k, n).proportion_ci(0.95, method="exact")
+        assert clopper_pearson(k, n) == pytest.approx((want.low, want.high))
+
+
+def test_intervals_cover_the_point_estimate():
+    for seed in range(5):
+        labels, scores = _tied_data(seed + 10, 30 + 20 * seed, 200, 1)
+        m = evaluate(labels, scores, fprs=(0.01, 0.05, 0.2), n_bootstrap=200, seed=seed)
+        assert m.auc_ci[0] <= m.auc <= m.auc_ci[1]
+        for k, v in m.tpr.items():
+            assert m.tpr_ci[k][0] - 1e-12 <= v <= m.tpr_ci[k][1] + 1e-12

@@ -22,6 +22,7 @@ from memlens.metrics import DEFAULT_FPRS, AttackMetrics, evaluate
 from memlens.models.handle import LoadOptions, ModelHandle
 from memlens.passes.causal import PassSettings, StatsBundle, compute_stats
 from memlens.stats import TokenStats
+from memlens.tokens import token_strings
 
 log = logging.getLogger("memlens")
 
@@ -306,8 +307,8 @@ def _assemble(samples, t, refs, results, bundle, names, attack_params, settings,
                 notes.append(f"{n}: {int(bad.sum())} texts got no finite score and count as the least likely members")
                 sc = np.where(bad, np.nanmin(np.where(bad, np.nan, sc)) - 1 if (~bad).any() else 0.0, sc)
             metrics[n] = evaluate(labels, sc, fprs=fprs, n_bootstrap=n_bootstrap, seed=seed)
-    tok = t.tokenizer
-    token_strings = [[tok.decode([int(i)]) for i in st.token_ids] for st in bundle.target]
+    # from the character spans, not one tokenizer.decode per token (memlens.tokens says why)
+    strings = [token_strings(s.text, st.span_start, st.span_end) for s, st in zip(samples, bundle.target)]
     ref_lp = None
     if bundle.comparison is not None:
         ref_lp = [st.logprob.astype(np.float64) - lr for st, lr in zip(bundle.target, bundle.comparison.log_ratio)]
@@ -321,6 +322,6 @@ def _assemble(samples, t, refs, results, bundle, names, attack_params, settings,
     return AuditResult(
         samples=samples, scores=scores, metrics=metrics,
         token_scores={n: r.token_scores for n, r in results.items() if r.token_scores is not None},
-        target_stats=bundle.target, token_strings=token_strings, settings=settings_d,
+        target_stats=bundle.target, token_strings=strings, settings=settings_d,
         attack_info={n: r.info for n, r in results.items()}, notes=notes, reference_logprobs=ref_lp,
     )

@@ -1,9 +1,22 @@
-"""Honest evaluation: ROC AUC, TPR at fixed FPR, bootstrap intervals, ROC curves.
+"""Honest evaluation: ROC AUC, TPR at fixed FPR, confidence intervals, ROC curves.
 
 TPR at FPR f is read off the ROC curve by linear interpolation between its vertices (as
-``np.interp`` over scikit-learn's ``roc_curve``). With n non-members the smallest FPR the data can
-resolve is 1/n, so a TPR at f < 1/n is refused (reported as None with a note), never printed as
-a meaningless number.
+``np.interp`` over scikit-learn's ``roc_curve``; at a vertical step the best TPR). With n
+non-members the smallest FPR the data can resolve is 1/n, so a TPR at f < 1/n is refused
+(reported as None with a note), never printed as a meaningless number.
+
+Everything is computed from counts per distinct score value, for many weightings at once: the
+data itself is the weighting "every text once", a bootstrap resample is "text i drawn c_i times".
+So the point estimates and all bootstrap resamples go through one numpy code path (chunks of
+resamples bound the memory to ``chunk × n_distinct_scores`` integers), with no per-resample
+scikit-learn call. AUC is the Mann–Whitney statistic (ties count one half).
+
+Intervals (named per metric in ``AttackMetrics.ci_method``): percentile bootstrap, resampling
+members and non-members separately. Where the bootstrap collapses (its interval has zero width,
+as for an AUC of 1.0: every resample separates perfectly too), it says nothing about the
+uncertainty, and a non-degenerate interval replaces it: for AUC the score-type interval that
+inverts the Hanley–McNeil variance (Newcombe 2006), for TPR the exact Clopper–Pearson interval on
+the members (the threshold at that FPR held fixed).
 """
 from __future__ import annotations
 
@@ -11,11 +24,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from memlens.errors import MetricsError  # noqa: F401  (re-exported: its old home)
 
 DEFAULT_FPRS = (0.001, 0.01, 0.05)
+CI_BOOTSTRAP = "bootstrap percentile"
+CI_AUC_SCORE = "score interval, Hanley-McNeil variance (Newcombe 2006): the bootstrap collapsed"
+CI_CLOPPER_PEARSON = "Clopper-Pearson exact on the members, threshold held fixed: the bootstrap collapsed"
+# Resamples per numpy chunk: a chunk holds a few [chunk, n_distinct] int arrays, so the chunk shrinks
+# as the number of distinct scores grows, to at most BOOTSTRAP_CELLS cells (16 MB an int32 array).
+BOOTSTRAP_CHUNK = 64
+BOOTSTRAP_CELLS = 4_000_000
 
 
 def _validate(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -31,13 +50,111 @@ def _validate(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nd
     return labels.astype(int), scores
 
 
+class _Ranked:
+    """Members' and non-members' scores mapped to the index of their distinct value, highest first."""
+
+    def __init__(self, pos: np.ndarray, neg: np.ndarray):
+        values, inv = np.unique(np.r_[pos, neg], return_inverse=True)
+        k = len(values)
+        inv = (k - 1) - inv.ravel()  # 0 = the highest score
+        self.k, self.m, self.n = k, len(pos), len(neg)
+        self.pos_idx, self.neg_idx = inv[: len(pos)], inv[len(pos):]
+
+    def counts(self, draws: np.ndarray, which: np.ndarray) -> np.ndarray:
+        """[B, K] counts per distinct value of B weightings given as [B, size] draws of indices into ``which``."""
+        b = draws.shape[0]
+        flat = which[draws] + (np.arange(b, dtype=np.int64) * self.k)[:, None]
+        return np.bincount(flat.ravel(), minlength=b * self.k).reshape(b, self.k).astype(np.int32)
+
+    def identity(self) -> tuple[np.ndarray, np.ndarray]:
+        return (np.bincount(self.pos_idx, minlength=self.k)[None].astype(np.int32),
+                np.bincount(self.neg_idx, minlength=self.k)[None].astype(np.int32))
+
+
+def _auc_tpr(cp: np.ndarray, cn: np.ndarray, m: int, n: int, fprs: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """AUC [B] and TPR at each FPR [B, len(fprs)] of B weightings: ``cp``/``cn`` [B, K] are the counts of
+    members / non-members per distinct score, highest score first.
+
+    AUC (Mann–Whitney, ties one half) = sum over values v of cn[v] * (members above v + cp[v] / 2) / (m n).
+    ROC vertices after value k: FP_k = cumsum(cn)[k] / n, TP_k = cumsum(cp)[k] / m, from (0, 0)."""
+    # int32 is exact: a count or cumulative count never exceeds the number of texts
+    tp = np.cumsum(cp, axis=1, dtype=np.int32)
+    fp = np.cumsum(cn, axis=1, dtype=np.int32)
+    above = tp - cp  # members strictly above each value
+    auc = np.einsum("ij,ij->i", cn, 2 * above + cp, dtype=np.float64) / (2.0 * m * n)
+    b, k = tp.shape
+    tpr = np.empty((b, len(fprs)))
+    rows = np.arange(b)
+    # Rows of fp are non-decreasing and lie in [0, n]: shifted by row * (n + 1), the flattened array is
+    # sorted, so one searchsorted finds, in every row, how many vertices have FP <= f n.
+    flat = (fp + (rows * (n + 1))[:, None]).ravel()
+    for j, f in enumerate(fprs):
+        # vertices 0..K: vertex 0 is (0, 0), vertex i >= 1 is after value i-1. The last vertex with
+        # FP <= f n (at a vertical step the best TPR), then linear interpolation towards the next one.
+        lim = f * n
+        last = np.searchsorted(flat, rows * (n + 1) + lim + 1e-9 * n, side="right") - rows * k
+        fp_a = np.where(last > 0, fp[rows, np.maximum(last - 1, 0)], 0)
+        tp_a = np.where(last > 0, tp[rows, np.maximum(last - 1, 0)], 0)
+        nxt = np.minimum(last, k - 1)
+        fp_b, tp_b = fp[rows, nxt], tp[rows, nxt]
+        gap = fp_b - fp_a
+        frac = np.clip(np.where(gap > 0, (lim - fp_a) / np.where(gap > 0, gap, 1), 0.0), 0.0, 1.0)
+        tpr[:, j] = (tp_a + frac * (tp_b - tp_a)) / m
+    return auc, tpr
+
+
+def bootstrap_arrays(pos: np.ndarray, neg: np.ndarray, pos_draws: np.ndarray, neg_draws: np.ndarray,
+                     fprs: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """AUC [B] and TPR@FPR [B, len(fprs)] of B given resamples (``pos_draws`` [B, m], ``neg_draws`` [B, n]:
+    indices into ``pos`` / ``neg``), all at once. Exposed so tests can check each resample against
+    scikit-learn on the very same draws."""
+    r = _Ranked(np.asarray(pos, np.float64), np.asarray(neg, np.float64))
+    return _auc_tpr(r.counts(pos_draws, r.pos_idx), r.counts(neg_draws, r.neg_idx), r.m, r.n, tuple(fprs))
+
+
+def auc_score_interval(auc: float, m: int, n: int, ci: float = 0.95) -> tuple[float, float]:
+    """Score-type interval for an AUC from m members and n non-members: the θ with
+    (θ − AUC)² ≤ z² V(θ), V the Hanley–McNeil variance with Q1 = θ/(2−θ), Q2 = 2θ²/(1+θ)
+    (Newcombe 2006). Unlike a Wald or bootstrap interval it does not collapse at AUC 0 or 1."""
+    from scipy.optimize import brentq
+    from scipy.stats import norm
+
+    z2 = norm.ppf((1 + ci) / 2) ** 2
+
+    def c(t: float) -> float:  # V(t) = t (1 - t) c(t)
+        return (1 + (m - 1) * (1 - t) / (2 - t) + (n - 1) * t / (1 + t)) / (m * n)
+
+    def g(t: float) -> float:
+        return (t - auc) ** 2 - z2 * t * (1 - t) * c(t)
+
+    # At AUC 1 (0) the root t = 1 (0) is trivial: divide it out, (1 - t) = z² t c(t), to find the other one.
+    if auc >= 1:
+        return float(brentq(lambda t: (1 - t) - z2 * t * c(t), 0.0, 1.0)), 1.0
+    if auc <= 0:
+        return 0.0, float(brentq(lambda t: t - z2 * (1 - t) * c(t), 0.0, 1.0))
+    lo = 0.0 if g(0.0) <= 0 else brentq(g, 0.0, auc)
+    hi = 1.0 if g(1.0) <= 0 else brentq(g, auc, 1.0)
+    return float(lo), float(hi)
+
+
+def clopper_pearson(k: float, n: int, ci: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper–Pearson) interval for a binomial proportion k/n (beta quantiles)."""
+    from scipy.stats import beta
+
+    a = (1 - ci) / 2
+    lo = 0.0 if k <= 0 else float(beta.ppf(a, k, n - k + 1))
+    hi = 1.0 if k >= n else float(beta.ppf(1 - a, k + 1, n - k))
+    return lo, hi
+
+
 def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr: float) -> float | None:
     labels, scores = _validate(labels, scores)
     n_neg = int((labels == 0).sum())
     if fpr < 1.0 / n_neg:
         return None
-    f, t, _ = roc_curve(labels, scores)
-    return float(np.interp(fpr, f, t))
+    r = _Ranked(scores[labels == 1], scores[labels == 0])
+    cp, cn = r.identity()
+    return float(_auc_tpr(cp, cn, r.m, r.n, (float(fpr),))[1][0, 0])
 
 
 @dataclass
@@ -49,11 +166,13 @@ class AttackMetrics:
     n_members: int
     n_nonmembers: int
     notes: list[str] = field(default_factory=list)
+    # how each interval was made: {"auc": ..., "tpr_at_fpr": {"1%": ...}} (CI_* constants); {} without intervals
+    ci_method: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "auc": self.auc, "auc_ci95": self.auc_ci, "tpr_at_fpr": self.tpr, "tpr_at_fpr_ci95": self.tpr_ci,
-            "n_members": self.n_members, "n_nonmembers": self.n_nonmembers, "notes": self.notes,
+            "n_members": self.n_members, "n_nonmembers": self.n_nonmembers, "notes": self.notes, "ci_method": self.ci_method,
         }
 
 
@@ -61,37 +180,58 @@ def fpr_label(f: float) -> str:
     return f"{f * 100:g}%"
 
 
-def evaluate(labels, scores, fprs=DEFAULT_FPRS, n_bootstrap: int = 1000, seed: int = 0, ci: float = 0.95) -> AttackMetrics:
-    """AUC and TPR@FPR with percentile bootstrap intervals (resampling members and non-members
-    separately, so every resample keeps both classes)."""
+def evaluate(labels, scores, fprs=DEFAULT_FPRS, n_bootstrap: int = 1000, seed: int = 0, ci: float = 0.95,
+             chunk: int = BOOTSTRAP_CHUNK) -> AttackMetrics:
+    """AUC and TPR@FPR with bootstrap intervals (members and non-members resampled separately, so
+    every resample keeps both classes), replaced where the bootstrap collapses (module docstring)."""
     labels, scores = _validate(labels, scores)
     pos, neg = scores[labels == 1], scores[labels == 0]
-    auc = float(roc_auc_score(labels, scores))
-    tpr = {fpr_label(f): tpr_at_fpr(labels, scores, f) for f in fprs}
-    notes = [f"TPR at {fpr_label(f)} FPR not reported: {len(neg)} non-members resolve FPRs down to {fpr_label(1 / len(neg))} only"
-             for f in fprs if tpr[fpr_label(f)] is None]
+    r = _Ranked(pos, neg)
+    keys = [fpr_label(f) for f in fprs]
+    ok = [f >= 1.0 / r.n for f in fprs]
+    used = tuple(float(f) for f, o in zip(fprs, ok) if o)
+    cp, cn = r.identity()
+    auc_a, tpr_a = _auc_tpr(cp, cn, r.m, r.n, used)
+    auc = float(auc_a[0])
+    it = iter(tpr_a[0].tolist())
+    tpr = {k: (next(it) if o else None) for k, o in zip(keys, ok)}
+    notes = [f"TPR at {k} FPR not reported: {r.n} non-members resolve FPRs down to {fpr_label(1 / r.n)} only"
+             for k, o in zip(keys, ok) if not o]
     auc_ci = None
-    tpr_ci: dict[str, tuple[float, float] | None] = {k: None for k in tpr}
+    tpr_ci: dict[str, tuple[float, float] | None] = {k: None for k in keys}
+    method: dict[str, Any] = {}
     if n_bootstrap > 0:
-        rng = np.random.default_rng(seed)
-        aucs, tprs = [], {k: [] for k in tpr if tpr[k] is not None}
-        y = np.r_[np.ones(len(pos), int), np.zeros(len(neg), int)]
-        for _ in range(n_bootstrap):
-            s = np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]
-            aucs.append(roc_auc_score(y, s))
-            if tprs:
-                f_, t_, _ = roc_curve(y, s)
-                for f in fprs:
-                    if fpr_label(f) in tprs:
-                        tprs[fpr_label(f)].append(np.interp(f, f_, t_))
+        # members and non-members from their own streams, one call per resample: the chunk size cannot change the draws
+        rng_p, rng_n = (np.random.default_rng(x) for x in np.random.SeedSequence(seed).spawn(2))
+        aucs, tprs = np.empty(n_bootstrap), np.empty((n_bootstrap, len(used)))
+        chunk = max(1, min(chunk, BOOTSTRAP_CELLS // r.k))
+        for s in range(0, n_bootstrap, chunk):
+            b = min(chunk, n_bootstrap - s)
+            pd_ = np.stack([rng_p.integers(0, r.m, r.m) for _ in range(b)])
+            nd_ = np.stack([rng_n.integers(0, r.n, r.n) for _ in range(b)])
+            aucs[s:s + b], tprs[s:s + b] = _auc_tpr(r.counts(pd_, r.pos_idx), r.counts(nd_, r.neg_idx), r.m, r.n, used)
         lo, hi = (1 - ci) / 2 * 100, (1 + ci) / 2 * 100
         auc_ci = (float(np.percentile(aucs, lo)), float(np.percentile(aucs, hi)))
-        for k, v in tprs.items():
-            tpr_ci[k] = (float(np.percentile(v, lo)), float(np.percentile(v, hi)))
-    return AttackMetrics(auc, auc_ci, tpr, tpr_ci, len(pos), len(neg), notes)
+        method["auc"] = CI_BOOTSTRAP
+        if auc_ci[0] == auc_ci[1]:
+            auc_ci, method["auc"] = auc_score_interval(auc, r.m, r.n, ci), CI_AUC_SCORE
+        method["tpr_at_fpr"] = {}
+        j = 0
+        for k, o in zip(keys, ok):
+            if not o:
+                continue
+            iv = (float(np.percentile(tprs[:, j], lo)), float(np.percentile(tprs[:, j], hi)))
+            how = CI_BOOTSTRAP
+            if iv[0] == iv[1]:
+                iv, how = clopper_pearson(tpr[k] * r.m, r.m, ci), CI_CLOPPER_PEARSON
+            tpr_ci[k], method["tpr_at_fpr"][k] = iv, how
+            j += 1
+    return AttackMetrics(auc, auc_ci, tpr, tpr_ci, r.m, r.n, notes, method)
 
 
 def roc(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.metrics import roc_curve
+
     labels, scores = _validate(labels, scores)
     f, t, _ = roc_curve(labels, scores)
     return f, t

@@ -263,3 +263,29 @@ def test_long_list_is_drawn_in_pages_and_follows_the_slider(browser, tmp_path):
         assert o.errors == []
     finally:
         page.close()
+
+
+def test_texts_outside_the_token_view_selection(browser, tmp_path):
+    from memlens.report import write_report
+    from memlens.report._synthetic import synthetic_result
+
+    path = write_report(synthetic_result(60, 20, n_bootstrap=0), tmp_path, report_texts=10)
+    o = Opened(browser, path)
+    page = o.page
+    try:
+        rows = page.locator("#textsTable tbody tr")
+        assert "60 of 60 texts" in page.locator("#textsCount").inner_text()  # every text listed, with its score
+        assert "10 of 60 texts" in page.locator("#selectionNote").inner_text()
+        notv = rows.filter(has_text="no token view")
+        assert notv.count() == 50
+        assert all(s.strip() for s in notv.locator("td:nth-child(4)").all_inner_texts())  # the score is shown
+        notv.first.click()
+        assert page.locator("#tokens .tok").count() == 0
+        assert "memlens show" in page.locator("#tokens .notv").inner_text()
+        page.check("#tvOnly")
+        assert rows.count() == 10 and rows.filter(has_text="no token view").count() == 0
+        rows.first.click()
+        assert page.locator("#tokens .tok").count() > 0 and "token-view selection" in page.locator("#tvMeta").inner_text()
+        assert o.errors == []
+    finally:
+        page.close()

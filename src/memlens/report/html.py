@@ -15,7 +15,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,11 @@ DEFAULT_THRESHOLD = 1.0
 TOKEN_DIGITS = 3  # decimals kept for per-token numbers in the page (size: ~6 bytes a number)
 SCORE_DIGITS = 4
 MAX_STUDY_ROWS = 50
+# Texts whose token-level data the page carries (every text keeps its scores). ~6 KB a text of 200
+# tokens: 200 texts keep the page small and quick at any audit size; ``memlens show`` has the rest.
+DEFAULT_REPORT_TEXTS = 200
+# Shares of the selection: the most member-like texts, the largest leaks, a sample of non-members.
+SELECTION_SHARES = {"member-like": 0.4, "leak": 0.4, "non-member sample": 0.2}
 
 
 @dataclass
@@ -39,7 +44,7 @@ class SavedAudit:
     results: dict[str, Any]  # results.json
     scores: list[dict[str, Any]]  # rows of scores.csv
     texts: dict[str, dict[str, Any]]  # id -> {text, label, meta}
-    tokens: dict[str, dict[str, Any]]  # id -> the columns of its token_scores.parquet row
+    tokens: Mapping[str, dict[str, Any]]  # id -> the columns of its token_scores.parquet row (TokenRows when read from disk)
     notes: list[str] = field(default_factory=list)  # what was missing or rebuilt while loading
 
     @classmethod
@@ -76,6 +81,46 @@ class SavedAudit:
         return sorted(names, key=lambda a: (a != PREFERRED_TOKEN_ATTACK, order.index(a) if a in order else len(order), a))
 
 
+class TokenRows(Mapping):
+    """id -> the numeric columns of one text's token_scores.parquet row, read on demand (a Mapping).
+
+    Each list column's values and offsets become one numpy array each, once; a row is a set of
+    slices of them. Turning every row into Python lists (``to_pylist``) took minutes and GBs at
+    100,000 texts, and the report needs most rows' token data only for its selection."""
+
+    def __init__(self, table):
+        names = [n for n in table.column_names if n not in ("id", "label", "token_ids")]
+        self._index = {str(x): i for i, x in enumerate(table.column("id").to_pylist())}
+        self._num: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._str: dict[str, Any] = {}
+        for n in names:
+            col = table.column(n).combine_chunks()
+            if n == "tokens":
+                self._str[n] = col  # strings: sliced per row, never all converted
+            else:
+                self._num[n] = (col.offsets.to_numpy(), col.values.to_numpy(zero_copy_only=False))
+                if col.null_count:  # a null row (no data for that text) reads as None
+                    self._num[n] = (*self._num[n], col.is_null().to_numpy(zero_copy_only=False))
+
+    def __getitem__(self, tid: str) -> dict[str, Any]:
+        i = self._index[tid]
+        row: dict[str, Any] = {}
+        for n, (off, vals, *null) in self._num.items():
+            row[n] = None if null and null[0][i] else vals[off[i]:off[i + 1]]
+        return row
+
+    def token_strings(self, tid: str) -> list[str] | None:
+        """The saved token strings of one text (not in the rows: no page needs them, and they are slow to read)."""
+        col = self._str.get("tokens")
+        return None if col is None else col[self._index[tid]].as_py()
+
+    def __iter__(self):
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+
 def load_saved(results_dir: str | os.PathLike) -> SavedAudit:
     """Read an audit's output directory: results.json and scores.csv (required), texts.jsonl and
     token_scores.parquet (optional: without texts.jsonl the texts are rebuilt from the token
@@ -96,14 +141,11 @@ def load_saved(results_dir: str | os.PathLike) -> SavedAudit:
         raise DataError(f"{d / 'results.json'} is not valid JSON: {e}") from None
     scores = pd.read_csv(d / "scores.csv", dtype={"id": str}, keep_default_na=True).to_dict("records")
     notes: list[str] = []
-    tokens: dict[str, dict[str, Any]] = {}
+    tokens: Mapping[str, dict[str, Any]] = {}
     if (d / "token_scores.parquet").is_file():
         import pyarrow.parquet as pq
 
-        table = pq.read_table(d / "token_scores.parquet")
-        cols = {name: table.column(name).to_pylist() for name in table.column_names if name not in ("label", "token_ids")}
-        ids = [str(x) for x in cols.pop("id")]
-        tokens = {tid: {k: v[i] for k, v in cols.items()} for i, tid in enumerate(ids)}
+        tokens = TokenRows(pq.read_table(d / "token_scores.parquet", columns=None))
     else:
         notes.append("token_scores.parquet is missing: no token view")
     texts: dict[str, dict[str, Any]] = {}
@@ -119,6 +161,7 @@ def load_saved(results_dir: str | os.PathLike) -> SavedAudit:
                 texts[str(rec.get("id"))] = rec
     elif tokens:
         notes.append("texts.jsonl is missing: texts were rebuilt from the token strings, and there is no ground-truth PII")
+        tokens = {tid: {**row, "tokens": tokens.token_strings(tid)} for tid, row in tokens.items()}  # rows are rewritten below
         for tid, tok in tokens.items():
             pieces = [str(p) for p in (tok.get("tokens") or [])]
             ends = np.cumsum([len(p) for p in pieces]).astype(np.int64)
@@ -274,6 +317,9 @@ def _fpr_keys(res: dict[str, Any]) -> list[str]:
 
 
 def _metrics(res: dict[str, Any], fpr_keys: list[str]) -> list[dict[str, Any]]:
+    """Rows of the metrics table; an interval not made by the bootstrap carries its method (a † in the page)."""
+    from memlens.metrics import CI_BOOTSTRAP
+
     out = []
     for name, m in (res.get("metrics") or {}).items():
         tpr = m.get("tpr_at_fpr") or {}
@@ -285,9 +331,13 @@ def _metrics(res: dict[str, Any], fpr_keys: list[str]) -> list[dict[str, Any]]:
             ci = tpr_ci.get(k)
             why = next((n for n in notes if n.startswith(f"TPR at {k} FPR")),
                        f"TPR at {k} FPR not reported: too few non-members to resolve it")
-            cells.append({"fpr": k, "value": v, "ci": [_finite(c) for c in ci] if ci else None, "why": None if v is not None else why})
+            how = ((m.get("ci_method") or {}).get("tpr_at_fpr") or {}).get(k)
+            cells.append({"fpr": k, "value": v, "ci": [_finite(c) for c in ci] if ci else None, "why": None if v is not None else why,
+                          "ci_method": how if how and how != CI_BOOTSTRAP else None})
         ci = m.get("auc_ci95")
+        how = (m.get("ci_method") or {}).get("auc")
         out.append({"attack": str(name), "auc": _finite(m.get("auc")), "auc_ci": [_finite(c) for c in ci] if ci else None,
+                    "auc_ci_method": how if how and how != CI_BOOTSTRAP else None,
                     "tpr": cells, "n_members": m.get("n_members"), "n_nonmembers": m.get("n_nonmembers"), "notes": notes})
     return out
 
@@ -315,8 +365,64 @@ def _studies(res: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build_payload(saved: SavedAudit, threshold: float = DEFAULT_THRESHOLD) -> dict[str, Any]:
-    """Everything the page shows, as plain JSON-able data (no NaN)."""
+def _best_attack(res: dict[str, Any], score_cols: Sequence[str]) -> str | None:
+    """The attack with the highest AUC (else the report's default attack): it ranks texts as member-like."""
+    aucs = {a: _finite((m or {}).get("auc")) for a, m in (res.get("metrics") or {}).items() if a in score_cols}
+    aucs = {a: v for a, v in aucs.items() if v is not None}
+    if aucs:
+        return max(aucs, key=lambda a: aucs[a])
+    return next((a for a in ("informia", "informia_token", "rmia") if a in score_cols), score_cols[0] if score_cols else None)
+
+
+def select_token_texts(saved: SavedAudit, rows: Sequence[dict[str, Any]], report_texts: int, *, attack: str | None,
+                       token_attack: str | None, threshold: float, seed: int = 0) -> dict[str, str]:
+    """The texts whose token-level data the page carries, id -> why (all of them when they fit).
+
+    Of ``report_texts``: 40% the most member-like by ``attack`` (highest score first), 40% the largest
+    leaks (sum of ``token_attack``'s token scores above ``threshold``), 20% a random sample of
+    non-members (seeded); a share with nothing to fill goes to the most member-like."""
+    ids = [str(r["id"]) for r in rows]
+    if report_texts < 0:
+        raise ValueError(f"report_texts must be >= 0, got {report_texts}")
+    if len(ids) <= report_texts:
+        return {tid: "all" for tid in ids}
+    chosen: dict[str, str] = {}
+
+    def take(order: Iterable[str], why: str, quota: int) -> None:
+        stop = len(chosen) + quota
+        for tid in order:
+            if len(chosen) >= stop:
+                break
+            if tid not in chosen:
+                chosen[tid] = why
+
+    score = np.array([_finite(r.get(attack)) if attack else None for r in rows], dtype=float)
+    member_like = [ids[i] for i in np.argsort(np.where(np.isfinite(score), -score, np.inf), kind="stable")]
+    q = {k: round(v * report_texts) for k, v in SELECTION_SHARES.items()}
+    take(member_like, "member-like", q["member-like"])
+    if token_attack:
+        col = f"{token_attack}_token"
+        leak = np.zeros(len(ids))
+        for i, tid in enumerate(ids):
+            v = (saved.tokens.get(tid) or {}).get(col)
+            if v is not None:
+                a = np.asarray(v, dtype=np.float64)
+                leak[i] = a[a > threshold].sum()  # NaN compares False: not leaked
+        take([ids[i] for i in np.argsort(-leak, kind="stable") if leak[i] > 0], "leak", q["leak"])
+    non = [tid for tid, r in zip(ids, rows) if _label(r.get("label")) == 0 and tid not in chosen]
+    if non:
+        rng = np.random.default_rng(seed)
+        take([non[i] for i in rng.permutation(len(non))], "non-member sample", q["non-member sample"])
+    take(member_like, "member-like", report_texts - len(chosen))
+    return chosen
+
+
+def build_payload(saved: SavedAudit, threshold: float = DEFAULT_THRESHOLD, report_texts: int = DEFAULT_REPORT_TEXTS) -> dict[str, Any]:
+    """Everything the page shows, as plain JSON-able data (no NaN).
+
+    ``texts``: full records (text, spans, token scores) of the texts in the token-view selection
+    (:func:`select_token_texts`); ``rest``: the scores of every other text, column-wise (id, label,
+    tier, scores per attack), so that the page lists every text at ~80 bytes each."""
     res = saved.results
     settings = res.get("settings") if isinstance(res.get("settings"), dict) else {}
     first = saved.scores[0] if saved.scores else {}
@@ -325,13 +431,31 @@ def build_payload(saved: SavedAudit, threshold: float = DEFAULT_THRESHOLD) -> di
     token_attacks = saved.token_attacks()
     info = res.get("attack_info") if isinstance(res.get("attack_info"), dict) else {}
     pii_types: list[str] = []
-    arrays: dict[str, list[np.ndarray]] = {a: [] for a in token_attacks}
     rows = saved.scores or [{"id": tid} for tid in saved.texts]
-    texts = [_text_record(str(r["id"]), r, saved, score_cols, token_attacks, pii_types, arrays) for r in rows]
+    best = _best_attack(res, score_cols)
+    chosen = select_token_texts(saved, rows, report_texts, attack=best, token_attack=token_attacks[0] if token_attacks else None,
+                                threshold=threshold)
+    texts, rest_rows = [], []
+    for r in rows:
+        tid = str(r["id"])
+        if tid in chosen:
+            rec = _text_record(tid, r, saved, score_cols, token_attacks, pii_types)
+            rec["why"] = chosen[tid]
+            texts.append(rec)
+        else:
+            rest_rows.append(r)
+    rest = _rest_columns(rest_rows, saved, score_cols)
     tok_info = []
-    for a in token_attacks:
+    for a in token_attacks:  # the colour scale and slider range from every text's token scores, as `memlens show` has them
         unit = str((info.get(a) or {}).get("unit") or KNOWN_UNITS.get(a, "score"))
-        tok_info.append({"name": a, "unit": unit, **_slider(arrays[a], threshold)})
+        vals = [np.asarray(t[f"{a}_token"], dtype=np.float64) for t in saved.tokens.values() if t.get(f"{a}_token") is not None]
+        tok_info.append({"name": a, "unit": unit, **_slider(vals, threshold)})
+    groups: dict[str, int] = {}
+    for why in chosen.values():
+        groups[why] = groups.get(why, 0) + 1
+    selection = {"n": len(texts), "n_texts": len(rows), "all": len(texts) == len(rows), "report_texts": int(report_texts),
+                 "attack": best, "token_attack": token_attacks[0] if token_attacks else None, "groups": groups,
+                 "threshold": float(threshold)}
     fpr_keys = _fpr_keys(res)
     metrics = _metrics(res, fpr_keys)
     notes: list[str] = []
@@ -345,18 +469,36 @@ def build_payload(saved: SavedAudit, threshold: float = DEFAULT_THRESHOLD) -> di
     models += [{"role": "reference", **r} for r in settings.get("references") or [] if isinstance(r, dict)]
     shown = [(k, v if isinstance(v, str) else json.dumps(_clean(v), sort_keys=True)) for k, v in settings.items()
              if k not in ("target", "references")]
-    labels = [t["label"] for t in texts]
+    labels = [t["label"] for t in texts] + rest["label"]
     payload = _clean({
-        "version": res.get("memlens_version"), "n_texts": len(texts),
+        "version": res.get("memlens_version"), "n_texts": len(rows), "selection": selection,
         "n_members": sum(1 for v in labels if v == 1), "n_nonmembers": sum(1 for v in labels if v == 0),
         "settings": shown, "models": models, "fpr_keys": fpr_keys, "metrics": metrics, "notes": notes,
         "attacks": score_cols, "default_attack": next((a for a in ("informia", "informia_token", "rmia") if a in score_cols),
                                                      score_cols[0] if score_cols else None),
         "token_attacks": tok_info, "threshold": float(threshold), "pii_types": pii_types,
-        "has_tiers": any(t["tier"] is not None for t in texts), "studies": _studies(res),
+        "has_tiers": any(t["tier"] is not None for t in texts) or any(v is not None for v in rest["tier"]),
+        "studies": _studies(res),
     })
     payload["texts"] = texts  # already JSON-safe (walking ~10^6 token numbers again would be slow)
+    payload["rest"] = rest
     return payload
+
+
+def _rest_columns(rows: Sequence[dict[str, Any]], saved: SavedAudit, score_cols: Sequence[str]) -> dict[str, Any]:
+    """id, label, tier and scores of texts without a token view, column-wise and JSON-safe."""
+    out: dict[str, Any] = {"id": [], "label": [], "tier": [], "scores": {a: [] for a in score_cols}}
+    for r in rows:
+        tid = str(r["id"])
+        trec = saved.texts.get(tid) or {}
+        meta = trec.get("meta") if isinstance(trec.get("meta"), dict) else {}
+        out["id"].append(tid)
+        out["label"].append(_label(r.get("label", trec.get("label"))))
+        out["tier"].append(_tier(r["tier"]) if "tier" in r else _tier(meta.get("tier")))
+    for a in score_cols:
+        v = np.array([_finite(r.get(a)) if _finite(r.get(a)) is not None else np.nan for r in rows], dtype=np.float64)
+        out["scores"][a] = _round_list(v, SCORE_DIGITS)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -463,20 +605,25 @@ def _write(path: Path, html: str) -> Path:
     return atomic_write(path, html.encode("utf-8", "backslashreplace"), fsync=False)  # bytes: no newline translation
 
 
-def build_html(saved: SavedAudit, threshold: float = DEFAULT_THRESHOLD) -> str:
-    return render(build_payload(saved, threshold), figures(saved))
+def build_html(saved: SavedAudit, threshold: float = DEFAULT_THRESHOLD, report_texts: int = DEFAULT_REPORT_TEXTS) -> str:
+    return render(build_payload(saved, threshold, report_texts), figures(saved))
 
 
 def write_report_from_dir(results_dir: str | os.PathLike, *, threshold: float = DEFAULT_THRESHOLD,
-                          out: str | os.PathLike | None = None) -> Path:
-    """Rebuild ``report.html`` (or ``out``) from an audit's saved files (``memlens report DIR``)."""
+                          out: str | os.PathLike | None = None, report_texts: int = DEFAULT_REPORT_TEXTS) -> Path:
+    """Rebuild ``report.html`` (or ``out``) from an audit's saved files (``memlens report DIR``).
+
+    ``report_texts``: how many texts get a token view in the page (:func:`select_token_texts`)."""
     saved = load_saved(results_dir)
-    return _write(Path(out) if out is not None else Path(results_dir) / "report.html", build_html(saved, threshold))
+    return _write(Path(out) if out is not None else Path(results_dir) / "report.html", build_html(saved, threshold, report_texts))
 
 
-def write_report(result, out_dir: str | os.PathLike, *, threshold: float = DEFAULT_THRESHOLD) -> Path:
-    """Write ``out_dir/report.html`` for an audit result (from memory: nothing else is written or read)."""
-    return _write(Path(out_dir) / "report.html", build_html(SavedAudit.from_result(result), threshold))
+def write_report(result, out_dir: str | os.PathLike, *, threshold: float = DEFAULT_THRESHOLD,
+                 report_texts: int = DEFAULT_REPORT_TEXTS) -> Path:
+    """Write ``out_dir/report.html`` for an audit result (from memory: nothing else is written or read).
+
+    ``report_texts``: how many texts get a token view in the page (:func:`select_token_texts`)."""
+    return _write(Path(out_dir) / "report.html", build_html(SavedAudit.from_result(result), threshold, report_texts))
 
 
 def iter_token_pieces(text: str, starts: Iterable[int], ends: Iterable[int]):

@@ -4,7 +4,16 @@
   // inserted with textContent / createTextNode. Never use innerHTML (or insertAdjacentHTML, or
   // document.write) with anything from P.
   var P = JSON.parse(document.getElementById("memlens-data").textContent);
-  var T = P.texts;
+  // Texts outside the token-view selection come column-wise (scores only): rebuild them as records
+  // with empty token data, so the list, sorting and filters treat every text alike.
+  var T = P.texts, R = P.rest, SEL = P.selection;
+  T.forEach(function (t) { t.tv = 1; });
+  for (var r = 0; r < R.id.length; r++) {
+    var sc = {};
+    for (var a in R.scores) sc[a] = R.scores[a][r];
+    T.push({id: R.id[r], label: R.label[r], tier: R.tier[r], scores: sc, text: "", start: [], end: [], lp_t: [], lp_r: null,
+            s: {}, pii: [], tv: 0});
+  }
   var TA = {};
   P.token_attacks.forEach(function (a) { TA[a.name] = a; });
   var S = {attack: P.default_attack, tok: P.token_attacks.length ? P.token_attacks[0].name : null, thr: P.threshold,
@@ -58,8 +67,9 @@
   }
   function renderTexts() {
     var q = $("filter").value.toLowerCase(), lab = $("labelSel").value, tier = tierSel ? tierSel.value : "";
-    var leakOnly = $("leakOnly").checked;
+    var leakOnly = $("leakOnly").checked, tvOnly = $("tvOnly") ? $("tvOnly").checked : false;
     var rows = T.filter(function (t) {
+      if (tvOnly && !t.tv) return false;
       if (lab !== "" && String(t.label) !== lab) return false;
       if (tier !== "" && String(t.tier) !== tier) return false;
       if (leakOnly && !t._n) return false;
@@ -82,7 +92,7 @@
       if (S.current === t) tr.className = "sel";
       var cells = [[t.id, "l"], [labelName(t.label)]];
       if (tierSel) cells.push([tierName(t.tier)]);
-      cells.push([fmt(t.scores[S.attack])], [S.tok ? t._n : ""], [S.tok ? fmt(t._bits, 1) : ""], [t.text.slice(0, 120), "snip"]);
+      cells.push([fmt(t.scores[S.attack])], [S.tok ? t._n : ""], [S.tok ? fmt(t._bits, 1) : ""], t.tv ? [t.text.slice(0, 120), "snip"] : ["(no token view: memlens show)", "snip muted"]);
       cells.forEach(function (c) { tr.appendChild(el("td", c[0], c[1])); });
       var n = tr.children.length;
       tr._leak = [tr.children[n - 3], tr.children[n - 2]];
@@ -115,7 +125,7 @@
     S.rows.forEach(function (tr, t) { tr._leak[0].textContent = t._n; tr._leak[1].textContent = fmt(t._bits, 1); });
   }
   attackSel.addEventListener("change", function () { S.attack = attackSel.value; renderTexts(); });
-  ["filter", "labelSel", "tierSel", "leakOnly"].forEach(function (id) {
+  ["filter", "labelSel", "tierSel", "leakOnly", "tvOnly"].forEach(function (id) {
     var e = $(id);
     if (e) e.addEventListener(e.tagName === "INPUT" && e.type !== "checkbox" ? "input" : "change", function () { S.limit = PAGE; renderTexts(); });
   });
@@ -169,7 +179,7 @@
       var v = s ? s[+sp.dataset.i] : null;
       sp.classList.toggle("leak", v !== null && v !== undefined && v > S.thr);
     });
-    if (t && S.tok) {
+    if (t && S.tok && t.tv) {
       setText("summary", t._n + " of " + t.start.length + " tokens above " + S.thr + " " + unit() + ": " + fmt(t._bits, 1) + " " + unit() +
               " leaked" + (P.pii_types.length ? " (" + t._npii + " of them ground-truth PII)" : ""));
     }
@@ -187,8 +197,15 @@
     var meta = [labelName(t.label) || "unlabelled"];
     if (t.tier !== null && t.tier !== undefined) meta.push("tier " + tierName(t.tier));
     P.attacks.forEach(function (a) { if (isNum(t.scores[a])) meta.push(a + " " + fmt(t.scores[a])); });
+    if (!SEL.all && t.tv) meta.push("in the token-view selection: " + t.why);
     setText("tvMeta", meta.join(" \u00b7 "));
     var frag = document.createDocumentFragment(), pos = 0, spans = [];
+    if (!t.tv) {
+      frag.appendChild(el("p", "No token view for this text in this report: it keeps token-level data for " + SEL.n + " of " +
+        SEL.n_texts + " texts (see the note above the texts list). In a terminal: memlens show " + t.id +
+        " --results <the audit's output directory>", "note notv"));
+      setText("summary", "");
+    }
     for (var i = 0; i < t.start.length; i++) {
       var s = t.start[i], e = t.end[i];
       if (s > pos) frag.appendChild(document.createTextNode(t.text.slice(pos, s)));
@@ -200,7 +217,7 @@
       pos = Math.max(pos, e);
     }
     if (pos < t.text.length) frag.appendChild(document.createTextNode(t.text.slice(pos)));
-    if (!t.start.length && !t.text) frag.appendChild(el("span", "(no text saved)", "muted"));
+    if (t.tv && !t.start.length && !t.text) frag.appendChild(el("span", "(no text saved)", "muted"));
     box.textContent = "";
     box.appendChild(frag);
     S.spans = spans;
@@ -242,6 +259,7 @@
     if (tt) {
       var groups = {}, keys = [];
       T.forEach(function (t) {
+        if (!t.tv) return;  // group shares over the texts with token data only
         var g = (labelName(t.label) || "unlabelled") + (t.tier !== null && t.tier !== undefined ? ", tier " + tierName(t.tier) : "");
         if (!groups[g]) { groups[g] = {n: 0, any: 0, tok: 0, pii: 0, bits: 0, l: t.label, tier: t.tier}; keys.push(g); }
         var G = groups[g]; G.n++; if (t._n) G.any++; G.tok += t._n; G.pii += t._npii; G.bits += t._bits;
@@ -307,8 +325,8 @@
   renderTexts();
   renderLeaks();
   if (T.length) {
-    var best = T[0];
-    T.forEach(function (t) { if (t._bits > best._bits) best = t; });
+    var best = T[0];  // the selection comes first in T, so a text with a token view when there is one
+    T.forEach(function (t) { if (t.tv && t._bits > best._bits) best = t; });
     showText(best);
   }
   document.body.dataset.thr = S.thr;

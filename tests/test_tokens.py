@@ -1,0 +1,65 @@
+"""token_strings: token pieces from character spans, checked by hand and against a real byte-level BPE."""
+from __future__ import annotations
+
+import pytest
+
+from memlens.tokens import token_strings
+
+
+def test_plain_spans():
+    assert token_strings("hello world", [0, 5], [5, 11]) == ["hello", " world"]
+
+
+def test_trimmed_whitespace_goes_with_the_next_token():
+    # offsets that leave the space out (trim_offsets): the space is shown with "world"
+    assert token_strings("hello world", [0, 6], [5, 11]) == ["hello", " world"]
+
+
+def test_a_character_split_over_byte_pieces_shows_once():
+    # "é" is two UTF-8 bytes: two tokens share the span (1, 2)
+    assert token_strings("héllo", [0, 1, 1, 2], [1, 2, 2, 5]) == ["h", "é", "", "llo"]
+    # three pieces of one CJK character, then another one
+    assert token_strings("日本", [0, 0, 0, 1, 1, 1], [1, 1, 1, 2, 2, 2]) == ["日", "", "", "本", "", ""]
+
+
+def test_empty_and_nested_spans():
+    assert token_strings("abc", [0, 1, 1], [1, 1, 3]) == ["a", "", "bc"]
+    assert token_strings("abcdef", [0, 1, 4], [4, 3, 6]) == ["abcd", "", "ef"]  # (1, 3) lies inside text already shown
+
+
+def test_first_token_starts_at_its_span_and_spans_are_clipped():
+    # text before the first scored token (an unscored first token) is not shown
+    assert token_strings("xx yy", [2], [5]) == [" yy"]
+    assert token_strings("ab", [0, 1], [1, 9]) == ["a", "b"]
+    assert token_strings("", [], []) == []
+
+
+def test_bad_shapes_raise():
+    with pytest.raises(ValueError, match="one length"):
+        token_strings("ab", [0, 1], [1])
+
+
+def test_real_byte_level_tokenizer_pieces_join_to_the_text(tokenizer):
+    text = "Willow café ✓ 日本  two\nlines"
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    starts, ends = zip(*enc["offset_mapping"])
+    got = token_strings(text, starts, ends)
+    assert "".join(got) == text
+    assert len(got) == len(enc["input_ids"])
+    # where a token decodes to whole characters, the span gives the same string
+    for tid, piece in zip(enc["input_ids"], got):
+        dec = tokenizer.decode([tid])
+        if "\ufffd" not in dec:
+            assert piece == dec
+
+
+def test_audit_token_strings_come_from_the_spans(gpt2, tokenizer):
+    import memlens
+
+    texts = ["Willow café ✓ 日本 two", "River stone lamp, code 123.", "Amber  cobalt\nhazel", "Copper 日 meadow"]
+    res = memlens.audit(str(gpt2.path), members=texts[:2], nonmembers=texts[2:], attacks=["loss"], n_bootstrap=0,
+                        cache_dir=None)
+    for s, st, strings in zip(res.samples, res.target_stats, res.token_strings):
+        assert len(strings) == len(st.token_ids)
+        assert "".join(strings) == s.text  # a BOS is prepended, so every token of the text is scored
+        assert "\ufffd" not in "".join(strings)
