@@ -70,7 +70,7 @@ def resolve_model(spec: str | os.PathLike, *, gguf_file: str | None = None, revi
             raise ModelLoadError(f"{p} has no config.json, so it is not a Hugging Face model directory{hint}")
         return ModelSpec(spec_s, p, gguf_file)
     if _looks_like_path(spec_s):
-        raise ModelLoadError(f"not a local path: {spec_s} (no such file or directory)")
+        raise ModelLoadError(f"not a local path: {spec_s} (it does not exist)")
     return ModelSpec(spec_s, _download(spec_s, revision=revision, gguf_file=gguf_file, allow_pickle=allow_pickle), gguf_file)
 
 
