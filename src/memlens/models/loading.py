@@ -294,6 +294,10 @@ def load_tokenizer(ms: ModelSpec, *, trust_remote_code: bool = False):
     if ms.gguf_file:
         _need_gguf()
         kwargs["gguf_file"] = ms.gguf_file
+    elif not any(_is_tokenizer_file(f.name) for f in ms.path.iterdir()):
+        # transformers 5 builds an empty tokenizer here, 4.x fails with an unrelated message: say what is wrong
+        raise ModelLoadError(f"{ms.label} has no tokenizer files (tokenizer.json, tokenizer_config.json, vocab/merges, *.model); "
+                             "copy them from the base model")
     try:
         tok = AutoTokenizer.from_pretrained(str(ms.path), **kwargs)
     except Exception as e:
@@ -307,6 +311,12 @@ def load_tokenizer(ms: ModelSpec, *, trust_remote_code: bool = False):
 
 
 _PROBE = "memlens probe: Hello, world 123."
+
+
+def _is_tokenizer_file(name: str) -> bool:
+    # The names transformers' tokenizers load from (fast, sentencepiece, BPE, WordPiece, tiktoken).
+    return name.startswith(("tokenizer", "vocab", "merges", "spiece", "sentencepiece", "special_tokens_map")) or \
+        name.endswith((".model", ".tiktoken"))
 
 
 def check_tokenizer(tok: Any, label: str) -> None:
