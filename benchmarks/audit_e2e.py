@@ -135,7 +135,7 @@ def bare_forward(target: Path, reference: Path, texts: list[str], device: str, b
 
     run(enc[:batch])  # warm-up
     t = run(enc)
-    del models
+    models.clear()  # free the GPU memory for the audit that follows
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
     return {"seconds": t, "tokenize_s": t_tok, "tokens": n_tokens, "tok_per_s": n_tokens / t}
@@ -238,7 +238,8 @@ def main() -> None:
     res["tokens"] = res["bare"]["tokens"]
     print(f"shape {a.shape}, {a.texts} texts + {a.population} population, {res['tokens']:,} tokens, nproc {a.nproc}, "
           f"{res.get('gpu') or a.device}")
-    print(f"  bare paired forward     {bare_s:8.1f} s  ({res['bare']['tok_per_s']:,.0f} tok/s; tokenizing {res['bare']['tokenize_s']:.1f} s)")
+    print(f"  bare paired forward     {bare_s:8.1f} s  ({res['bare']['tok_per_s']:,.0f} tok/s; "
+          f"tokenizing {res['bare']['tokenize_s']:.1f} s)")
     print(f"  naive loop (extrap.)    {res['naive']['seconds_extrapolated']:8.1f} s  (from {a.naive_texts} texts)")
     for tag in ("cold", "warm"):
         r = res[f"audit_{tag}"]

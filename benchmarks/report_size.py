@@ -99,8 +99,8 @@ def main() -> int:
         print(f"report.html: {size_mb:.2f} MB (limit {SIZE_LIMIT_MB:g} MB), token view for {min(a.report_texts, a.texts)} texts; "
               f"written in {build_s:.1f} s from memory, {rebuild_s:.1f} s from the saved files; memlens show of one text {show_s:.1f} s")
         ok = size_mb < SIZE_LIMIT_MB
-        res = {"texts": len(result.samples), "report_texts": a.report_texts, "tokens": n_tok, "size_mb": round(size_mb, 3), "build_s": round(build_s, 2),
-               "rebuild_s": round(rebuild_s, 2),
+        res = {"texts": len(result.samples), "report_texts": a.report_texts, "tokens": n_tok, "size_mb": round(size_mb, 3),
+               "build_s": round(build_s, 2), "rebuild_s": round(rebuild_s, 2),
                "show_s": round(show_s, 2)}
         if not os.path.exists(a.chromium):
             print(f"open time: skipped, no Chromium at {a.chromium}")

@@ -86,9 +86,9 @@ def test_parquet_null_label_uses_default(tmp_path):
     import pyarrow.parquet as pq
 
     p = tmp_path / "x.parquet"
-    pq.write_table(pa.table({"text": ["a", "b"], "label": [None, 1.0]}), p)
+    pq.write_table(pa.table({"text": ["a", "b"], "label": [None, 0.0]}), p)
     samples = load_samples(p, default_label=0)
-    assert [s.label for s in samples] == [0, 1]
+    assert [s.label for s in samples] == [0, 0]
     assert [s.id for s in samples] == ["x-0", "x-1"]
 
 
@@ -209,9 +209,11 @@ def test_gather_members_and_nonmembers(tmp_path):
         gather_audit_samples()
 
 
-def test_explicit_label_overrides_file_default(tmp_path):
+def test_label_field_conflicting_with_the_file_is_an_error(tmp_path):
+    # the --members file decides; a label field saying otherwise used to override it silently (issue 12)
     m = write_jsonl(tmp_path / "m.jsonl", [{"text": "a", "label": 0}, {"text": "b"}])
-    assert [s.label for s in gather_audit_samples(members=m)] == [0, 1]
+    with pytest.raises(DataError, match="m.jsonl: text 'm-0' has label 0, but it was given as members"):
+        gather_audit_samples(members=m)
 
 
 def test_check_labels_single_class_and_missing():
@@ -225,9 +227,11 @@ def test_check_labels_single_class_and_missing():
 
 
 def test_as_samples_python_inputs():
-    out = as_samples([{"text": "a", "label": 1, "id": "k", "tier": 2}, "b", Sample("s", "c", None, {"z": 1})],
+    out = as_samples([{"text": "a", "label": 0, "id": "k", "tier": 2}, "b", Sample("s", "c", None, {"z": 1})],
                      default_label=0, name="data")
-    assert [(s.id, s.text, s.label) for s in out] == [("k", "a", 1), ("data-1", "b", 0), ("s", "c", 0)]
+    assert [(s.id, s.text, s.label) for s in out] == [("k", "a", 0), ("data-1", "b", 0), ("s", "c", 0)]
+    with pytest.raises(DataError, match="data: text 'k' has label 1, but it was given as non-members"):
+        as_samples([{"text": "a", "label": 1, "id": "k"}], default_label=0, name="data")
     assert out[0].meta == {"tier": 2}
     assert as_samples(None) == []
     with pytest.raises(DataError, match="expected a string, dict or Sample"):

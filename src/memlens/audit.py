@@ -1,6 +1,7 @@
 """``memlens.audit``: texts and models in, scores, metrics and token-level leakage out."""
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import logging
@@ -17,7 +18,16 @@ from memlens._io import write_jsonl
 from memlens._version import __version__
 from memlens.attacks import AttackInput, AttackResult, get_attack, resolve_attack_names
 from memlens.cache import StatsCache, default_cache_dir
-from memlens.data import DataError, Sample, as_samples, check_labels, check_unique_ids, gather_audit_samples
+from memlens.data import (
+    DataError,
+    Sample,
+    as_samples,
+    check_labels,
+    check_text,
+    check_unique_ids,
+    gather_audit_samples,
+    spreadsheet_escape,
+)
 from memlens.metrics import DEFAULT_FPRS, AttackMetrics, evaluate
 from memlens.models.handle import LoadOptions, ModelHandle
 from memlens.passes.causal import PassSettings, StatsBundle, compute_stats
@@ -56,7 +66,10 @@ class AuditResult:
         """Write scores.csv, texts.jsonl, results.json, token_scores.parquet and roc.png (if there are metrics)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        self.scores.to_csv(out / "scores.csv", index=False)
+        # ids and tiers are the user's strings: a leading quote keeps a spreadsheet from running them as
+        # formulas, and quoting every string keeps a carriage return in one from splitting its row.
+        safe = self.scores.apply(lambda c: c if pd.api.types.is_numeric_dtype(c) else c.map(spreadsheet_escape))
+        safe.to_csv(out / "scores.csv", index=False, quoting=csv.QUOTE_NONNUMERIC)
         # the report and `memlens show` read these back
         write_jsonl(out / "texts.jsonl", ({"id": smp.id, "text": smp.text, "label": smp.label, "meta": smp.meta}
                                           for smp in self.samples), default=json_default)
@@ -122,6 +135,8 @@ def score_texts(target, references=(), texts: Sequence[str] = (), *, tokenizer=N
                 gguf_file: str | None = None, cache_dir: str | os.PathLike | None = "default", settings: PassSettings | None = None,
                 options: LoadOptions | None = None) -> StatsBundle:
     """Only the statistics pass (``memlens score``): cached TokenStats for texts."""
+    for n, text in enumerate(texts):
+        check_text(text, f"text {n}")
     t, refs = _handles(target, references, tokenizer, reference_tokenizers, gguf_file, options or LoadOptions())
     cache = StatsCache(default_cache_dir() if cache_dir == "default" else cache_dir)
     return compute_stats(t, refs, texts, cache, settings or PassSettings())

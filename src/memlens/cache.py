@@ -9,6 +9,11 @@ Writes are atomic (temporary file, fsync, rename), so a killed run never leaves 
 shard under a valid name, and the next run computes only the texts that are missing. A shard whose
 bytes do not match its name, or that does not parse, is reported and moved aside (renamed
 ``*.corrupt``), never used and never deleted.
+
+Privacy: a shard holds the token ids of every text audited (so the texts can be rebuilt from it
+with the tokenizer), kept until removed: :func:`cache_info` and :func:`clear_cache` (``memlens cache
+info|clear [--older-than]``) show and remove it. ``file-hashes.json`` in the root memoizes the
+content hashes of model files (paths and hashes only, see memlens.models.loading).
 """
 from __future__ import annotations
 
@@ -16,6 +21,9 @@ import hashlib
 import json
 import logging
 import os
+import re
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -66,7 +74,10 @@ class CacheNamespace:
         for shard in sorted(self.dir.glob("*.parquet")):
             if shard.name.startswith(_TMP_PREFIX):
                 continue  # a write that a killed run never finished (pathlib's glob matches dot-files)
-            data = shard.read_bytes()
+            try:
+                data = shard.read_bytes()
+            except FileNotFoundError:  # removed meanwhile (``memlens cache clear``): its texts are recomputed
+                continue
             if hashlib.sha256(data).hexdigest()[:32] != shard.stem:
                 self._quarantine(shard, "its contents do not match its checksum")
                 continue
@@ -99,14 +110,23 @@ class CacheNamespace:
         self._mem.update(records)
         if self.dir is None:
             return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        key_file = self.dir / "key.json"
-        if not key_file.exists():
-            _atomic_write(key_file, json.dumps(self.key, indent=2, sort_keys=True, default=str).encode())
         sink = pa.BufferOutputStream()
         pq.write_table(_records_to_table(records), sink)
         data = sink.getvalue().to_pybytes()
-        _atomic_write(self.dir / f"{hashlib.sha256(data).hexdigest()[:32]}.parquet", data)
+        shard = self.dir / f"{hashlib.sha256(data).hexdigest()[:32]}.parquet"
+        # A concurrent ``clear_cache`` may remove the (empty) directory between mkdir and the write:
+        # make it again once. key.json is written after the shard, so a namespace with shards has it.
+        for attempt in (0, 1):
+            self.dir.mkdir(parents=True, exist_ok=True)
+            try:
+                _atomic_write(shard, data)
+                break
+            except FileNotFoundError:
+                if attempt:
+                    raise
+        key_file = self.dir / "key.json"
+        if not key_file.exists():
+            _atomic_write(key_file, json.dumps(self.key, indent=2, sort_keys=True, default=str).encode())
 
 
 class StatsCache:
@@ -121,6 +141,139 @@ class StatsCache:
         if h not in self._spaces:
             self._spaces[h] = CacheNamespace(self.root, key)
         return self._spaces[h]
+
+
+@dataclass
+class CacheInfo:
+    """What a cache directory holds (``memlens cache info``)."""
+
+    root: Path
+    exists: bool
+    size_bytes: int = 0  # every file under the root, shards, key files, set-aside and unfinished files
+    namespaces: int = 0  # (model(s), settings) keys with at least one shard
+    shards: int = 0
+    corrupt: int = 0  # shards set aside as ``*.corrupt``
+    unfinished: int = 0  # ``.tmp-*`` files: writes in progress, or left by a killed run
+    oldest: float | None = None  # modification time (seconds since the epoch) of the oldest shard
+    newest: float | None = None
+    kinds: dict[str, int] = field(default_factory=dict)  # namespaces per key kind (causal, causal-pair, masked...)
+
+
+@dataclass
+class ClearResult:
+    """What :func:`clear_cache` removed."""
+
+    files: int = 0
+    bytes: int = 0
+    namespaces: int = 0  # namespace directories removed whole
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """``"30d"``, ``"12h"``, ``"90m"``, ``"2w"``, ``"45s"`` (or a bare number of days) in seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text.lower())
+    if not m:
+        raise ValueError(f"not a duration: {text!r}; use e.g. 30d, 12h, 90m, 2w")
+    return float(m.group(1)) * _UNITS[m.group(2) or "d"]
+
+
+def _namespace_dirs(root: Path) -> list[Path]:
+    return sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
+
+
+def cache_info(root: str | os.PathLike | None = None) -> CacheInfo:
+    """Size, namespaces, shards and the age range of a cache directory (default: :func:`default_cache_dir`)."""
+    root = Path(root) if root is not None else default_cache_dir()
+    info = CacheInfo(root, root.is_dir())
+    if not info.exists:
+        return info
+    for path in root.rglob("*"):
+        try:
+            st = path.stat()
+        except FileNotFoundError:  # removed by a concurrent writer or clear
+            continue
+        if path.is_file():
+            info.size_bytes += st.st_size
+    for d in _namespace_dirs(root):
+        shards = [p for p in d.glob("*.parquet") if not p.name.startswith(_TMP_PREFIX)]
+        info.corrupt += len(list(d.glob("*.corrupt")))
+        info.unfinished += len(list(d.glob(_TMP_PREFIX + "*")))
+        times = []
+        for p in shards:
+            try:
+                times.append(p.stat().st_mtime)
+            except FileNotFoundError:
+                continue
+        if not times:
+            continue
+        info.namespaces += 1
+        info.shards += len(times)
+        info.oldest = min(times + ([info.oldest] if info.oldest is not None else []))
+        info.newest = max(times + ([info.newest] if info.newest is not None else []))
+        try:
+            kind = str(json.loads((d / "key.json").read_text()).get("kind", "unknown"))
+        except (OSError, ValueError, AttributeError):
+            kind = "unknown"
+        info.kinds[kind] = info.kinds.get(kind, 0) + 1
+    return info
+
+
+# An unfinished ``.tmp-*`` file younger than this may belong to a run writing right now: never removed.
+TMP_GRACE_S = 3600.0
+
+
+def clear_cache(root: str | os.PathLike | None = None, *, older_than: float | None = None, now: float | None = None) -> ClearResult:
+    """Remove cached statistics: everything, or only shards last written more than ``older_than``
+    seconds ago (see :func:`parse_duration`).
+
+    Safe beside running audits: only finished shards are removed (a writer's ``.tmp-*`` file is left
+    alone unless older than an hour, i.e. left by a killed run); a reader that loses a shard
+    recomputes its texts; a writer whose namespace directory disappears makes it again. Files that
+    are not memlens's (anything but shards, key.json, set-aside and unfinished files, and the file
+    hash memo) are never touched, so pointing this at a wrong directory removes nothing else.
+    """
+    root = Path(root) if root is not None else default_cache_dir()
+    res = ClearResult()
+    now = time.time() if now is None else now
+    if not root.is_dir():
+        return res
+
+    def old(p: Path, age: float | None) -> bool:
+        try:
+            return age is None or now - p.stat().st_mtime > age
+        except FileNotFoundError:
+            return False
+
+    def remove(p: Path) -> None:
+        try:
+            size = p.stat().st_size
+            p.unlink()
+        except FileNotFoundError:
+            return
+        res.files += 1
+        res.bytes += size
+
+    for d in _namespace_dirs(root):
+        for p in list(d.glob("*.parquet")) + list(d.glob("*.corrupt")):
+            if not p.name.startswith(_TMP_PREFIX) and old(p, older_than):
+                remove(p)
+        for p in d.glob(_TMP_PREFIX + "*"):
+            if old(p, max(TMP_GRACE_S, older_than or 0.0)):
+                remove(p)
+        if not any(d.glob("*.parquet")) and not any(d.glob("*.corrupt")) and not any(d.glob(_TMP_PREFIX + "*")):
+            if (d / "key.json").exists():
+                remove(d / "key.json")
+            try:
+                d.rmdir()  # fails (and is left) when a writer has just put a file there, or it holds foreign files
+                res.namespaces += 1
+            except OSError:
+                pass
+    memo = root / "file-hashes.json"
+    if older_than is None and memo.is_file():
+        remove(memo)
+    return res
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

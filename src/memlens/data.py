@@ -101,6 +101,26 @@ def _parse_label(value: Any, where: str) -> int | None:
     raise DataError(f"{where}: label {value!r} is not 1 (member) or 0 (non-member)")
 
 
+def check_text(text: str, where: str) -> None:
+    """Refuse a text with a lone surrogate (e.g. a JSON ``"\\ud800"`` escape): it is not valid Unicode,
+    cannot be encoded as UTF-8 (so cannot be hashed, tokenized or written), and any repair would
+    audit another text than the one given."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise DataError(f"{where}: invalid Unicode, a lone surrogate {text[e.start]!r} at character {e.start}; "
+                        "fix or drop this text") from None
+
+
+def _check_label(label: int | None, default_label: int | None, where: str, rid: str) -> int | None:
+    """A members/non-members file decides the label: a record that says otherwise is an error, not an override."""
+    if default_label is not None and label is not None and label != default_label:
+        role = "members" if default_label == 1 else "non-members"
+        raise DataError(f"{where}: text {rid!r} has label {label}, but it was given as {role} "
+                        "(the file decides: remove the label field, or pass the file as --data)")
+    return default_label if label is None else label
+
+
 def load_samples(path: str | os.PathLike, *, text_field: str = "text", id_field: str = "id", label_field: str = "label",
                  default_label: int | None = None, id_prefix: str | None = None) -> list[Sample]:
     """Read one file of texts. ``default_label`` fills records without a label."""
@@ -123,9 +143,9 @@ def load_samples(path: str | os.PathLike, *, text_field: str = "text", id_field:
             raise DataError(f"{where}: empty text")
         rid = rec.get(id_field)
         rid = f"{id_prefix or path.stem}-{n}" if rid is None or rid == "" else str(rid)
-        label = _parse_label(rec.get(label_field), where)
-        if label is None:
-            label = default_label
+        check_text(text, where)
+        check_text(rid, f"{where} (id)")
+        label = _check_label(_parse_label(rec.get(label_field), where), default_label, str(path), rid)
         meta = {k: v for k, v in rec.items() if k not in (text_field, id_field, label_field)}
         samples.append(Sample(rid, text, label, meta))
     return samples
@@ -141,18 +161,22 @@ def as_samples(data: str | os.PathLike | Sequence[str] | Sequence[Sample] | Sequ
     out = []
     for n, item in enumerate(data):
         if isinstance(item, Sample):
-            s = Sample(item.id, item.text, item.label if item.label is not None else default_label, dict(item.meta))
+            s = Sample(item.id, item.text, _check_label(item.label, default_label, name, item.id), dict(item.meta))
         elif isinstance(item, str):
             s = Sample(f"{name}-{n}", item, default_label)
         elif isinstance(item, dict):
             text = item.get(kwargs.get("text_field", "text"))
             if not isinstance(text, str):
                 raise DataError(f"{name} item {n}: no text string")
-            label = _parse_label(item.get("label"), f"{name} item {n}")
-            s = Sample(str(item.get("id", f"{name}-{n}")), text, label if label is not None else default_label,
-                       {k: v for k, v in item.items() if k not in ("id", "text", "label")})
+            rid = str(item.get("id", f"{name}-{n}"))
+            label = _check_label(_parse_label(item.get("label"), f"{name} item {n}"), default_label, name, rid)
+            s = Sample(rid, text, label, {k: v for k, v in item.items() if k not in ("id", "text", "label")})
         else:
             raise DataError(f"{name} item {n}: expected a string, dict or Sample, got {type(item).__name__}")
+        if not isinstance(s.text, str):
+            raise DataError(f"{name} item {n} ({s.id}): text is {type(s.text).__name__}, not a string")
+        check_text(s.text, f"{name} item {n} ({s.id!r})")
+        check_text(s.id, f"{name} item {n} (id)")
         if not s.text.strip():
             raise DataError(f"{name} item {n} ({s.id}): empty text")
         out.append(s)
@@ -188,3 +212,23 @@ def gather_audit_samples(members=None, nonmembers=None, labelled=None, **kwargs)
         raise DataError("no texts to audit: give --members and --nonmembers, or --data with a label field")
     check_unique_ids(samples)
     return samples
+
+
+# Spreadsheets run a cell that starts with one of these as a formula (CSV injection). OWASP's
+# advice: prefix such a cell with a single quote. A cell that already starts with a quote gets one
+# too, so reading back (drop one leading quote) is exact for every string.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def spreadsheet_escape(value: Any) -> Any:
+    """A string cell made safe to open in a spreadsheet (other values unchanged)."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def spreadsheet_unescape(value: Any) -> Any:
+    """The inverse of :func:`spreadsheet_escape`, for reading a memlens CSV back."""
+    if isinstance(value, str) and value.startswith("'"):
+        return value[1:]
+    return value

@@ -16,7 +16,6 @@ from memlens.errors import AttackError  # noqa: F401  (re-exported: its old home
 from memlens.stats import AttackInput, ReferenceView, TokenComparison, TokenStats  # noqa: F401  (re-exported)
 
 
-
 @dataclass
 class AttackResult:
     """Sequence scores (higher = more likely a member) and optional per-token scores."""

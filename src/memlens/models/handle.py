@@ -14,12 +14,15 @@ import torch
 
 from memlens.models.loading import (
     ModelSpec,
+    check_tokenizer,
     context_length,
     fingerprint_files,
     fingerprint_module,
     fingerprint_tokenizer,
     load_model,
     load_tokenizer,
+    pick_device,
+    pick_dtype,
     resolve_model,
 )
 
@@ -56,9 +59,24 @@ class ModelHandle:
             self.fingerprint = fingerprint_files(self.spec)
             if tokenizer is None:
                 tokenizer = load_tokenizer(self.spec, trust_remote_code=self.options.trust_remote_code)
+        check_tokenizer(tokenizer, self.name)  # also one given by the caller: an empty one would score NaN silently
         self.tokenizer = tokenizer
         self.tokenizer_fingerprint = fingerprint_tokenizer(tokenizer)
         self._context: int | None = None
+        self.numerics = self._numerics(gguf_file)
+
+    def _numerics(self, gguf_file: str | None) -> dict[str, Any]:
+        """How the weights are loaded, where that changes the numbers (cache keys, results.json):
+        the dtype actually used ("auto" resolved), revision, device map, GGUF file."""
+        if self._model is not None:
+            p = next(iter(self._model.parameters()), None)
+            return {"dtype": str(p.dtype).removeprefix("torch.") if p is not None else None}
+        o = self.options
+        dtype = pick_dtype(o.dtype, pick_device(o.device))  # as load_model resolves it
+        out: dict[str, Any] = {"dtype": str(dtype).removeprefix("torch."), "revision": o.revision, "device_map": o.device_map}
+        if gguf_file:
+            out["gguf_file"] = gguf_file
+        return out
 
     def context_length(self) -> int:
         """The longest input the model takes, from its config (without loading the weights)."""
@@ -87,4 +105,5 @@ class ModelHandle:
         return self._model
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "fingerprint": self.fingerprint, "tokenizer_fingerprint": self.tokenizer_fingerprint}
+        return {"name": self.name, "fingerprint": self.fingerprint, "tokenizer_fingerprint": self.tokenizer_fingerprint,
+                "load": self.numerics}

@@ -62,11 +62,13 @@ class StatsBundle:
 # texts to it, so the target's statistics from a pass paired with a shorter-context reference
 # differ from a target-only pass and must not share its key.
 def _single_key(h: ModelHandle, s: PassSettings, context: int) -> dict:
-    return {"kind": "causal", "model": h.fingerprint, "tokenizer": h.tokenizer_fingerprint, "context": context, **s.key()}
+    return {"kind": "causal", "model": h.fingerprint, "load": h.numerics, "tokenizer": h.tokenizer_fingerprint, "context": context,
+            **s.key()}
 
 
 def _pair_key(t: ModelHandle, refs: list[ModelHandle], s: PassSettings, context: int) -> dict:
     key = {"kind": "causal-pair", "target": t.fingerprint, "references": [r.fingerprint for r in refs],
+           "load": [t.numerics, *(r.numerics for r in refs)],
            "tokenizer": t.tokenizer_fingerprint, "temperature": s.temperature, "reductions": list(s.pair_reductions),
            "context": context, **s.key()}
     if s.pair_settings:

@@ -41,7 +41,7 @@ from memlens.stats import AttackInput, MaskedExtras, MaskedProbe, ReferenceView,
 # together (and --max-length), so a target scored beside a shorter-context reference gets its own key.
 def _model_key(h: MaskedModelHandle, settings: MaskedPassSettings, context: int) -> dict:
     mid, shift = h.mask_behaviour()
-    return {"kind": "masked", "model": h.fingerprint, "tokenizer": h.tokenizer_fingerprint, "mask_token_id": mid,
+    return {"kind": "masked", "model": h.fingerprint, "load": h.numerics, "tokenizer": h.tokenizer_fingerprint, "mask_token_id": mid,
             "shift_logits": shift, "attention_mask": h.attention_mask, "context": int(context), **settings.key()}
 
 

@@ -127,7 +127,7 @@ def load_saved(results_dir: str | os.PathLike) -> SavedAudit:
     strings and there is no ground-truth PII; without the parquet there is no token view)."""
     import pandas as pd
 
-    from memlens.data import DataError
+    from memlens.data import DataError, spreadsheet_unescape
 
     d = Path(results_dir)
     if not d.is_dir():
@@ -140,6 +140,9 @@ def load_saved(results_dir: str | os.PathLike) -> SavedAudit:
     except ValueError as e:
         raise DataError(f"{d / 'results.json'} is not valid JSON: {e}") from None
     scores = pd.read_csv(d / "scores.csv", dtype={"id": str}, keep_default_na=True).to_dict("records")
+    for row in scores:  # AuditResult.save quoted string cells for spreadsheets (CSV injection)
+        for k, v in row.items():
+            row[k] = spreadsheet_unescape(v)
     notes: list[str] = []
     tokens: Mapping[str, dict[str, Any]] = {}
     if (d / "token_scores.parquet").is_file():

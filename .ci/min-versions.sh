@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The lowest dependency versions pyproject.toml allows, installed together in a fresh venv, run
+# against the core tests: proves that the lower bounds are true (issue 12, item 14).
+# Every "name>=X" of [project].dependencies is pinned to ==X; torch stays ==2.13.0 (the CPU build
+# CI installs: any other version would download a CUDA build).
+# Usage: .ci/min-versions.sh            (venv in $MIN_VENV, default .venv-min; removed first)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PIP_DISABLE_PIP_VERSION_CHECK=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+VENV="${MIN_VENV:-.venv-min}"
+start=$(date +%s)
+rm -rf "$VENV"
+python3 -m venv "$VENV"
+. "$VENV/bin/activate"
+pins="$VENV/min-constraints.txt"
+python3 - "$pins" <<'PY'
+import re, sys, tomllib
+
+deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
+out = []
+for d in deps:
+    name = re.match(r"[A-Za-z0-9_.-]+", d).group(0)
+    if name == "torch":
+        out.append("torch==2.13.0")
+        continue
+    low = re.search(r">=\s*([0-9][^,;\s]*)", d)
+    if not low:
+        sys.exit(f"{d}: no lower bound in pyproject.toml")
+    out.append(f"{name}=={low.group(1)}")
+open(sys.argv[1], "w").write("\n".join(out) + "\n")
+print("minimum versions:", " ".join(out))
+PY
+pip install -q -c "$pins" -e . "pytest>=8"
+pip list --format=freeze > "$VENV/installed.txt"
+# The core tests: data, cache, attacks, metrics, pipeline and the robustness cases (no slow ones).
+pytest -q -p no:cacheprovider -m "not slow" tests/test_data.py tests/test_cache.py tests/test_attacks.py tests/test_metrics.py \
+  tests/test_pipeline.py tests/robustness
+echo "min-versions: passed in $(( $(date +%s) - start )) s"
