@@ -249,3 +249,17 @@ def train_and_measure(make_corpus, make_llama, make_tokenizer, train_causal_lm, 
     model = make_llama(len(tok), seed=seed, init=0.02)
     train_causal_lm(model, tok, texts, steps=steps, lr=3e-3, seed=seed)
     return C.model_exposure(model, tok, m)
+
+
+def test_target_exposure_from_a_saved_model_equals_the_in_memory_one(llama, tmp_path):
+    m = C.make_canaries("{=Aa} code {dd}", repetitions=[1], per_count=2, held_out=1, seed=0)
+    p = m.save(tmp_path / "canaries.json")
+    from_path = C.target_exposure(llama.path, p, device="cpu", dtype="float32")
+    in_memory = C.target_exposure(llama.model, m, tokenizer=llama.tokenizer)
+    for a, b in zip(from_path.canaries, in_memory.canaries):
+        assert a.rank == b.rank and a.exposure == pytest.approx(b.exposure)
+        assert a.log_perplexity == pytest.approx(b.log_perplexity, abs=1e-4)
+    saved = json.loads(from_path.save(tmp_path / "exposure.json").read_text())
+    assert saved["by_repetition"]["1"]["n"] == 2 and saved["settings"]["target"] == str(llama.path)
+    with pytest.raises(DataError, match="needs its tokenizer"):
+        C.target_exposure(llama.model, m)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 
 import pytest
@@ -82,13 +83,21 @@ def test_attach_and_reference(tmp_path, texts, tok):
     from memlens.integrations import MemlensCallback
 
     members, held_out = texts
+    from memlens.canary import make_canaries
+
     ref = make_gpt2(len(tok), seed=5, init=0.02)
-    cb = MemlensCallback(members[:20], held_out[:20], reference=ref, attacks=["loss", "ref"], report=False, cache_dir=None)
+    canaries = make_canaries("{=Aa} code {dd}", repetitions=[2], per_count=2, held_out=2, seed=0)
+    cb = MemlensCallback(members[:20], held_out[:20], reference=ref, attacks=["loss", "ref"], report=False, cache_dir=None,
+                         canaries=canaries)
     trainer = cb.attach(_trainer(tmp_path, "attached", tok, members, held_out[:8], max_steps=3))
     assert cb.trainer is trainer and cb in trainer.callback_handler.callbacks
     trainer.train()
     logged = [h for h in trainer.state.log_history if "memlens/ref/auc" in h]
     assert len(logged) == 2  # evaluation at step 3 and the end of training
+    for h in logged:  # the canaries are not in this training set: any exposure is in 0..log2(100)
+        assert set(h) >= {"memlens/exposure/rep0", "memlens/exposure/rep2"}
+        assert all(0.0 <= h[f"memlens/exposure/rep{k}"] <= math.log2(100) for k in (0, 2))
+    assert [c["id"] for c in cb.last_result.extra["canary_exposure"]["canaries"]] == [c.id for c in canaries.canaries]
     assert not (tmp_path / "attached" / "report.html").exists()
 
 

@@ -446,6 +446,13 @@ class ExposureResult:
         return {"settings": self.settings, "canaries": [c.to_dict() for c in self.canaries],
                 "by_repetition": {str(k): v for k, v in self.by_repetition().items()}}
 
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the result as JSON (``exposure.json``)."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        return p
+
 
 def exposure(manifest: Manifest, scorer: Scorer, *, method: str = "auto", max_enumerate: int = DEFAULT_MAX_ENUMERATE,
              n_samples: int = DEFAULT_N_SAMPLES, seed: int = 0) -> ExposureResult:
@@ -493,3 +500,33 @@ def model_exposure(model, tokenizer, manifest: Manifest, **kwargs: Any) -> Expos
     """:func:`exposure` of ``manifest``'s canaries under a causal LM."""
     batch_size = kwargs.pop("batch_size", 256)
     return exposure(manifest, model_scorer(model, tokenizer, batch_size=batch_size), **kwargs)
+
+
+def target_exposure(target: Any, manifest: Manifest | str | os.PathLike, *, tokenizer: Any = None, base: Any = None,
+                    gguf_file: str | None = None, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False,
+                    allow_pickle: bool = False, batch_size: int = 256, **kwargs: Any) -> ExposureResult:
+    """:func:`exposure` for any memlens target: an in-memory model (with ``tokenizer``), a model
+    directory, ``.gguf`` file or hub id, or a PEFT adapter directory (on its base, or ``base``)."""
+    import torch
+
+    from memlens.models.adapters import is_adapter_dir, load_adapter
+    from memlens.models.loading import load_model, load_tokenizer, resolve_model
+
+    if not isinstance(manifest, Manifest):
+        manifest = Manifest.load(manifest)
+    if isinstance(target, torch.nn.Module):
+        if tokenizer is None:
+            raise DataError("an in-memory model needs its tokenizer (tokenizer=...)")
+        model = target
+    elif is_adapter_dir(target):
+        model, tok = load_adapter(target, base, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                                  allow_pickle=allow_pickle)
+        tokenizer = tokenizer or tok
+    else:
+        ms = resolve_model(target, gguf_file=gguf_file, allow_pickle=allow_pickle)
+        model = load_model(ms, device=device, dtype=dtype, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+        tokenizer = tokenizer or load_tokenizer(ms, trust_remote_code=trust_remote_code)
+    result = model_exposure(model, tokenizer, manifest, batch_size=batch_size, **kwargs)
+    result.settings["target"] = getattr(target, "name_or_path", None) or (str(target) if not isinstance(target, torch.nn.Module)
+                                                                          else type(target).__name__)
+    return result

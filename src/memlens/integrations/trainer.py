@@ -98,12 +98,17 @@ class MemlensCallback(TrainerCallback):
     ``cache_dir``: "output" (``<output_dir>/memlens/cache``), a path, or None (memory only); each
     evaluation's weights have their own fingerprint, so every evaluation is a new cache key.
     ``on_evaluate``/``on_train_end``: when to audit. ``report``: write report.html at the end.
+    ``canaries``: a canary manifest (:mod:`memlens.canary`, or its path) whose inserted canaries
+    are in the training data: their exposure is logged too, as ``memlens/exposure/rep<k>`` (mean
+    over the canaries inserted k times; ``rep0``: held out), and saved in results.json.
+    ``exposure_options``: keyword arguments of :func:`memlens.canary.exposure` (method, n_samples...).
     """
 
     def __init__(self, members, nonmembers, *, reference: Any = None, attacks: Sequence[str] | str = "all",
                  attack_params: dict[str, dict] | None = None, max_length: int | None = None, batch_size: int | None = None,
                  n_bootstrap: int = 0, cache_dir: str | Path | None = "output", text_field: str = "text",
-                 on_evaluate: bool = True, on_train_end: bool = True, report: bool = True, seed: int = 0):
+                 on_evaluate: bool = True, on_train_end: bool = True, report: bool = True, seed: int = 0,
+                 canaries: Any = None, exposure_options: dict[str, Any] | None = None):
         from memlens.data import as_samples
 
         # validate the texts now, not after the first hours of training
@@ -124,6 +129,12 @@ class MemlensCallback(TrainerCallback):
         self.audit_on_train_end = on_train_end
         self.write_report = report
         self.seed = seed
+        if canaries is not None and not hasattr(canaries, "canaries"):
+            from memlens.canary import Manifest
+
+            canaries = Manifest.load(canaries)
+        self.canaries = canaries
+        self.exposure_options = dict(exposure_options or {})
         self.trainer: Any = None
         self.last_result: Any = None  # the latest memlens AuditResult
         self.history: list[dict[str, float]] = []  # every logged dict, with its step
@@ -172,6 +183,11 @@ class MemlensCallback(TrainerCallback):
         model = _unwrap(model)
         result = self._run(args, model, tokenizer)
         logs = metrics_to_logs(result)
+        if self.canaries is not None:
+            exp = self._exposure(model, tokenizer)
+            result.extra["canary_exposure"] = exp.to_dict()
+            for k, v in exp.by_repetition().items():
+                logs[f"memlens/exposure/rep{k}"] = v["mean"]
         self.last_result = result
         self.history.append({**logs, "step": state.global_step})
         if logs:
@@ -199,6 +215,13 @@ class MemlensCallback(TrainerCallback):
                          attack_params=self.attack_params, tokenizer=tokenizer, batch_size=self.batch_size,
                          max_length=self.max_length, cache_dir=cache_dir, n_bootstrap=self.n_bootstrap,
                          seed=self.seed, progress=False)
+
+
+    def _exposure(self, model: torch.nn.Module, tokenizer: Any):
+        from memlens.canary import model_exposure
+
+        with preserved_state(model):
+            return model_exposure(model, tokenizer, self.canaries, **{"seed": self.seed, **self.exposure_options})
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
