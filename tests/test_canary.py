@@ -229,26 +229,25 @@ def test_sequence_logprobs_matches_a_hand_computation(tokenizer):
 @pytest.mark.slow
 def test_exposure_grows_with_repetitions_on_a_trained_tiny_llama():
     """A tiny Llama trained on word salads with canaries inserted 1/4/16 times: the canaries seen
-    more often get higher exposure, and held-out canaries get little."""
+    more often get higher exposure, and held-out canaries get little. |R| = 10^6: the exposure is
+    the extrapolated (skew-normal) estimate, as in the paper for large spaces."""
     from tests.conftest import make_corpus, make_llama, make_tokenizer
     from tests.tiny_lm import train_causal_lm
 
-    res = train_and_measure(make_corpus, make_llama, make_tokenizer, train_causal_lm)
-    by = res.by_repetition()
-    assert by[16]["mean"] > by[4]["mean"] > by[1]["mean"] > by[0]["mean"], by
-    assert by[16]["min"] > 6.0 and by[0]["mean"] < 3.0, by
-
-
-def train_and_measure(make_corpus, make_llama, make_tokenizer, train_causal_lm, *, seed=0, steps=80):
+    seed = 0
     corpus = make_corpus(seed=seed, n=60)
     # a context slot gives every canary its own name, so the canaries do not compete for one prefix
-    m = C.make_canaries("{=Aaaa}'s pin is {ddd}", repetitions=[1, 4, 16], per_count=3, held_out=3, seed=seed)
+    m = C.make_canaries("{=Aaaa}'s pin is {dddddd}", repetitions=[1, 4, 16], per_count=3, held_out=3, seed=seed)
     texts = corpus + [c.text for c in m.inserted() for _ in range(c.repetitions)]
     random.Random(seed).shuffle(texts)
     tok = make_tokenizer(corpus, vocab_size=300)
     model = make_llama(len(tok), seed=seed, init=0.02)
-    train_causal_lm(model, tok, texts, steps=steps, lr=3e-3, seed=seed)
-    return C.model_exposure(model, tok, m)
+    train_causal_lm(model, tok, texts, steps=80, lr=3e-3, seed=seed)
+    res = C.model_exposure(model, tok, m, n_samples=1000)
+    assert {c.method for c in res.canaries} == {"extrapolated"}
+    by = res.by_repetition()
+    assert by[16]["mean"] > by[4]["mean"] > by[1]["mean"] > by[0]["mean"], by
+    assert by[16]["min"] > 15.0 and by[0]["mean"] < 3.0, by
 
 
 def test_target_exposure_from_a_saved_model_equals_the_in_memory_one(llama, tmp_path):

@@ -124,3 +124,28 @@ def test_bad_inputs():
 
     with pytest.raises(DataError):
         MemlensCallback(["a text"], [])
+
+
+def test_auto_reference_is_the_adapter_disabled_model(tmp_path, texts, tok):
+    pytest.importorskip("peft")
+    from peft import LoraConfig, get_peft_model
+
+    from memlens.data import DataError
+    from memlens.integrations import MemlensCallback
+
+    members, held_out = texts
+    trainer = _trainer(tmp_path, "lora", tok, members, held_out[:8], max_steps=2)
+    cb = MemlensCallback(members[:20], held_out[:20], reference="auto", attacks=["loss", "ref"], report=False, cache_dir=None,
+                         on_evaluate=False)
+    with pytest.raises(DataError, match="needs a peft model"):  # a plain model has no adapter to disable
+        cb.attach(trainer).train()
+    lora = get_peft_model(make_gpt2(len(tok), seed=0, init=0.02), LoraConfig(r=4, target_modules=["c_attn"], init_lora_weights=False))
+    cb2 = MemlensCallback(members[:20], held_out[:20], reference="auto", attacks=["loss", "ref"], report=False, cache_dir=None,
+                          on_evaluate=False)
+    cb2.on_train_begin(trainer.args, trainer.state, trainer.control, model=lora)
+    lora.train()
+    cb2._audit_and_log(trainer.args, trainer.state, lora, tok, final=True)
+    assert lora.training  # the audit ran in eval mode and gave the training mode back
+    assert [r["name"] for r in cb2.last_result.settings["references"]] == ["AdapterDisabled"]
+    # with the adapter off the reference is the base: the 'ref' score (target - reference) is not all zero
+    assert abs(cb2.last_result.scores["ref"]).max() > 1e-3

@@ -402,7 +402,11 @@ def exposure_exact(secret_logppl: float, candidate_logppl: np.ndarray, space_siz
 def exposure_extrapolated(secret_logppl: float, sample_logppl: np.ndarray) -> tuple[float, dict[str, float]]:
     """Exposure estimated from a uniform sample of candidates (The Secret Sharer, sec. 4.3):
     fit a skew-normal to the sampled log-perplexities and read rank/|R| off its CDF at the
-    secret's log-perplexity: exposure = −log2 CDF(secret). The fitted parameters are returned."""
+    secret's log-perplexity: exposure = −log2 CDF(secret). The fitted parameters are returned.
+
+    Being read off a fitted tail, the estimate is not bounded by log2|R| (the exact value is): a
+    secret far more likely than every sampled candidate gets more than log2|R|, which says "ranked
+    first, by a wide margin" and keeps strongly memorized canaries apart instead of tying them."""
     from scipy import stats
 
     x = np.asarray(sample_logppl, dtype=np.float64)

@@ -153,7 +153,9 @@ class MemlensCallback(TrainerCallback):
             self._warned.add(key)
             log.warning(msg)
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if isinstance(self.reference, str) and self.reference == "auto" and model is not None:
+            _adapter_disabled(_unwrap(model))  # fail before training, not at the first evaluation
         if self.trainer is None:
             self.trainer = _find_trainer(self)
         if self.trainer is None:
