@@ -63,8 +63,9 @@ def test_callback_logs_metrics_and_leaves_training_unchanged(tmp_path, texts, to
     assert audited.model.training == plain.model.training
 
     logged = [h for h in audited.state.log_history if "memlens/loss/auc" in h]
-    # two evaluations (steps 3 and 6) and the end of training
-    assert [h["step"] for h in logged] == [3, 6, 6]
+    # two evaluations (steps 3 and 6); the end of training, right after the step-6 evaluation, has
+    # the same weights: not audited or logged twice
+    assert [h["step"] for h in logged] == [3, 6]
     for h in logged:
         for attack in ("loss", "zlib", "mink"):
             assert 0.0 <= h[f"memlens/{attack}/auc"] <= 1.0
@@ -76,7 +77,7 @@ def test_callback_logs_metrics_and_leaves_training_unchanged(tmp_path, texts, to
     out = tmp_path / "audited"
     assert (out / "report.html").stat().st_size > 1000
     assert (out / "memlens" / "results.json").is_file()
-    assert len(cb.history) == 3
+    assert len(cb.history) == 2
 
 
 def test_attach_and_reference(tmp_path, texts, tok):
@@ -93,7 +94,7 @@ def test_attach_and_reference(tmp_path, texts, tok):
     assert cb.trainer is trainer and cb in trainer.callback_handler.callbacks
     trainer.train()
     logged = [h for h in trainer.state.log_history if "memlens/ref/auc" in h]
-    assert len(logged) == 2  # evaluation at step 3 and the end of training
+    assert len(logged) == 1  # evaluation at step 3; training ends there with the same weights
     for h in logged:  # the canaries are not in this training set: any exposure is in 0..log2(100)
         assert set(h) >= {"memlens/exposure/rep0", "memlens/exposure/rep2"}
         assert all(0.0 <= h[f"memlens/exposure/rep{k}"] <= math.log2(100) for k in (0, 2))

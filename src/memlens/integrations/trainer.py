@@ -139,6 +139,7 @@ class MemlensCallback(TrainerCallback):
         self.last_result: Any = None  # the latest memlens AuditResult
         self.history: list[dict[str, float]] = []  # every logged dict, with its step
         self._warned: set[str] = set()
+        self._last_fingerprint: str | None = None
 
     # ------------------------------------------------------------------ wiring
     def attach(self, trainer: Any) -> Any:
@@ -183,26 +184,37 @@ class MemlensCallback(TrainerCallback):
                             "membership audit is skipped")
             return
         model = _unwrap(model)
-        result = self._run(args, model, tokenizer)
-        logs = metrics_to_logs(result)
-        if self.canaries is not None:
-            exp = self._exposure(model, tokenizer)
-            result.extra["canary_exposure"] = exp.to_dict()
-            for k, v in exp.by_repetition().items():
-                logs[f"memlens/exposure/rep{k}"] = v["mean"]
-        self.last_result = result
-        self.history.append({**logs, "step": state.global_step})
-        if logs:
-            if self.trainer is not None:
-                self.trainer.log(dict(logs))
-            else:
-                state.log_history.append({**logs, "step": state.global_step})
+        from memlens.models.loading import fingerprint_module
+
+        fp = fingerprint_module(model)
+        if fp == self._last_fingerprint and self.last_result is not None:
+            # training ended right after an evaluation: same weights, already logged at this step
+            result = self.last_result
+        else:
+            result = self._run(args, model, tokenizer)
+            logs = metrics_to_logs(result)
+            if self.canaries is not None:
+                exp = self._exposure(model, tokenizer)
+                result.extra["canary_exposure"] = exp.to_dict()
+                for k, v in exp.by_repetition().items():
+                    logs[f"memlens/exposure/rep{k}"] = v["mean"]
+            self._last_fingerprint = fp
+            self.last_result = result
+            self.history.append({**logs, "step": state.global_step})
+            self._log(state, logs)
         if final and self.write_report and state.is_world_process_zero:
             out = Path(args.output_dir)
             from memlens.report.html import write_report
 
             result.save(out / "memlens")
             write_report(result, out)
+
+    def _log(self, state, logs: dict[str, float]) -> None:
+        if logs:
+            if self.trainer is not None:
+                self.trainer.log(dict(logs))
+            else:
+                state.log_history.append({**logs, "step": state.global_step})
 
     def _run(self, args, model: torch.nn.Module, tokenizer: Any):
         from memlens.audit import audit
