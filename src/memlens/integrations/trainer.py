@@ -163,13 +163,14 @@ class MemlensCallback(TrainerCallback):
             self._warn_once("no-trainer", "memlens: MemlensCallback cannot reach the trainer, so its metrics go to "
                             "state.log_history only (no report_to trackers); use MemlensCallback(...).attach(trainer)")
 
+    # transformers < 4.46 passes the tokenizer as ``tokenizer``, later versions as ``processing_class``
     def on_evaluate(self, args, state, control, model=None, processing_class=None, **kwargs):
         if self.audit_on_evaluate:
-            self._audit_and_log(args, state, model, processing_class, final=False)
+            self._audit_and_log(args, state, model, processing_class or kwargs.get("tokenizer"), final=False)
 
     def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
         if self.audit_on_train_end:
-            self._audit_and_log(args, state, model, processing_class, final=True)
+            self._audit_and_log(args, state, model, processing_class or kwargs.get("tokenizer"), final=True)
 
     # ------------------------------------------------------------------ the audit
     def _audit_and_log(self, args, state, model, tokenizer, *, final: bool) -> None:
