@@ -36,7 +36,8 @@ def main() -> None:
         aucs.append(r.metrics.auc)
         verdicts[r.verdict] += 1
         lo, hi = r.metrics.auc_ci
-        print(f"testbed seed {seed}: {len(mem)} vs {len(non)} texts  blind AUC {r.metrics.auc:.3f} [{lo:.3f}, {hi:.3f}]  {r.verdict}", flush=True)
+        print(f"testbed seed {seed}: {len(mem)} vs {len(non)} texts  blind AUC {r.metrics.auc:.3f} [{lo:.3f}, {hi:.3f}]  "
+              f"{r.verdict}", flush=True)
     a = np.asarray(aucs)
     print(f"null ({'default' if args.full else 'quick'} testbed, {args.seeds} seeds): mean AUC {a.mean():.3f}, sd {a.std(ddof=1):.3f}, "
           f"range {a.min():.3f}-{a.max():.3f}, verdicts {dict(verdicts)}  ({time.perf_counter() - t0:.0f}s)")

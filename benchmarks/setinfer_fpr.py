@@ -59,12 +59,14 @@ def false_positives(args) -> None:
         for size in args.sizes:
             t = time.perf_counter()
             fpr, ps = false_positive_rate(pool, n_splits=args.splits, size=size, alpha=args.alpha, test=test, method="split")
-            print(f"  split    {test:11s} n={size:4d}+{size:<4d} FPR {fpr:.3f}  (p<0.01: {(ps < 0.01).mean():.3f})  {time.perf_counter() - t:.1f}s")
+            print(f"  split    {test:11s} n={size:4d}+{size:<4d} FPR {fpr:.3f}  (p<0.01: {(ps < 0.01).mean():.3f})  "
+                  f"{time.perf_counter() - t:.1f}s")
     for size in args.sizes[1:2]:
         t = time.perf_counter()
         fpr, _ = false_positive_rate(pool, n_splits=args.crossfit_splits, size=size, alpha=args.alpha, test="welch", method="crossfit",
                                      n_permutations=args.permutations)
-        print(f"  crossfit welch       n={size:4d}+{size:<4d} FPR {fpr:.3f}  ({args.crossfit_splits} splits, {args.permutations} permutations) "
+        print(f"  crossfit welch       n={size:4d}+{size:<4d} FPR {fpr:.3f}  "
+              f"({args.crossfit_splits} splits, {args.permutations} permutations) "
               f"{time.perf_counter() - t:.1f}s")
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from memlens.errors import BlindError  # noqa: F401  (raised here; defined with the other user errors)
 from memlens.metrics import AttackMetrics, evaluate
 
 #: A blind AUC at or above this says the two sets differ (the issue's threshold; Das et al.'s blind
@@ -43,10 +44,6 @@ _DATE = re.compile(
     r"\b\d{4}-\d{1,2}-\d{1,2}\b|\b\d{1,2}/\d{1,2}/\d{2,4}\b"
     rf"|\b{_MONTH}\s+\d{{1,2}},?\s+\d{{4}}\b|\b\d{{1,2}}\s+{_MONTH}\s+\d{{4}}\b"
 )
-
-
-class BlindError(ValueError):
-    """The blind baseline cannot be computed for these inputs (one-line message)."""
 
 
 def text_features(texts: Sequence[str]) -> np.ndarray:

@@ -54,3 +54,15 @@ class ClassifierError(LTMIAError):
 
 class FinetuneError(MemlensError, RuntimeError):
     """A fine-tune cannot run as asked (missing extra, bad settings, ...)."""
+
+
+class BlindError(MemlensError, ValueError):
+    """The blind baseline cannot be computed for these inputs (one-line message)."""
+
+
+class SetInferenceError(MemlensError, ValueError):
+    """Bad input for set inference (one-line message)."""
+
+
+class RedactError(MemlensError, ValueError):
+    """Bad spans for redaction (one-line message)."""

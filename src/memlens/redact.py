@@ -20,10 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from memlens.data import Sample
-
-
-class RedactError(ValueError):
-    """Bad spans for redaction (one-line message)."""
+from memlens.errors import RedactError  # noqa: F401  (raised here; defined with the other user errors)
 
 
 def _merge(spans: Iterable[dict], n: int, where: str) -> list[dict]:

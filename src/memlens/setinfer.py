@@ -38,14 +38,12 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from memlens.errors import SetInferenceError  # noqa: F401  (raised here; defined with the other user errors)
+
 TESTS = ("welch", "mannwhitney")
 METHODS = ("split", "crossfit")
 #: Columns of an audit's score table that are not attack scores.
 NON_ATTACK_COLUMNS = ("id", "label", "tier", "kind")
-
-
-class SetInferenceError(ValueError):
-    """Bad input for set inference (one-line message)."""
 
 
 def _matrix(df: pd.DataFrame | np.ndarray, attacks: Sequence[str] | None, what: str) -> tuple[np.ndarray, list[str]]:
@@ -194,7 +192,8 @@ class SetInferenceResult:
     n_suspect: int
     n_unseen: int
     attacks: list[str]
-    weights: pd.DataFrame  # per fitted aggregator (one for "split", one per fold for "crossfit"), the aggregator's weight on each standardized attack score
+    # per fitted aggregator (one for "split", one per fold for "crossfit"), its weight on each standardized attack score
+    weights: pd.DataFrame
     suspect_scores: np.ndarray  # held-out aggregated scores of the tested suspect texts
     unseen_scores: np.ndarray
     notes: list[str] = field(default_factory=list)
@@ -246,7 +245,8 @@ def set_inference(suspect: pd.DataFrame | np.ndarray, unseen: pd.DataFrame | np.
     xu, _ = _matrix(unseen, names, "unseen set")
     need = 4 if method == "split" else 2 * folds  # two texts per set on each side of every split
     if min(len(xs), len(xu)) < need:
-        raise SetInferenceError(f"set inference ({method}) needs at least {need} texts in each set (got {len(xs)} suspect, {len(xu)} unseen)")
+        raise SetInferenceError(f"set inference ({method}) needs at least {need} texts in each set "
+                                f"(got {len(xs)} suspect, {len(xu)} unseen)")
     notes = []
     if method == "split":
         s, u, w = split_scores(xs, xu, seed, C, nonnegative)

@@ -253,7 +253,7 @@ def _adapter_disabled(model: torch.nn.Module) -> torch.nn.Module:
         from memlens.data import DataError
 
         raise DataError("reference='auto' needs a peft model (the reference is the model with its adapter disabled)")
-    from memlens.testbed.finetune import AdapterDisabled
+    from memlens.models.adapters import AdapterDisabled
 
     return AdapterDisabled(model)
 

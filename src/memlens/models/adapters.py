@@ -13,6 +13,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from memlens.models.loading import ModelLoadError, load_model, load_tokenizer, resolve_model
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -61,8 +63,6 @@ def load_adapter(adapter_dir: str | os.PathLike, base: str | os.PathLike | None 
         raise ModelLoadError(f"adapter {p}: its base model {base_spec} cannot be loaded ({e}); pass --base") from None
     model = load_model(ms, device=device, dtype=dtype, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     if ms.gguf_file:  # a GGUF-loaded model carries a quantizer peft cannot wrap: use its dequantized weights
-        from memlens.testbed.finetune import plain_copy
-
         dev = next(model.parameters()).device
         model = plain_copy(model).to(dev)
     has_tok = any((p / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
@@ -87,8 +87,7 @@ def adapter_handles(adapter_dir: str | os.PathLike, reference: Any = "auto", *, 
     """``(target, references)`` as memlens handles for an adapter directory: the adapted model and,
     for ``reference="auto"``, the same model with its adapter disabled (``None``: no reference;
     anything else is passed through for :func:`memlens.audit` to resolve)."""
-    from memlens.pipeline import LoadOptions, ModelHandle
-    from memlens.testbed.finetune import AdapterDisabled
+    from memlens.models.handle import LoadOptions, ModelHandle
 
     o = options or LoadOptions()
     peft_model, tok = load_adapter(adapter_dir, base, device=o.device, dtype=o.dtype, trust_remote_code=o.trust_remote_code,
@@ -99,3 +98,54 @@ def adapter_handles(adapter_dir: str | os.PathLike, reference: Any = "auto", *, 
     if reference is None:
         return target, []
     return target, reference
+
+
+def plain_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """The same weights in a plain ``AutoModelForCausalLM.from_config`` model.
+
+    A GGUF-loaded model carries a quantizer that refuses ``save_pretrained``; its dequantized
+    weights copied into a fresh model of the same config train and save like any other.
+    """
+    from transformers import AutoModelForCausalLM
+
+    plain = AutoModelForCausalLM.from_config(model.config)
+    plain.load_state_dict(model.state_dict(), strict=True)
+    plain.to(dtype=next(model.parameters()).dtype)
+    return plain.eval()
+
+
+class AdapterDisabled(torch.nn.Module):
+    """The base model inside a ``peft`` model: ``forward``/``generate`` run with the adapter off.
+
+    Only one copy of the base weights is in memory: the wrapper holds the peft model itself.
+    ``state_dict()`` leaves the adapter's tensors out, so memlens fingerprints the wrapper by the
+    base weights alone: it differs from the target's fingerprint (which includes the adapter) and
+    stays the same across adapters trained on the same base, which is right for the cache.
+    """
+
+    def __init__(self, peft_model: torch.nn.Module):
+        super().__init__()
+        self.peft_model = peft_model
+        base = peft_model.get_base_model()
+        self.config = base.config
+        self.generation_config = getattr(base, "generation_config", None)
+
+    def forward(self, *args: Any, **kwargs: Any):
+        with self.peft_model.disable_adapter():
+            return self.peft_model(*args, **kwargs)
+
+    @torch.no_grad()
+    def generate(self, *args: Any, **kwargs: Any):
+        with self.peft_model.disable_adapter():
+            return self.peft_model.generate(*args, **kwargs)
+
+    def state_dict(self, *args: Any, **kwargs: Any):
+        sd = super().state_dict(*args, **kwargs)
+        for k in [k for k in sd if ".lora_" in k or k.startswith("lora_")]:
+            del sd[k]
+        return sd
+
+
+# --------------------------------------------------------------------------------------------
+# Result
+# --------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ import torch
 
 from memlens._io import json_hash
 from memlens.errors import FinetuneError  # noqa: F401  (re-exported: its old home)
+from memlens.models.adapters import AdapterDisabled, plain_copy  # noqa: F401  (re-exported: their old home)
 
 from .build import TestbedPaths, read_jsonl
 from .train import collate, length_bucketed_batches, warmup_cosine  # one batch rule and one schedule for every causal-LM training loop
@@ -91,20 +92,6 @@ def resolve_base(base: str | Path, gguf_file: str | None = None) -> str:
     return b
 
 
-def plain_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """The same weights in a plain ``AutoModelForCausalLM.from_config`` model.
-
-    A GGUF-loaded model carries a quantizer that refuses ``save_pretrained``; its dequantized
-    weights copied into a fresh model of the same config train and save like any other.
-    """
-    from transformers import AutoModelForCausalLM
-
-    plain = AutoModelForCausalLM.from_config(model.config)
-    plain.load_state_dict(model.state_dict(), strict=True)
-    plain.to(dtype=next(model.parameters()).dtype)
-    return plain.eval()
-
-
 def load_base(base: str | Path, *, device: str = "cpu", trust_remote_code: bool = False, gguf_file: str | None = None):
     """``(model, tokenizer, ModelSpec)`` of a base: float32, eval mode, on ``device``; a GGUF base is
     dequantized into a plain model (see :func:`plain_copy`)."""
@@ -118,41 +105,6 @@ def load_base(base: str | Path, *, device: str = "cpu", trust_remote_code: bool 
     return model.to(pick_device(device)).eval(), tok, ms
 
 
-class AdapterDisabled(torch.nn.Module):
-    """The base model inside a ``peft`` model: ``forward``/``generate`` run with the adapter off.
-
-    Only one copy of the base weights is in memory: the wrapper holds the peft model itself.
-    ``state_dict()`` leaves the adapter's tensors out, so memlens fingerprints the wrapper by the
-    base weights alone: it differs from the target's fingerprint (which includes the adapter) and
-    stays the same across adapters trained on the same base, which is right for the cache.
-    """
-
-    def __init__(self, peft_model: torch.nn.Module):
-        super().__init__()
-        self.peft_model = peft_model
-        base = peft_model.get_base_model()
-        self.config = base.config
-        self.generation_config = getattr(base, "generation_config", None)
-
-    def forward(self, *args: Any, **kwargs: Any):
-        with self.peft_model.disable_adapter():
-            return self.peft_model(*args, **kwargs)
-
-    @torch.no_grad()
-    def generate(self, *args: Any, **kwargs: Any):
-        with self.peft_model.disable_adapter():
-            return self.peft_model.generate(*args, **kwargs)
-
-    def state_dict(self, *args: Any, **kwargs: Any):
-        sd = super().state_dict(*args, **kwargs)
-        for k in [k for k in sd if ".lora_" in k or k.startswith("lora_")]:
-            del sd[k]
-        return sd
-
-
-# --------------------------------------------------------------------------------------------
-# Result
-# --------------------------------------------------------------------------------------------
 @dataclass
 class FinetuneResult:
     """A fine-tuned model in memory (eval mode, on the training device) and where it was saved."""

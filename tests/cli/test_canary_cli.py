@@ -6,7 +6,7 @@ import json
 import typer
 from typer.testing import CliRunner
 
-from memlens.canary_cli import canary_app
+from memlens.cli.canary import canary_app
 
 runner = CliRunner()
 app = typer.Typer()

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from memlens.cli import console, friendly_errors
+from memlens.cli._common import console, friendly_errors
 
 canary_app = typer.Typer(add_completion=False, no_args_is_help=True,
                          help="Canaries: make them, insert them into training data, measure their exposure after training.")

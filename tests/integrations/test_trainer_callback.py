@@ -20,7 +20,8 @@ def _trainer(tmp_path, name, tok, train_texts, eval_texts, callbacks=(), max_ste
     for m in model.modules():
         if m.__class__.__name__ == "Dropout":
             m.p = 0.1
-    enc = lambda texts: [{"input_ids": tok(t)["input_ids"]} for t in texts]
+    def enc(texts):
+        return [{"input_ids": tok(t)["input_ids"]} for t in texts]
     args = TrainingArguments(output_dir=str(tmp_path / name), per_device_train_batch_size=8, per_device_eval_batch_size=16,
                              max_steps=max_steps, learning_rate=3e-3, eval_strategy="steps", eval_steps=3, logging_steps=1,
                              save_strategy="no", report_to=[], use_cpu=True, seed=0, data_seed=0, dataloader_num_workers=0,
