@@ -9,7 +9,7 @@ import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -62,25 +62,40 @@ class AuditResult:
             **self.extra,
         }
 
-    def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write scores.csv, texts.jsonl, results.json, token_scores.parquet and roc.png (if there are metrics)."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+    def save(self, out_dir: str | os.PathLike, *, extra: Mapping[str, Callable[[Path], Any]] | None = None,
+             info: Mapping[str, Any] | None = None) -> Path:
+        """Write scores.csv, texts.jsonl, results.json, token_scores.parquet and roc.png (if there are metrics)
+        as one set with a manifest.json (memlens.outputs): a failure part-way leaves the directory's
+        earlier outputs as they were. ``extra``: further files of the set by name (e.g. the CLI's
+        report.html), each a function that writes the path it is given; ``info``: put in the manifest."""
+        from memlens.outputs import write_set
+
+        writers: dict[str, Callable[[Path], Any]] = {
+            "scores.csv": self._save_scores, "texts.jsonl": self._save_texts,
+            "results.json": lambda p: p.write_text(json.dumps(self.results_dict(), indent=2, default=json_default)),
+            "token_scores.parquet": self._save_tokens,
+        }
+        if self.metrics:
+            writers["roc.png"] = self._save_roc
+        writers.update(extra or {})
+        return write_set(out_dir, writers, info)
+
+    def _save_scores(self, path: Path) -> None:
         # ids and tiers are the user's strings: a leading quote keeps a spreadsheet from running them as
         # formulas, and quoting every string keeps a carriage return in one from splitting its row.
         safe = self.scores.apply(lambda c: c if pd.api.types.is_numeric_dtype(c) else c.map(spreadsheet_escape))
-        safe.to_csv(out / "scores.csv", index=False, quoting=csv.QUOTE_NONNUMERIC)
-        # the report and `memlens show` read these back
-        write_jsonl(out / "texts.jsonl", ({"id": smp.id, "text": smp.text, "label": smp.label, "meta": smp.meta}
-                                          for smp in self.samples), default=json_default)
-        (out / "results.json").write_text(json.dumps(self.results_dict(), indent=2, default=json_default))
-        self._save_tokens(out / "token_scores.parquet")
-        if self.metrics:
-            from memlens.plots import plot_roc
+        safe.to_csv(path, index=False, quoting=csv.QUOTE_NONNUMERIC)
 
-            labels = self.scores["label"].to_numpy()
-            plot_roc({a: (labels, self.scores[a].to_numpy()) for a in self.metrics}, out / "roc.png")
-        return out
+    def _save_texts(self, path: Path) -> None:
+        # the report and `memlens show` read these back
+        write_jsonl(path, ({"id": smp.id, "text": smp.text, "label": smp.label, "meta": smp.meta} for smp in self.samples),
+                    default=json_default)
+
+    def _save_roc(self, path: Path) -> None:
+        from memlens.plots import plot_roc
+
+        labels = self.scores["label"].to_numpy()
+        plot_roc({a: (labels, self.scores[a].to_numpy()) for a in self.metrics}, path)
 
     def _save_tokens(self, path: Path) -> None:
         import pyarrow as pa
@@ -238,15 +253,19 @@ def audit(
     samples = gather_audit_samples(members, nonmembers, data, text_field=text_field)
     if require_labels:
         check_labels(samples)
+    dup_notes = check_duplicate_texts(samples)
     pop = as_samples(population, name="population", text_field=text_field)
     check_unique_ids(pop, "population texts")
     if model_kind not in ("causal", "masked"):
         raise DataError(f"model kind must be causal or masked, got {model_kind!r}")
     if model_kind == "masked":
-        return _audit_masked(target, references, samples, attacks, attack_params, tokenizer, options, masked or {},
-                             cache_dir, settings.max_length, settings.cache_only, settings.progress, seed, fprs, n_bootstrap)
+        result = _audit_masked(target, references, samples, attacks, attack_params, tokenizer, options, masked or {},
+                               cache_dir, settings.max_length, settings.cache_only, settings.progress, seed, fprs, n_bootstrap)
+        result.notes.extend(dup_notes)
+        return result
     t, refs = _handles(target, references, tokenizer, reference_tokenizers, gguf_file, options)
     names = resolve_attack_names(attacks, have_reference=bool(refs), have_population=bool(pop))
+    check_attack_selection(names, attack_params)
     for n in names:  # fail before any model runs
         spec = get_attack(n)
         spec.resolve_params((attack_params or {}).get(n))
@@ -270,7 +289,43 @@ def audit(
         extras={"pair": bundle.pair_records} if bundle.pair_records is not None else {},
     )
     results = run_attacks(inp, names, attack_params)
-    return _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, len(pop))
+    result = _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, len(pop))
+    result.notes.extend(dup_notes)
+    return result
+
+
+def check_attack_selection(names: Sequence[str], attack_params: dict[str, dict] | None) -> None:
+    """No attacks at all, or parameters for an attack that is not run (a typo, or one left out of
+    --attacks), would be silently ignored: one-line errors before any model runs."""
+    if not names:
+        raise DataError("no attacks selected; give --attacks all or a comma-separated list (memlens attacks lists them)")
+    for n in attack_params or {}:
+        get_attack(n)  # an unknown name: its own error, listing the known attacks
+        if n not in names:
+            raise DataError(f"parameters given for attack {n!r}, which is not being run (attacks: {', '.join(names)}); "
+                            f"add it to --attacks or drop -p {n}.*")
+
+
+def check_duplicate_texts(samples: Sequence[Sample]) -> list[str]:
+    """One text given as member and as non-member cannot be both: an error naming both ids. The same
+    text twice with one label counts twice in the metrics: a note (results.json and the CLI)."""
+    from memlens.cache import text_hash
+
+    first: dict[str, Sample] = {}
+    repeats: list[tuple[Sample, Sample]] = []
+    for smp in samples:
+        h = text_hash(smp.text)
+        seen = first.setdefault(h, smp)
+        if seen is smp:
+            continue
+        if seen.label is not None and smp.label is not None and seen.label != smp.label:
+            raise DataError(f"texts {seen.id!r} (label {seen.label}) and {smp.id!r} (label {smp.label}) are the same text: "
+                            "a text cannot be both a member and a non-member; remove one")
+        repeats.append((seen, smp))
+    if not repeats:
+        return []
+    a, b = repeats[0]
+    return [f"{len(repeats)} texts repeat an earlier text with the same label (e.g. {b.id!r} = {a.id!r}); each copy counts in the metrics"]
 
 
 def _audit_masked(target, references, samples, attacks, attack_params, tokenizer, options, masked_opts, cache_dir,
@@ -285,6 +340,7 @@ def _audit_masked(target, references, samples, attacks, attack_params, tokenizer
     ref_list = [] if references is None else (list(references) if isinstance(references, (list, tuple)) else [references])
     refs = [as_masked_handle(r, tokenizer or (t.tokenizer if hasattr(r, "forward") else None), options=options, **kw) for r in ref_list]
     names = resolve_attack_names(attacks, have_reference=bool(refs), have_population=False, model_kind="masked")
+    check_attack_selection(names, attack_params)
     for n in names:
         spec = get_attack(n)
         spec.resolve_params((attack_params or {}).get(n))

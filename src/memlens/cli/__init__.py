@@ -1,9 +1,10 @@
 """The ``memlens`` command line (typer): :mod:`.main` (audit, attack, score, extract, report, show,
-attacks), :mod:`.demo`, :mod:`.testbed`, :mod:`.ltmia`, :mod:`.canary`; :mod:`._common` holds what they share.
+attacks), :mod:`.demo`, :mod:`.testbed`, :mod:`.ltmia`, :mod:`.canary`, :mod:`.cache`; :mod:`._common` holds what they share.
 
 The entry point is ``memlens.cli:app``. Nothing here imports torch until a command runs.
 """
 from memlens.cli import demo as _demo
+from memlens.cli.cache import cache_app
 from memlens.cli.canary import canary_app
 from memlens.cli.ltmia import ltmia_app
 from memlens.cli.main import app
@@ -13,5 +14,6 @@ app.command("demo")(_demo.demo)
 app.add_typer(testbed_app, name="testbed")
 app.add_typer(ltmia_app, name="ltmia")
 app.add_typer(canary_app, name="canary")
+app.add_typer(cache_app, name="cache")
 
 __all__ = ["app"]

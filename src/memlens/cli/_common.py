@@ -35,14 +35,33 @@ def friendly_errors(fn: Callable) -> Callable:
         except (MemlensError, FileNotFoundError) as e:
             print_error(e)
             raise typer.Exit(2)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             err_console.print("interrupted: finished texts are cached; run the same command again to resume")
-            raise typer.Exit(130)
+            raise typer.Exit(143 if isinstance(e, Terminated) else 130)
 
     return wrapper
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop, ``kill``), raised like Ctrl-C so that what is scored gets written."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
+def handle_sigterm() -> None:
+    """SIGTERM handled like Ctrl-C (finish writing what is scored, then exit 143). Python handlers
+    run in the main thread only, so this is a no-op elsewhere (e.g. a command invoked from a thread)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
 def setup(verbose: bool) -> None:
+    handle_sigterm()
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers.utils import logging as hf_logging

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from memlens.cli._common import console, friendly_errors, parse_params, print_metrics, setup
+from memlens.cli._outputs import attack_out_dir, preflight_cli
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Audit language models for training-data memorization.")
@@ -59,6 +60,7 @@ def audit(
                                           help="masked LMs: transformers class (AutoModel + --trust-remote-code for LLaDA/Dream)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
     _cache_only: bool = typer.Option(False, "--cache-only", hidden=True),
+    _run_kind: str = typer.Option("audit", "--run-kind", hidden=True),
 ):
     """Score member and non-member texts with every attack; write scores.csv, results.json, roc.png."""
     setup(verbose)
@@ -66,6 +68,7 @@ def audit(
 
     if members is None and nonmembers is None and data is None:
         raise typer.BadParameter("give --members and --nonmembers, or --data with a label field")
+    preflight_cli(out, None if no_cache else (cache_dir or "default"), [members, nonmembers, data, population], 1 + len(reference or []))
     result = memlens.audit(
         target, reference or None, members=members, nonmembers=nonmembers, data=data, population=population,
         attacks=attacks, attack_params=parse_params(param), gguf_file=gguf_file, device=device, dtype=dtype,
@@ -78,17 +81,17 @@ def audit(
     )
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun every process scores its share; the first one writes the results
-    result.save(out)
-    if report:
-        _write_report(result, out)
+    result.save(out, extra={"report.html": _report_writer(result)} if report else None,
+                info={"command": _run_kind, "attacks": attacks, "attacks_run": result.settings.get("attacks")})
     print_metrics(result)
     console.print(f"wrote {out}/scores.csv, results.json, roc.png" + (", report.html" if report and (out / 'report.html').exists() else ""))
 
 
-def _write_report(result, out: Path) -> None:
+def _report_writer(result):
+    """report.html of the output set: written into the set's staging directory with the other files."""
     from memlens.report import write_report
 
-    write_report(result, out)
+    return lambda path: write_report(result, path.parent)
 
 
 @app.command()
@@ -102,9 +105,12 @@ def attack(
     population: Optional[Path] = typer.Option(None, "--population"),
     attacks: str = typer.Option("all", "--attacks", "-a"),
     param: Optional[List[str]] = typer.Option(None, "--param", "-p"),
-    out: Path = typer.Option(Path("out"), "--out", "-o"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output directory (default out/attack-NAMES, beside an audit's out/)"),
+    force: bool = typer.Option(False, "--force", help="replace the outputs of another run in --out"),
     text_field: str = typer.Option("text", "--text-field"),
     gguf_file: Optional[str] = typer.Option(None, "--gguf-file"),
+    dtype: str = typer.Option("auto", "--dtype", help="the dtype the statistics were computed in: auto is float32 here (CPU); "
+                              "after an audit on a GPU pass bfloat16"),
     max_length: Optional[int] = typer.Option(None, "--max-length", min=2),
     stride: Optional[int] = typer.Option(None, "--stride", min=1),
     temperature: float = typer.Option(1.0, "--temperature", min=1e-6),
@@ -121,13 +127,14 @@ def attack(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Run attacks on cached statistics only (no model runs; fails if any statistic is missing)."""
+    out = attack_out_dir(out, attacks, force)
     audit(target=target, reference=reference, members=members, nonmembers=nonmembers, data=data, population=population,
-          attacks=attacks, param=param, out=out, text_field=text_field, gguf_file=gguf_file, device="cpu", dtype="auto",
+          attacks=attacks, param=param, out=out, text_field=text_field, gguf_file=gguf_file, device="cpu", dtype=dtype,
           device_map=None, batch_size=None, max_length=max_length, stride=stride, temperature=temperature,
           cache_dir=cache_dir, no_cache=False, trust_remote_code=False, allow_pickle=False, bootstrap=bootstrap, seed=seed,
           report=True, model_kind=model_kind, mask_steps=mask_steps, mask_min=mask_min, mask_max=mask_max,
           independent_masks=independent_masks, mask_token_id=mask_token_id, masked_auto_class=masked_auto_class,
-          verbose=verbose, _cache_only=True)
+          verbose=verbose, _cache_only=True, _run_kind="attack")
 
 
 @app.command()

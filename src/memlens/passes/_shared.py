@@ -1,17 +1,45 @@
 """What the causal and the masked pass share: buffered cache writes and the process group."""
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from memlens.cache import CacheNamespace, Record
 
 
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM that arrive inside the block take effect when it ends, so a flush of the
+    paired pass (the target's, each reference's and the pair's shards) is never cut in two. Only in
+    the main thread, where Python runs signal handlers; elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    old = {s: signal.getsignal(s) for s in held}
+    for s in held:
+        signal.signal(s, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+        for s in dict.fromkeys(pending):
+            signal.raise_signal(s)  # now handled as it would have been (KeyboardInterrupt, exit)
+
+
 class Flusher:
-    """Buffers finished texts and writes them to their namespaces every ``every`` texts."""
+    """Buffers finished texts and writes them to their namespaces every ``every`` texts; one flush
+    writes every namespace's shard with signals held (:func:`signals_held`). The pair namespace comes
+    last, and a text counts as done only when every namespace has it, so a crash inside a flush
+    (SIGKILL) re-runs that buffer's texts only."""
 
     def __init__(self, spaces: list[CacheNamespace], every: int):
         self.spaces, self.every = spaces, every
@@ -25,10 +53,11 @@ class Flusher:
             self.flush()
 
     def flush(self) -> None:
-        for ns, b in zip(self.spaces, self.buf):
-            ns.put(b)
-            b.clear()
-        self.last = time.monotonic()
+        with signals_held():
+            for ns, b in zip(self.spaces, self.buf):
+                ns.put(b)
+                b.clear()
+            self.last = time.monotonic()
 
 
 def process_group() -> Any:

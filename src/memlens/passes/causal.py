@@ -100,8 +100,10 @@ def _run_pass(models: list[ModelHandle], texts: list[str], hashes: list[str], sp
     for i in needed:
         unique.setdefault(hashes[i], i)
     if unique and settings.cache_only:
-        raise CacheMissError(f"{len(unique)} texts have no cached statistics for {models[0].name} with these settings; "
-                             "run `memlens audit` or `memlens score` first (same models, --max-length, --stride, --temperature)")
+        dtype = (models[0].numerics or {}).get("dtype")
+        raise CacheMissError(f"{len(unique)} texts have no cached statistics for {models[0].name} with these settings (dtype {dtype}); "
+                             "run `memlens audit` or `memlens score` first (same models, --max-length, --stride, --temperature), "
+                             "or pass the audit's --dtype: after an audit on a GPU, where auto means bfloat16, pass --dtype bfloat16")
     todo = list(unique.values())
     if dist is not None:  # data parallel over texts: every WORLD_SIZE-th text is this process's
         todo = todo[dist.get_rank()::dist.get_world_size()]

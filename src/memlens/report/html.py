@@ -124,10 +124,15 @@ class TokenRows(Mapping):
 def load_saved(results_dir: str | os.PathLike) -> SavedAudit:
     """Read an audit's output directory: results.json and scores.csv (required), texts.jsonl and
     token_scores.parquet (optional: without texts.jsonl the texts are rebuilt from the token
-    strings and there is no ground-truth PII; without the parquet there is no token view)."""
+    strings and there is no ground-truth PII; without the parquet there is no token view).
+
+    Damaged or inconsistent files are refused with one line (:func:`_check_saved`), never read into
+    a partial report: files that do not match manifest.json, a truncated scores.csv, ids missing
+    from texts.jsonl or the parquet, an attack of results.json without its column."""
     import pandas as pd
 
     from memlens.data import DataError, spreadsheet_unescape
+    from memlens.outputs import verify_set
 
     d = Path(results_dir)
     if not d.is_dir():
@@ -135,20 +140,35 @@ def load_saved(results_dir: str | os.PathLike) -> SavedAudit:
     missing = [f for f in ("results.json", "scores.csv") if not (d / f).is_file()]
     if missing:
         raise DataError(f"{d} is not an audit output directory: it lacks {', '.join(missing)}")
+    verify_set(d)
     try:
         results = json.loads((d / "results.json").read_text(encoding="utf-8"))
     except ValueError as e:
         raise DataError(f"{d / 'results.json'} is not valid JSON: {e}") from None
-    scores = pd.read_csv(d / "scores.csv", dtype={"id": str}, keep_default_na=True).to_dict("records")
+    if not isinstance(results, dict):
+        raise DataError(f"{d / 'results.json'} is not an audit's results (not a JSON object)")
+    raw = (d / "scores.csv").read_bytes()
+    if raw and not raw.endswith(b"\n"):  # pandas ends every row with a newline: a missing one is a cut file
+        raise DataError(f"{d / 'scores.csv'} is truncated (its last line is incomplete); rerun the audit")
+    try:
+        frame = pd.read_csv(io.BytesIO(raw), dtype={"id": str}, keep_default_na=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        why = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise DataError(f"{d / 'scores.csv'} cannot be read: {why}") from None
+    scores = frame.to_dict("records")
     for row in scores:  # AuditResult.save quoted string cells for spreadsheets (CSV injection)
         for k, v in row.items():
             row[k] = spreadsheet_unescape(v)
     notes: list[str] = []
     tokens: Mapping[str, dict[str, Any]] = {}
     if (d / "token_scores.parquet").is_file():
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        tokens = TokenRows(pq.read_table(d / "token_scores.parquet", columns=None))
+        try:
+            tokens = TokenRows(pq.read_table(d / "token_scores.parquet", columns=None))
+        except (pa.ArrowException, OSError, KeyError) as e:
+            raise DataError(f"{d / 'token_scores.parquet'} cannot be read ({type(e).__name__}: {e}); rerun the audit") from None
     else:
         notes.append("token_scores.parquet is missing: no token view")
     texts: dict[str, dict[str, Any]] = {}
@@ -172,7 +192,36 @@ def load_saved(results_dir: str | os.PathLike) -> SavedAudit:
             texts[tid] = {"id": tid, "text": "".join(pieces), "meta": {}}
     else:
         notes.append("texts.jsonl is missing: the texts are not shown")
+    _check_saved(d, results, list(frame.columns), scores, texts if (d / "texts.jsonl").is_file() else None, tokens)
     return SavedAudit(results, scores, texts, tokens, notes)
+
+
+def _check_saved(d: Path, results: dict, columns: list[str], scores: list[dict], texts: Mapping | None, tokens: Mapping) -> None:
+    """The saved files describe one audit: one line naming the first disagreement."""
+    from memlens.data import DataError
+
+    hint = "the files are not from one audit; rerun it"
+    if "id" not in columns:
+        raise DataError(f"{d / 'scores.csv'} has no id column: {hint}")
+    n = results.get("n_texts")
+    if isinstance(n, int) and n != len(scores):
+        raise DataError(f"{d / 'scores.csv'} has {len(scores)} texts but results.json says {n}: {hint}")
+    ids = [str(r["id"]) for r in scores]
+    seen: set[str] = set()
+    for i in ids:
+        if i in seen:
+            raise DataError(f"{d / 'scores.csv'} has the id {i!r} twice: {hint}")
+        seen.add(i)
+    attacks = list(results.get("metrics") or {}) + list((results.get("settings") or {}).get("attacks") or [])
+    lost = [a for a in dict.fromkeys(attacks) if a not in columns]
+    if lost:
+        raise DataError(f"results.json has the attack {lost[0]!r} but {d / 'scores.csv'} has no column for it: {hint}")
+    for name, have in (("texts.jsonl", texts), ("token_scores.parquet", tokens or None)):
+        if have is None:
+            continue
+        absent = [i for i in ids if i not in have]
+        if absent:
+            raise DataError(f"{d / name} lacks {len(absent)} of the {len(ids)} texts of scores.csv (e.g. id {absent[0]!r}): {hint}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -618,7 +667,9 @@ def write_report_from_dir(results_dir: str | os.PathLike, *, threshold: float = 
 
     ``report_texts``: how many texts get a token view in the page (:func:`select_token_texts`)."""
     saved = load_saved(results_dir)
-    return _write(Path(out) if out is not None else Path(results_dir) / "report.html", build_html(saved, threshold, report_texts))
+    if out is not None:
+        return _write(Path(out), build_html(saved, threshold, report_texts))
+    return _write_in_set(Path(results_dir), build_html(saved, threshold, report_texts))
 
 
 def write_report(result, out_dir: str | os.PathLike, *, threshold: float = DEFAULT_THRESHOLD,
@@ -626,7 +677,16 @@ def write_report(result, out_dir: str | os.PathLike, *, threshold: float = DEFAU
     """Write ``out_dir/report.html`` for an audit result (from memory: nothing else is written or read).
 
     ``report_texts``: how many texts get a token view in the page (:func:`select_token_texts`)."""
-    return _write(Path(out_dir) / "report.html", build_html(SavedAudit.from_result(result), threshold, report_texts))
+    return _write_in_set(Path(out_dir), build_html(SavedAudit.from_result(result), threshold, report_texts))
+
+
+def _write_in_set(d: Path, html: str) -> Path:
+    """report.html of an output directory, recorded in its manifest (memlens.outputs) when it has one."""
+    from memlens.outputs import add_to_set
+
+    path = _write(d / "report.html", html)
+    add_to_set(d, "report.html")
+    return path
 
 
 def iter_token_pieces(text: str, starts: Iterable[int], ends: Iterable[int]):
