@@ -18,6 +18,11 @@ cache_app = typer.Typer(add_completion=False, no_args_is_help=True,
 CacheDirOpt = typer.Option(None, "--cache-dir", help="the cache directory (default ~/.cache/memlens or $MEMLENS_CACHE)")
 
 
+def _say(text: str) -> None:
+    """One line as it is: no wrapping, and no rich markup read from paths."""
+    console.print(text, soft_wrap=True, highlight=False, markup=False)
+
+
 def _size(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -38,14 +43,14 @@ def info(cache_dir: Optional[Path] = CacheDirOpt):
 
     i = cache_info(cache_dir)
     if not i.exists:
-        console.print(f"{i.root}: no cache (nothing stored)")
+        _say(f"{i.root}: no cache (nothing stored)")
         return
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(i.kinds.items())) or "-"
-    console.print(f"{i.root}: {_size(i.size_bytes)} in {i.shards} shards of {i.namespaces} namespaces ({kinds})")
-    console.print(f"oldest write {_when(i.oldest)}, newest {_when(i.newest)}"
+    _say(f"{i.root}: {_size(i.size_bytes)} in {i.shards} shards of {i.namespaces} namespaces ({kinds})")
+    _say(f"oldest write {_when(i.oldest)}, newest {_when(i.newest)}"
                   + (f"; {i.corrupt} set aside as corrupt" if i.corrupt else "")
                   + (f"; {i.unfinished} unfinished writes" if i.unfinished else ""))
-    console.print("it holds the token ids of every text audited; `memlens cache clear [--older-than 30d]` removes them")
+    _say("it holds the token ids of every text audited; `memlens cache clear [--older-than 30d]` removes them")
 
 
 @cache_app.command("clear")
@@ -64,4 +69,4 @@ def clear(
         raise DataError(str(e)) from None
     r = clear_cache(cache_dir, older_than=age)
     root = cache_dir or default_cache_dir()
-    console.print(f"{root}: removed {r.files} files ({_size(r.bytes)}), {r.namespaces} namespaces emptied")
+    _say(f"{root}: removed {r.files} files ({_size(r.bytes)}), {r.namespaces} namespaces emptied")
