@@ -32,7 +32,7 @@ print("minimum versions:", " ".join(out))
 PY
 pip install -q -c "$pins" -e . "pytest>=8"
 pip list --format=freeze > "$VENV/installed.txt"
-# The core tests: data, cache, attacks, metrics, pipeline and the robustness cases (no slow ones).
-pytest -q -p no:cacheprovider -m "not slow" tests/test_data.py tests/test_cache.py tests/test_attacks.py tests/test_metrics.py \
-  tests/test_pipeline.py tests/robustness
+# The core tests: data, cache, attacks, metrics, the passes and the robustness cases (no slow ones).
+pytest -q -p no:cacheprovider -m "not slow" tests/test_data.py tests/test_cache.py tests/attacks tests/test_metrics.py \
+  tests/passes tests/robustness
 echo "min-versions: passed in $(( $(date +%s) - start )) s"

@@ -19,9 +19,10 @@ def _text_chars(path: Path) -> int:
         return 0  # a missing file gets its own one-line error when it is read
 
 
-def preflight_cli(out: Path, cache_dir: Optional[Path | str], inputs: Iterable[Optional[Path]], n_models: int) -> None:
+def preflight_cli(out: Optional[Path], cache_dir: Optional[Path | str], inputs: Iterable[Optional[Path]], n_models: int) -> None:
     """--out and the cache directory can take this run's files (memlens.outputs.preflight), before any
-    model loads. ``cache_dir``: None for --no-cache, "default"/None-given resolved to the default."""
+    model loads. ``out``: None when the command writes no outputs; ``cache_dir``: None for --no-cache,
+    "default" for the default cache directory."""
     from memlens.cache import default_cache_dir
     from memlens.outputs import preflight
 

@@ -163,6 +163,7 @@ def score(
     from memlens.models.handle import LoadOptions
     from memlens.passes.causal import PassSettings
 
+    preflight_cli(None, cache_dir or "default", texts, 1 + len(reference or []))
     all_texts = [s.text for p in texts for s in load_samples(p, text_field=text_field)]
     bundle = score_texts(target, reference or [], all_texts, gguf_file=gguf_file, cache_dir=cache_dir or "default",
                          settings=PassSettings(batch_size=batch_size, max_length=max_length, stride=stride, temperature=temperature),
