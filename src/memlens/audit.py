@@ -7,6 +7,9 @@ import json
 import logging
 import os
 import platform
+import sys
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -30,6 +33,7 @@ from memlens.data import (
 )
 from memlens.metrics import DEFAULT_FPRS, AttackMetrics, evaluate
 from memlens.models.handle import LoadOptions, ModelHandle
+from memlens.passes._shared import is_main_process
 from memlens.passes.causal import PassSettings, StatsBundle, compute_stats
 from memlens.stats import TokenStats
 from memlens.tokens import token_strings
@@ -50,9 +54,12 @@ class AuditResult:
     notes: list[str] = field(default_factory=list)
     reference_logprobs: list[np.ndarray] | None = None  # aligned to target tokens, for the token view
     extra: dict[str, Any] = field(default_factory=dict)  # further studies (e.g. the demo's), saved in results.json
+    timings: dict[str, float] = field(default_factory=dict)  # wall seconds per stage (results.json "timings")
 
     def results_dict(self) -> dict[str, Any]:
         return {
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "peak_rss_mb": peak_rss_mb(),
             "memlens_version": __version__,
             "settings": self.settings,
             "metrics": {k: m.to_dict() for k, m in self.metrics.items()},
@@ -64,21 +71,44 @@ class AuditResult:
 
     def save(self, out_dir: str | os.PathLike, *, extra: Mapping[str, Callable[[Path], Any]] | None = None,
              info: Mapping[str, Any] | None = None) -> Path:
-        """Write scores.csv, texts.jsonl, results.json, token_scores.parquet and roc.png (if there are metrics)
-        as one set with a manifest.json (memlens.outputs): a failure part-way leaves the directory's
-        earlier outputs as they were. ``extra``: further files of the set by name (e.g. the CLI's
-        report.html), each a function that writes the path it is given; ``info``: put in the manifest."""
+        """Write scores.csv, texts.jsonl, token_scores.parquet, roc.png (if there are metrics) and
+        results.json as one set with a manifest.json (memlens.outputs): a failure part-way leaves the
+        directory's earlier outputs as they were. ``extra``: further files of the set by name (e.g. the
+        CLI's report.html), each a function that writes the path it is given; ``info``: put in the manifest."""
         from memlens.outputs import write_set
 
+        def timed(name: str, write: Callable[[Path], Any]) -> Callable[[Path], Any]:
+            def run(path: Path) -> Any:
+                with self.stage(f"save: {name}"):
+                    return write(path)
+            return run
+
         writers: dict[str, Callable[[Path], Any]] = {
-            "scores.csv": self._save_scores, "texts.jsonl": self._save_texts,
-            "results.json": lambda p: p.write_text(json.dumps(self.results_dict(), indent=2, default=json_default)),
-            "token_scores.parquet": self._save_tokens,
+            "scores.csv": timed("scores.csv", self._save_scores),
+            # the report and `memlens show` read these back
+            "texts.jsonl": timed("texts.jsonl", self._save_texts),
+            "token_scores.parquet": timed("token_scores.parquet", self._save_tokens),
         }
         if self.metrics:
-            writers["roc.png"] = self._save_roc
+            writers["roc.png"] = timed("roc.png", self._save_roc)
         writers.update(extra or {})
+        writers["results.json"] = self._write_results_file  # last, so its timings include the other writes
         return write_set(out_dir, writers, info)
+
+    def write_results_json(self, out_dir: str | os.PathLike) -> None:
+        self._write_results_file(Path(out_dir) / "results.json")
+
+    def _write_results_file(self, path: Path) -> None:
+        path.write_text(json.dumps(self.results_dict(), indent=2, default=json_default))
+
+    @contextmanager
+    def stage(self, name: str):
+        """Add the wall time of the ``with`` block to ``timings[name]``."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
 
     def _save_scores(self, path: Path) -> None:
         # ids and tiers are the user's strings: a leading quote keeps a spreadsheet from running them as
@@ -87,7 +117,6 @@ class AuditResult:
         safe.to_csv(path, index=False, quoting=csv.QUOTE_NONNUMERIC)
 
     def _save_texts(self, path: Path) -> None:
-        # the report and `memlens show` read these back
         write_jsonl(path, ({"id": smp.id, "text": smp.text, "label": smp.label, "meta": smp.meta} for smp in self.samples),
                     default=json_default)
 
@@ -115,6 +144,14 @@ class AuditResult:
         for attack, toks in self.token_scores.items():
             cols[f"{attack}_token"] = [np.asarray(t, dtype=np.float32) for t in toks]
         pq.write_table(pa.table(cols), path)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(rss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
 def json_default(o: Any):
@@ -225,7 +262,7 @@ def audit(
     load: LoadOptions | None = None,
     pass_settings: PassSettings | None = None,
     evaluation: EvalSettings | None = None,
-) -> AuditResult:
+) -> AuditResult | None:
     """Run the membership audit.
 
     ``target``/``references``: hub ids, local directories, ``.gguf`` files, or in-memory models
@@ -239,6 +276,9 @@ def audit(
     allow_pickle, device_map, revision)``, ``pass_settings=PassSettings(batch_size, max_length, stride,
     temperature, progress, cache_only, ...)``, ``evaluation=EvalSettings(fprs, n_bootstrap, seed)``;
     the single keywords of the same names keep working (giving both is an error).
+
+    Under ``torchrun``/``accelerate launch`` every process scores its share of the texts; only the
+    main process returns the result, the others return None once their share is cached.
     """
     import torch
 
@@ -263,7 +303,10 @@ def audit(
                                cache_dir, settings.max_length, settings.cache_only, settings.progress, seed, fprs, n_bootstrap)
         result.notes.extend(dup_notes)
         return result
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
     t, refs = _handles(target, references, tokenizer, reference_tokenizers, gguf_file, options)
+    timings["load (handles, tokenizers)"] = time.perf_counter() - t0
     names = resolve_attack_names(attacks, have_reference=bool(refs), have_population=bool(pop))
     check_attack_selection(names, attack_params)
     for n in names:  # fail before any model runs
@@ -279,7 +322,12 @@ def audit(
         settings.pair_settings = {**settings.pair_settings, **pair_settings}  # a copy: never the caller's dict
     cache = StatsCache(default_cache_dir() if cache_dir == "default" else cache_dir)
     bundle = compute_stats(t, refs, [s.text for s in samples], cache, settings)
+    timings.update({f"texts: {k}": v for k, v in bundle.timings.items()})
     pop_bundle = compute_stats(t, refs, [s.text for s in pop], cache, settings) if pop else None
+    if pop_bundle is not None:
+        timings.update({f"population: {k}": v for k, v in pop_bundle.timings.items()})
+    if not is_main_process():
+        return None  # a data-parallel worker: its share is in the cache; the main process does the rest
     inp = AttackInput(
         texts=[s.text for s in samples], target=bundle.target, references=bundle.references, comparison=bundle.comparison,
         population_texts=[s.text for s in pop],
@@ -288,8 +336,10 @@ def audit(
         population_comparison=pop_bundle.comparison if pop_bundle else None,
         extras={"pair": bundle.pair_records} if bundle.pair_records is not None else {},
     )
+    t0 = time.perf_counter()
     results = run_attacks(inp, names, attack_params)
-    result = _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, len(pop))
+    timings["attacks"] = time.perf_counter() - t0
+    result = _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, len(pop), timings)
     result.notes.extend(dup_notes)
     return result
 
@@ -359,7 +409,10 @@ def _audit_masked(target, references, samples, attacks, attack_params, tokenizer
     return result
 
 
-def _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, n_pop) -> AuditResult:
+def _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, n_pop,
+              timings: dict[str, float] | None = None) -> AuditResult:
+    timings = {} if timings is None else timings
+    t0 = time.perf_counter()
     table: dict[str, Any] = {"id": [s.id for s in samples], "label": [s.label for s in samples]}
     if any("tier" in s.meta for s in samples):
         table["tier"] = [s.meta.get("tier") for s in samples]
@@ -378,8 +431,11 @@ def _assemble(samples, t, refs, results, bundle, names, attack_params, settings,
                 notes.append(f"{n}: {int(bad.sum())} texts got no finite score and count as the least likely members")
                 sc = np.where(bad, np.nanmin(np.where(bad, np.nan, sc)) - 1 if (~bad).any() else 0.0, sc)
             metrics[n] = evaluate(labels, sc, fprs=fprs, n_bootstrap=n_bootstrap, seed=seed)
+    timings["metrics"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     # from the character spans, not one tokenizer.decode per token (memlens.tokens says why)
     strings = [token_strings(s.text, st.span_start, st.span_end) for s, st in zip(samples, bundle.target)]
+    timings["token strings"] = time.perf_counter() - t0
     ref_lp = None
     if bundle.comparison is not None:
         ref_lp = [st.logprob.astype(np.float64) - lr for st, lr in zip(bundle.target, bundle.comparison.log_ratio)]
@@ -394,5 +450,5 @@ def _assemble(samples, t, refs, results, bundle, names, attack_params, settings,
         samples=samples, scores=scores, metrics=metrics,
         token_scores={n: r.token_scores for n, r in results.items() if r.token_scores is not None},
         target_stats=bundle.target, token_strings=strings, settings=settings_d,
-        attack_info={n: r.info for n, r in results.items()}, notes=notes, reference_logprobs=ref_lp,
+        attack_info={n: r.info for n, r in results.items()}, notes=notes, reference_logprobs=ref_lp, timings=timings,
     )

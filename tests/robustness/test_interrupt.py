@@ -36,7 +36,7 @@ def test_a_signal_inside_a_flush_waits_for_every_namespace(tmp_path, monkeypatch
             time.sleep(0.05)  # the handler runs at the next bytecode: a real signal lands inside the flush
 
     monkeypatch.setattr(type(target), "put", put_then_interrupt)
-    fl = Flusher([target, ref, pair], every=100)
+    fl = Flusher([target, ref, pair], every=100, background=False)  # the writes on the main thread, where signals land
     fl.add([{"h1": _rec(3)}, {"h1": _rec(3)}, {"h1": {"log_ratio": np.zeros(3, dtype=np.float32)}}])
     with pytest.raises(KeyboardInterrupt):
         fl.flush()

@@ -20,6 +20,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 # Options shared by audit / attack / score.
 TargetOpt = typer.Option(..., "--target", "-t", help="target model: hub id, local directory or .gguf file")
 RefOpt = typer.Option(None, "--reference", "-r", help="reference model(s) (repeat the flag for several)")
+# the default is memlens.report.html.DEFAULT_REPORT_TEXTS (not imported here: it would slow `memlens --help`)
+REPORT_TEXTS_HELP = "texts with a token-level view in report.html (the rest: `memlens show ID`)"
 
 
 @app.command()
@@ -50,6 +52,7 @@ def audit(
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="bootstrap resamples for confidence intervals"),
     seed: int = typer.Option(0, "--seed"),
     report: bool = typer.Option(True, "--report/--no-report", help="write report.html"),
+    report_texts: int = typer.Option(200, "--report-texts", min=0, help=REPORT_TEXTS_HELP),
     model_kind: str = typer.Option("causal", "--model-kind", help="causal (autoregressive) or masked (masked / diffusion LM: SAMA)"),
     mask_steps: int = typer.Option(16, "--mask-steps", min=2, help="masked LMs: progressive masking steps T"),
     mask_min: float = typer.Option(0.05, "--mask-min", min=0.0, max=1.0, help="masked LMs: smallest mask density"),
@@ -79,19 +82,24 @@ def audit(
         masked={"steps": mask_steps, "alpha_min": mask_min, "alpha_max": mask_max, "nested": not independent_masks,
                 "mask_token_id": mask_token_id, "auto_class": masked_auto_class},
     )
-    if int(os.environ.get("RANK", "0")) != 0:
+    if result is None or int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun every process scores its share; the first one writes the results
-    result.save(out, extra={"report.html": _report_writer(result)} if report else None,
+    result.save(out, extra={"report.html": _report_writer(result, report_texts)} if report else None,
                 info={"command": _run_kind, "attacks": attacks, "attacks_run": result.settings.get("attacks")})
     print_metrics(result)
     console.print(f"wrote {out}/scores.csv, results.json, roc.png" + (", report.html" if report and (out / 'report.html').exists() else ""))
 
 
-def _report_writer(result):
-    """report.html of the output set: written into the set's staging directory with the other files."""
+def _report_writer(result, report_texts: int):
+    """report.html of the output set: written into the set's staging directory with the other files,
+    before results.json (whose timings then include the report's)."""
     from memlens.report import write_report
 
-    return lambda path: write_report(result, path.parent)
+    def write(path: Path) -> None:
+        with result.stage("report"):
+            write_report(result, path.parent, report_texts=report_texts)
+
+    return write
 
 
 @app.command()
@@ -117,6 +125,8 @@ def attack(
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir"),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0),
     seed: int = typer.Option(0, "--seed"),
+    report: bool = typer.Option(True, "--report/--no-report", help="write report.html"),
+    report_texts: int = typer.Option(200, "--report-texts", min=0, help=REPORT_TEXTS_HELP),
     model_kind: str = typer.Option("causal", "--model-kind"),
     mask_steps: int = typer.Option(16, "--mask-steps", min=2),
     mask_min: float = typer.Option(0.05, "--mask-min"),
@@ -132,7 +142,7 @@ def attack(
           attacks=attacks, param=param, out=out, text_field=text_field, gguf_file=gguf_file, device="cpu", dtype=dtype,
           device_map=None, batch_size=None, max_length=max_length, stride=stride, temperature=temperature,
           cache_dir=cache_dir, no_cache=False, trust_remote_code=False, allow_pickle=False, bootstrap=bootstrap, seed=seed,
-          report=True, model_kind=model_kind, mask_steps=mask_steps, mask_min=mask_min, mask_max=mask_max,
+          report=report, report_texts=report_texts, model_kind=model_kind, mask_steps=mask_steps, mask_min=mask_min, mask_max=mask_max,
           independent_masks=independent_masks, mask_token_id=mask_token_id, masked_auto_class=masked_auto_class,
           verbose=verbose, _cache_only=True, _run_kind="attack")
 
@@ -223,12 +233,13 @@ def extract(
 
 @app.command()
 @friendly_errors
-def report(results_dir: Path = typer.Argument(..., help="an audit's output directory")):
+def report(results_dir: Path = typer.Argument(..., help="an audit's output directory"),
+           report_texts: int = typer.Option(200, "--report-texts", min=0, help=REPORT_TEXTS_HELP)):
     """(Re)build the self-contained report.html of an audit's output directory."""
     setup(False)
     from memlens.report import write_report_from_dir
 
-    console.print(f"wrote {write_report_from_dir(results_dir)}")
+    console.print(f"wrote {write_report_from_dir(results_dir, report_texts=report_texts)}")
 
 
 @app.command()
