@@ -210,6 +210,7 @@ def audit(
     load: LoadOptions | None = None,
     pass_settings: PassSettings | None = None,
     evaluation: EvalSettings | None = None,
+    reference_splits=None,
 ) -> AuditResult:
     """Run the membership audit.
 
@@ -224,6 +225,11 @@ def audit(
     allow_pickle, device_map, revision)``, ``pass_settings=PassSettings(batch_size, max_length, stride,
     temperature, progress, cache_only, ...)``, ``evaluation=EvalSettings(fprs, n_bootstrap, seed)``;
     the single keywords of the same names keep working (giving both is an error).
+
+    ``reference_splits``: which reference trained on which text (a splits file's path, its dict, or a
+    :class:`memlens.splits.ReferenceSplits`; see :mod:`memlens.splits`): rmia/informia then run online
+    (or offline with the OUT references, tuned a), ``ref`` calibrates each text by its OUT references and
+    token-level InfoRMIA mixes, per text, only the references OUT for it.
     """
     import torch
 
@@ -240,6 +246,9 @@ def audit(
         check_labels(samples)
     pop = as_samples(population, name="population", text_field=text_field)
     check_unique_ids(pop, "population texts")
+    from memlens.splits import as_splits
+
+    reference_splits = as_splits(reference_splits)  # a bad file fails before any model runs
     if model_kind not in ("causal", "masked"):
         raise DataError(f"model kind must be causal or masked, got {model_kind!r}")
     if model_kind == "masked":
@@ -269,8 +278,52 @@ def audit(
         population_comparison=pop_bundle.comparison if pop_bundle else None,
         extras={"pair": bundle.pair_records} if bundle.pair_records is not None else {},
     )
+    splits = _apply_splits(reference_splits, inp, t, refs, references, samples, pop, cache, settings)
     results = run_attacks(inp, names, attack_params)
-    return _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, len(pop))
+    result = _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, len(pop))
+    if splits is not None:
+        result.settings["reference_splits"] = splits.describe()
+    result.settings["attack_modes"] = {n: _mode(r.info) for n, r in results.items() if _mode(r.info)}
+    return result
+
+
+def _mode(info: dict) -> str | None:
+    """How rmia/informia formed Pr(x): online, offline (a=...), or offline with a tuned."""
+    if "tuned_a" in info:
+        return f"offline, tuned a={info['tuned_a']:g}"
+    if info.get("mode") == "offline":
+        return f"offline, a={info.get('a', 1.0):g}"
+    return info.get("mode")
+
+
+def _apply_splits(reference_splits, inp: AttackInput, t, refs, given, samples, pop, cache, settings):
+    """Fill the AttackInput's reference membership from a splits file, and the token comparison with
+    per-text OUT references (:func:`memlens.passes.causal.out_reference_comparison`)."""
+    from memlens.passes.causal import out_reference_comparison
+    from memlens.splits import SplitsError, as_splits
+
+    splits = as_splits(reference_splits)
+    if splits is None:
+        return None
+    if not refs:
+        raise SplitsError("reference splits were given without reference models (--reference)")
+    given = [given] if isinstance(given, (str, os.PathLike)) else list(given)
+    names = [str(g) if isinstance(g, (str, os.PathLike)) else h.name for g, h in zip(given, refs)]
+    try:
+        inp.reference_membership = splits.membership(names, inp.texts, [s.id for s in samples], "audited texts")
+        if pop:
+            inp.population_reference_membership = splits.membership(names, inp.population_texts, [s.id for s in pop],
+                                                                     "population texts")
+        inp.__post_init__()  # the shape checks of AttackInput
+    except ValueError as e:
+        raise SplitsError(str(e)) from None
+    comp = out_reference_comparison(t, refs, inp.texts, inp.reference_membership, cache, settings)
+    if comp is not None:
+        inp.comparison = comp
+        if pop:
+            inp.population_comparison = out_reference_comparison(t, refs, inp.population_texts, inp.population_reference_membership,
+                                                                 cache, settings)
+    return splits
 
 
 def _audit_masked(target, references, samples, attacks, attack_params, tokenizer, options, masked_opts, cache_dir,

@@ -26,6 +26,8 @@ RefOpt = typer.Option(None, "--reference", "-r", help="reference model(s) (repea
 def audit(
     target: str = TargetOpt,
     reference: Optional[List[str]] = RefOpt,
+    reference_splits: Optional[Path] = typer.Option(None, "--reference-splits", help="JSON: which --reference trained on which text "
+                                                    "(from `memlens testbed references`); rmia/informia then run online"),
     members: Optional[Path] = typer.Option(None, "--members", help="member texts (jsonl, csv, parquet, txt or a directory of .txt)"),
     nonmembers: Optional[Path] = typer.Option(None, "--nonmembers", help="non-member texts"),
     data: Optional[Path] = typer.Option(None, "--data", help="one file of texts with a label field (1 member, 0 non-member)"),
@@ -72,7 +74,7 @@ def audit(
         device_map=device_map, batch_size=batch_size, max_length=max_length, stride=stride, temperature=temperature,
         cache_dir=None if no_cache else (cache_dir or "default"), trust_remote_code=trust_remote_code,
         allow_pickle=allow_pickle, text_field=text_field, n_bootstrap=bootstrap, seed=seed, cache_only=_cache_only,
-        model_kind=model_kind,
+        model_kind=model_kind, reference_splits=reference_splits,
         masked={"steps": mask_steps, "alpha_min": mask_min, "alpha_max": mask_max, "nested": not independent_masks,
                 "mask_token_id": mask_token_id, "auto_class": masked_auto_class},
     )
