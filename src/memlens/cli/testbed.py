@@ -80,3 +80,28 @@ def testbed_finetune(
     if method == "full" or merge:
         console.print(f"audit it: memlens audit --target {target} --reference {res.base} --members {testbed}/members.jsonl "
                       f"--nonmembers {testbed}/nonmembers.jsonl --population {testbed}/population.jsonl --out {out}/audit")
+
+
+@testbed_app.command("references")
+@friendly_errors
+def testbed_references(
+    testbed: Path = typer.Option(..., "--testbed", help="a testbed directory with models/base (from `memlens testbed build`)"),
+    k: int = typer.Option(4, "--k", min=2, help="reference models (even): each text is IN for exactly K/2 of them"),
+    device: str = typer.Option("cpu", "--device"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="split seed [default: the testbed's]"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+):
+    """Train K references like the target on balanced random halves of members + non-members + population; write a splits file."""
+    setup(verbose)
+    from memlens.testbed.build import TestbedPaths
+    from memlens.testbed.train import train_split_references
+
+    paths = TestbedPaths(testbed)
+    if not (paths.base / "config.json").is_file():
+        raise FileNotFoundError(f"{paths.base} has no trained base model: run `memlens testbed build --out {testbed}` first")
+    if k % 2:
+        raise typer.BadParameter("--k must be even (each text is IN for exactly K/2 references)")
+    splits = train_split_references(paths, k, device, seed=seed, progress=verbose)
+    refs = " ".join(f"--reference {paths.models}/split_ref{i}" for i in range(k))
+    console.print(f"wrote {k} references and {splits}\naudit with them: memlens audit --target {paths.target} {refs} "
+                  f"--reference-splits {splits} --members {paths.members} --nonmembers {paths.nonmembers} --population {paths.population}")
