@@ -267,6 +267,7 @@ def audit(
         reductions, pair_settings = get_attack(n).pass_needs((attack_params or {}).get(n))
         settings.pair_reductions = tuple(dict.fromkeys((*settings.pair_reductions, *reductions)))
         settings.pair_settings = {**settings.pair_settings, **pair_settings}  # a copy: never the caller's dict
+    memberships = _splits_membership(reference_splits, refs, references, samples, pop)  # before any model runs
     cache = StatsCache(default_cache_dir() if cache_dir == "default" else cache_dir)
     bundle = compute_stats(t, refs, [s.text for s in samples], cache, settings)
     pop_bundle = compute_stats(t, refs, [s.text for s in pop], cache, settings) if pop else None
@@ -278,7 +279,7 @@ def audit(
         population_comparison=pop_bundle.comparison if pop_bundle else None,
         extras={"pair": bundle.pair_records} if bundle.pair_records is not None else {},
     )
-    splits = _apply_splits(reference_splits, inp, t, refs, references, samples, pop, cache, settings)
+    splits = _apply_splits(reference_splits, memberships, inp, t, refs, cache, settings)
     results = run_attacks(inp, names, attack_params)
     result = _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, len(pop))
     if splits is not None:
@@ -296,31 +297,38 @@ def _mode(info: dict) -> str | None:
     return info.get("mode")
 
 
-def _apply_splits(reference_splits, inp: AttackInput, t, refs, given, samples, pop, cache, settings):
-    """Fill the AttackInput's reference membership from a splits file, and the token comparison with
-    per-text OUT references (:func:`memlens.passes.causal.out_reference_comparison`)."""
-    from memlens.passes.causal import out_reference_comparison
-    from memlens.splits import SplitsError, as_splits
+def _splits_membership(splits, refs, given, samples, pop):
+    """(reference membership [R, n], population's [R, m]) from the splits, in the order of the references; None without splits."""
+    from memlens.splits import SplitsError
 
-    splits = as_splits(reference_splits)
     if splits is None:
         return None
     if not refs:
         raise SplitsError("reference splits were given without reference models (--reference)")
     given = [given] if isinstance(given, (str, os.PathLike)) else list(given)
     names = [str(g) if isinstance(g, (str, os.PathLike)) else h.name for g, h in zip(given, refs)]
+    m = splits.membership(names, [s.text for s in samples], [s.id for s in samples], "audited texts")
+    pm = splits.membership(names, [s.text for s in pop], [s.id for s in pop], "population texts") if pop else None
+    return m, pm
+
+
+def _apply_splits(splits, memberships, inp: AttackInput, t, refs, cache, settings):
+    """Set the AttackInput's reference membership, and its token comparison with per-text OUT references
+    (:func:`memlens.passes.causal.out_reference_comparison`)."""
+    from memlens.passes.causal import out_reference_comparison
+    from memlens.splits import SplitsError
+
+    if splits is None:
+        return None
+    inp.reference_membership, inp.population_reference_membership = memberships
     try:
-        inp.reference_membership = splits.membership(names, inp.texts, [s.id for s in samples], "audited texts")
-        if pop:
-            inp.population_reference_membership = splits.membership(names, inp.population_texts, [s.id for s in pop],
-                                                                     "population texts")
-        inp.__post_init__()  # the shape checks of AttackInput
+        inp.__post_init__()  # AttackInput's shape checks
     except ValueError as e:
         raise SplitsError(str(e)) from None
     comp = out_reference_comparison(t, refs, inp.texts, inp.reference_membership, cache, settings)
     if comp is not None:
         inp.comparison = comp
-        if pop:
+        if inp.population_texts:
             inp.population_comparison = out_reference_comparison(t, refs, inp.population_texts, inp.population_reference_membership,
                                                                  cache, settings)
     return splits
