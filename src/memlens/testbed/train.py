@@ -20,6 +20,7 @@ import math
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -390,34 +391,36 @@ def balanced_splits(n_texts: int, k: int, seed: int) -> list[list[int]]:
     return [sorted(rng.sample(range(k), k // 2)) for _ in range(n_texts)]
 
 
-def train_split_references(
-    paths: TestbedPaths | str | Path,
-    k: int = 4,
-    device: str = "cpu",
-    *,
-    seed: int | None = None,
-    progress: bool = True,
-    num_threads: int | None = None,
-) -> Path:
-    """Train ``k`` reference models like the target on balanced random halves of the pool.
+@dataclass
+class SplitPlan:
+    """K split references' data: which pool texts each trains on, and its stream (IN texts repeated per
+    tier, plus the target's filler, shuffled)."""
+
+    names: list[str]
+    streams: dict[str, list[dict]]
+    members: dict[str, list[str]]  # reference -> sha256 of its IN texts
+    pool: list[str]  # sha256 of every pool text
+    meta: dict  # k, seed, tiers, ids: recorded in the splits file
+
+    def write(self, path: str | Path) -> Path:
+        from memlens.splits import write_splits
+
+        return write_splits(path, self.names, self.members, self.pool, **self.meta)
+
+
+def split_plan(paths: TestbedPaths | str | Path, k: int = 4, seed: int | None = None) -> SplitPlan:
+    """The balanced splits of :func:`train_split_references` (also used to fine-tune real bases that way).
 
     The pool is members + non-members + population. Each text is IN for exactly k/2 references; a text
     IN for a reference is repeated per its tier (a member: its own; a non-member or population text: a
-    tier drawn, seeded, in the members' proportions, recorded in the splits file), and every reference
-    also gets the target's filler documents, so its stream has the target's repetition profile and
-    dilution. The recipe is the target's (:func:`_finetune` from ``models/base``). Writes
-    ``models/split_ref{i}`` and ``models/splits.json`` (the format of :mod:`memlens.splits`; entries
-    are the model folders' names, relative to ``models/``). Models already trained with the same
-    splits are reused. Returns the splits file's path.
+    tier drawn, seeded, in the members' proportions), and every reference also gets the target's filler
+    documents, so its stream has the target's repetition profile and dilution.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from memlens.cache import text_hash
-    from memlens.splits import write_splits
 
     paths = paths if isinstance(paths, TestbedPaths) else TestbedPaths(Path(paths))
-    cfg = paths.config()
-    seed = cfg.seed if seed is None else seed
+    if seed is None:
+        seed = paths.config().seed if paths.manifest.is_file() else 0
     members = read_jsonl(paths.members)
     pool = members + read_jsonl(paths.nonmembers) + read_jsonl(paths.population)
     filler = [r for r in read_jsonl(paths.finetune_corpus) if r.get("source") == "filler"]
@@ -427,29 +430,54 @@ def train_split_references(
     ins = balanced_splits(len(pool), k, seed)
     names = [f"split_ref{i}" for i in range(k)]
     trained_on = {n: [rec for rec, rs in zip(pool, ins) if i in rs] for i, n in enumerate(names)}
-    splits_path = paths.models / "splits.json"
-    meta = {"k": k, "seed": seed, "recipe": "target (testbed finetune_* settings) from models/base, + the target's filler",
+    streams = {}
+    for n in names:
+        streams[n] = [rec for rec in trained_on[n] for _ in range(tier_of[rec["id"]])] + filler
+        random.Random(f"{seed}/{n}/order").shuffle(streams[n])
+    meta = {"k": k, "seed": seed, "recipe": "the target's fine-tune, from the target's base, + the target's filler",
             "tiers": tier_of, "ids": {n: sorted(r["id"] for r in trained_on[n]) for n in names}}
-    prev = json.loads(splits_path.read_text()) if splits_path.is_file() else {}
-    same = prev.get("k") == k and prev.get("seed") == seed and prev.get("ids") == meta["ids"]
+    return SplitPlan(names, streams, {n: [text_hash(r["text"]) for r in trained_on[n]] for n in names},
+                     [text_hash(r["text"]) for r in pool], meta)
 
+
+def train_split_references(
+    paths: TestbedPaths | str | Path,
+    k: int = 4,
+    device: str = "cpu",
+    *,
+    seed: int | None = None,
+    progress: bool = True,
+    num_threads: int | None = None,
+) -> Path:
+    """Train ``k`` reference models like the target on balanced random halves of the pool (:func:`split_plan`).
+
+    The recipe is the target's (:func:`_finetune` from ``models/base``). Writes ``models/split_ref{i}``
+    and ``models/splits.json`` (the format of :mod:`memlens.splits`; entries are the model folders'
+    names, relative to ``models/``). Models already trained with the same splits are reused. Returns
+    the splits file's path.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    paths = paths if isinstance(paths, TestbedPaths) else TestbedPaths(Path(paths))
+    cfg = paths.config()
+    plan = split_plan(paths, k, cfg.seed if seed is None else seed)
+    splits_path = paths.models / "splits.json"
+    prev = json.loads(splits_path.read_text()) if splits_path.is_file() else {}
+    same = all(prev.get(f) == plan.meta[f] for f in ("k", "seed", "ids"))
     prev_threads = torch.get_num_threads()
     if num_threads:
         torch.set_num_threads(num_threads)
     try:
-        todo = [i for i, n in enumerate(names) if not (same and (paths.models / n / "training.json").is_file())]
+        todo = [i for i, n in enumerate(plan.names) if not (same and (paths.models / n / "training.json").is_file())]
         if todo:
             tokenizer = AutoTokenizer.from_pretrained(paths.base)
             base = AutoModelForCausalLM.from_pretrained(paths.base, dtype=torch.float32)
             hp = {"device": device, "warmup_frac": cfg.warmup_frac, "weight_decay": cfg.weight_decay, "progress": progress}
             for i in todo:
-                n = names[i]
-                stream = [rec for rec in trained_on[n] for _ in range(tier_of[rec["id"]])] + filler
-                random.Random(f"{seed}/{n}/order").shuffle(stream)
-                _finetune(base, tokenizer, cfg, stream, paths.models / n, "split reference",
-                          {"data": "balanced half of members + nonmembers + population", "n_in": len(trained_on[n])}, hp,
+                n = plan.names[i]
+                _finetune(base, tokenizer, cfg, plan.streams[n], paths.models / n, "split reference",
+                          {"data": "balanced half of members + nonmembers + population", "n_in": len(plan.members[n])}, hp,
                           seed=cfg.seed + 101 + i)
     finally:
         torch.set_num_threads(prev_threads)
-    return write_splits(splits_path, names, {n: [text_hash(r["text"]) for r in trained_on[n]] for n in names},
-                        [text_hash(r["text"]) for r in pool], **meta)
+    return plan.write(splits_path)
