@@ -44,6 +44,20 @@ EXTRA_ROWS = (  # beside the testbed study's rows (memlens.lab.informia_claim.RO
 )
 
 
+def plain_base(base: str, out: Path) -> str:
+    """A GGUF base (or the smollm2 alias) dequantized once into a plain float32 safetensors directory ``out``,
+    so that the six fine-tunes load it directly instead of dequantizing it six times. Other bases: unchanged."""
+    if not (str(base).endswith(".gguf") or str(base).lower() == "smollm2"):
+        return str(base)
+    if not (out / "config.json").is_file():
+        from memlens.testbed.finetune import load_base
+
+        model, tok, _ = load_base(base, device="cpu")
+        model.save_pretrained(out, safe_serialization=True)
+        tok.save_pretrained(out)
+    return str(out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", default="smollm2", help="a .gguf file, a saved model directory, a hub id, or smollm2 (the wheel)")
@@ -62,7 +76,11 @@ def main(argv=None) -> int:
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=Path("out/smolref"))
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--save-base", type=Path, default=None, metavar="DIR", help="only write --base as a plain safetensors model to DIR")
     a = ap.parse_args(argv)
+    if a.save_base:
+        print(f"plain base in {plain_base(a.base, a.save_base)}")
+        return 0
     from memlens.lab.demo_real import real_testbed_config
     from memlens.testbed import TestbedPaths, build_testbed
 
@@ -82,6 +100,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     out = a.out
     paths = TestbedPaths(Path(a.testbed)) if a.testbed else build_testbed(out / "testbed", cfg)
+    a.base = plain_base(a.base, out / "base")
     kw = dict(lora=True, epochs=a.epochs, batch_size=a.batch_size, lora_r=a.lora_r, max_steps=a.max_steps, device=a.device,
               seed=a.seed, progress=a.progress, checkpoint_every=0, **({"lr": a.lr} if a.lr else {}))
     timings: dict[str, float] = {}
