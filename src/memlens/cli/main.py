@@ -98,6 +98,7 @@ def _write_report(result, out: Path) -> None:
 def attack(
     target: str = TargetOpt,
     reference: Optional[List[str]] = RefOpt,
+    reference_splits: Optional[Path] = typer.Option(None, "--reference-splits"),
     members: Optional[Path] = typer.Option(None, "--members"),
     nonmembers: Optional[Path] = typer.Option(None, "--nonmembers"),
     data: Optional[Path] = typer.Option(None, "--data"),
@@ -123,7 +124,8 @@ def attack(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Run attacks on cached statistics only (no model runs; fails if any statistic is missing)."""
-    audit(target=target, reference=reference, members=members, nonmembers=nonmembers, data=data, population=population,
+    audit(target=target, reference=reference, reference_splits=reference_splits, members=members, nonmembers=nonmembers, data=data,
+          population=population,
           attacks=attacks, param=param, out=out, text_field=text_field, gguf_file=gguf_file, device="cpu", dtype="auto",
           device_map=None, batch_size=None, max_length=max_length, stride=stride, temperature=temperature,
           cache_dir=cache_dir, no_cache=False, trust_remote_code=False, allow_pickle=False, bootstrap=bootstrap, seed=seed,
