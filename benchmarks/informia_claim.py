@@ -62,12 +62,13 @@ def main(argv=None) -> int:
     ap.add_argument("--k", type=int, default=4, help="split references (even)")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per seed [default: CPU cores / jobs]")
     ap.add_argument("--progress", action="store_true")
     a = ap.parse_args(argv)
     from memlens.lab.informia_claim import TINY, combine, markdown
 
     t0 = time.perf_counter()
-    threads = max(1, (os.cpu_count() or 1) // max(1, a.jobs))
+    threads = a.threads or max(1, (os.cpu_count() or 1) // max(1, a.jobs))
     kws = [dict(out_dir=a.out, seed=s, quick=a.quick or a.tiny, size=TINY if a.tiny else None, device=a.device, k=a.k,
                 n_bootstrap=a.bootstrap, progress=a.progress, num_threads=threads) for s in a.seeds]
     if a.jobs > 1 and len(kws) > 1:

@@ -65,8 +65,10 @@ def test_one_tiny_seed_end_to_end(tmp_path):
     assert saved["info"]["split_offline/rmia (tuned a)"]["mode"].startswith("offline, tuned a=")
     assert saved["info"]["base/informia"]["mode"] == "offline, a=1"
     r = doc["results"]
-    # the paper's claim where it must hold: the references trained with known splits beat the loss attack on the 16x tier
-    assert r["split_online/informia"]["16x"]["auc"] > r["base/loss"]["16x"]["auc"]
+    # The paper's claim where it must hold: online InfoRMIA with split references beats the loss attack. At this
+    # size the 16x tier is separated by every attack (AUC 1), so there it can only tie; overall it must win.
+    assert r["split_online/informia"]["16x"]["auc"] >= r["base/loss"]["16x"]["auc"] > 0.9
+    assert r["split_online/informia"]["overall"]["auc"] > r["base/loss"]["overall"]["auc"]
     md = ic.markdown([doc])
     for scope in ("overall", "1x", "4x", "16x"):
         assert f"**{scope}**" in md
