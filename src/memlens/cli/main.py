@@ -29,6 +29,8 @@ REPORT_TEXTS_HELP = "texts with a token-level view in report.html (the rest: `me
 def audit(
     target: str = TargetOpt,
     reference: Optional[List[str]] = RefOpt,
+    reference_splits: Optional[Path] = typer.Option(None, "--reference-splits", help="JSON: which --reference trained on which text "
+                                                    "(from `memlens testbed references`); rmia/informia then run online"),
     members: Optional[Path] = typer.Option(None, "--members", help="member texts (jsonl, csv, parquet, txt or a directory of .txt)"),
     nonmembers: Optional[Path] = typer.Option(None, "--nonmembers", help="non-member texts"),
     data: Optional[Path] = typer.Option(None, "--data", help="one file of texts with a label field (1 member, 0 non-member)"),
@@ -78,7 +80,7 @@ def audit(
         device_map=device_map, batch_size=batch_size, max_length=max_length, stride=stride, temperature=temperature,
         cache_dir=None if no_cache else (cache_dir or "default"), trust_remote_code=trust_remote_code,
         allow_pickle=allow_pickle, text_field=text_field, n_bootstrap=bootstrap, seed=seed, cache_only=_cache_only,
-        model_kind=model_kind,
+        model_kind=model_kind, reference_splits=reference_splits,
         masked={"steps": mask_steps, "alpha_min": mask_min, "alpha_max": mask_max, "nested": not independent_masks,
                 "mask_token_id": mask_token_id, "auto_class": masked_auto_class},
     )
@@ -107,6 +109,7 @@ def _report_writer(result, report_texts: int):
 def attack(
     target: str = TargetOpt,
     reference: Optional[List[str]] = RefOpt,
+    reference_splits: Optional[Path] = typer.Option(None, "--reference-splits"),
     members: Optional[Path] = typer.Option(None, "--members"),
     nonmembers: Optional[Path] = typer.Option(None, "--nonmembers"),
     data: Optional[Path] = typer.Option(None, "--data"),
@@ -138,7 +141,8 @@ def attack(
 ):
     """Run attacks on cached statistics only (no model runs; fails if any statistic is missing)."""
     out = attack_out_dir(out, attacks, force)
-    audit(target=target, reference=reference, members=members, nonmembers=nonmembers, data=data, population=population,
+    audit(target=target, reference=reference, reference_splits=reference_splits, members=members, nonmembers=nonmembers, data=data,
+          population=population,
           attacks=attacks, param=param, out=out, text_field=text_field, gguf_file=gguf_file, device="cpu", dtype=dtype,
           device_map=None, batch_size=None, max_length=max_length, stride=stride, temperature=temperature,
           cache_dir=cache_dir, no_cache=False, trust_remote_code=False, allow_pickle=False, bootstrap=bootstrap, seed=seed,
