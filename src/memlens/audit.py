@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib
 import json
 import logging
 import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -62,8 +63,9 @@ class AuditResult:
             **self.extra,
         }
 
-    def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write scores.csv, texts.jsonl, results.json, token_scores.parquet and roc.png (if there are metrics)."""
+    def save(self, out_dir: str | os.PathLike, report: bool = True) -> Path:
+        """Write scores.csv, texts.jsonl, results.json, token_scores.parquet, roc.png (if there are metrics)
+        and, unless ``report=False``, report.html (as ``memlens audit`` does)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         # ids and tiers are the user's strings: a leading quote keeps a spreadsheet from running them as
@@ -80,6 +82,13 @@ class AuditResult:
 
             labels = self.scores["label"].to_numpy()
             plot_roc({a: (labels, self.scores[a].to_numpy()) for a in self.metrics}, out / "roc.png")
+        if report:
+            if _REPORT_WRITER is None:
+                # memlens.report sits above this module (it reads AuditResult), so it registers its writer
+                # here when imported (register_report_writer) instead of being imported by name
+                importlib.import_module("memlens.report")
+            if _REPORT_WRITER is not None:
+                _REPORT_WRITER(self, out)
         return out
 
     def _save_tokens(self, path: Path) -> None:
@@ -100,6 +109,15 @@ class AuditResult:
         for attack, toks in self.token_scores.items():
             cols[f"{attack}_token"] = [np.asarray(t, dtype=np.float32) for t in toks]
         pq.write_table(pa.table(cols), path)
+
+
+_REPORT_WRITER: Callable[[AuditResult, Path], Any] | None = None
+
+
+def register_report_writer(writer: Callable[[AuditResult, Path], Any]) -> None:
+    """What ``AuditResult.save`` calls to write report.html (memlens.report registers write_report)."""
+    global _REPORT_WRITER
+    _REPORT_WRITER = writer
 
 
 def json_default(o: Any):
@@ -270,7 +288,28 @@ def audit(
         extras={"pair": bundle.pair_records} if bundle.pair_records is not None else {},
     )
     results = run_attacks(inp, names, attack_params)
-    return _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, len(pop))
+    result = _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, len(pop))
+    _calibrate_leaks(result, pop_bundle)
+    return result
+
+
+def _calibrate_leaks(result: AuditResult, pop_bundle: StatsBundle | None) -> None:
+    """``result.extra["leak_threshold"]``: the token level that 0.1% of non-member tokens exceed (memlens.leakage),
+    for the token attack the report and ``memlens show`` use; the population's tokens when there are no non-members."""
+    from memlens.attacks.informia import token_informia_bits
+    from memlens.leakage import leak_threshold
+
+    attack = "informia_token" if "informia_token" in result.token_scores else next(iter(result.token_scores), None)
+    if attack is None:
+        return
+    pop_tokens = None
+    if attack == "informia_token" and pop_bundle is not None and pop_bundle.comparison is not None:
+        comp = pop_bundle.comparison
+        pop_tokens = [token_informia_bits(lr, kl) for lr, kl in
+                      zip(comp.log_ratio, comp.kl if comp.kl is not None else [None] * len(comp.log_ratio))]
+    unit = str((result.attack_info.get(attack) or {}).get("unit") or {"informia_token": "bits", "minkpp": "z"}.get(attack, "score"))
+    result.extra["leak_threshold"] = leak_threshold(result.token_scores[attack], [s.label for s in result.samples], attack=attack,
+                                                    unit=unit, population_tokens=pop_tokens)
 
 
 def _audit_masked(target, references, samples, attacks, attack_params, tokenizer, options, masked_opts, cache_dir,
