@@ -277,8 +277,8 @@ def audit(
         settings.pair_reductions = tuple(dict.fromkeys((*settings.pair_reductions, *reductions)))
         settings.pair_settings = {**settings.pair_settings, **pair_settings}  # a copy: never the caller's dict
     cache = StatsCache(default_cache_dir() if cache_dir == "default" else cache_dir)
-    bundle = compute_stats(t, refs, [s.text for s in samples], cache, settings)
-    pop_bundle = compute_stats(t, refs, [s.text for s in pop], cache, settings) if pop else None
+    bundle = compute_stats(t, refs, [s.text for s in samples], cache, settings, label="audited texts")
+    pop_bundle = compute_stats(t, refs, [s.text for s in pop], cache, settings, label="population") if pop else None
     inp = AttackInput(
         texts=[s.text for s in samples], target=bundle.target, references=bundle.references, comparison=bundle.comparison,
         population_texts=[s.text for s in pop],
@@ -290,7 +290,18 @@ def audit(
     results = run_attacks(inp, names, attack_params)
     result = _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, len(pop))
     _calibrate_leaks(result, pop_bundle)
+    _note_left_out(result, attacks, have_reference=bool(refs), have_population=bool(pop), model_kind="causal")
     return result
+
+
+def _note_left_out(result: AuditResult, attacks, **have) -> None:
+    """Say which attacks --attacks all left out, and why (a note in results.json, the CLI and the report)."""
+    from memlens.attacks import all_note, left_out_of_all
+
+    if attacks == "all" or list(attacks) == ["all"]:
+        note = all_note(left_out_of_all(**have))
+        if note:
+            result.notes.append(note)
 
 
 def _calibrate_leaks(result: AuditResult, pop_bundle: StatsBundle | None) -> None:
@@ -339,6 +350,7 @@ def _audit_masked(target, references, samples, attacks, attack_params, tokenizer
                        n_bootstrap, seed, 0)
     result.settings["model_kind"] = "masked"
     result.settings["masked_pass"] = extras.settings
+    _note_left_out(result, attacks, have_reference=bool(refs), have_population=False, model_kind="masked")
     return result
 
 
@@ -349,6 +361,8 @@ def _assemble(samples, t, refs, results, bundle, names, attack_params, settings,
     for n in names:
         table[n] = results[n].scores
     scores = pd.DataFrame(table)
+    if "tier" in table and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in table["tier"] if v is not None):
+        scores["tier"] = scores["tier"].astype("Int64")  # 1, 4, 16 (not 1.0 beside the non-members' empty tier)
     labelled = [s.label is not None for s in samples]
     metrics: dict[str, AttackMetrics] = {}
     notes = list(bundle.notes)

@@ -171,6 +171,7 @@ class CausalScorer:
         self.pair_reduction_names = tuple(pair_reduction_names)
         self.pair_settings = dict(pair_settings or {})
         self.progress = progress
+        self.desc = "scoring"  # the progress bar's name; compute_stats names what is scored
         if temperature <= 0:
             raise ValueError("temperature must be positive")
         # On GPUs, torch.compile fuses the vocabulary reductions into a few kernels that read each
@@ -216,7 +217,8 @@ class CausalScorer:
         results: dict[int, dict] = {}
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         batches = list(batches_by_length(windows, self.batch_size, self.max_tokens_per_batch))
-        bar = tqdm(total=sum(w.end - w.score_from for w in windows), unit="tok", desc="scoring", disable=not self.progress, leave=False)
+        bar = tqdm(total=sum(w.end - w.score_from for w in windows), unit="tok", desc=self.desc, disable=not self.progress,
+                   leave=False, smoothing=0)  # the average rate: batches run longest first, a recent rate would mislead the ETA
         # One batch in flight: while the GPU works on batch i, the CPU unpacks batch i - 1.
         in_flight = None
         for batch in batches:

@@ -85,7 +85,7 @@ def _from_record(rec: Record) -> TokenStats:
 
 
 def _run_pass(models: list[ModelHandle], texts: list[str], hashes: list[str], spaces: list[CacheNamespace],
-              pair_space: CacheNamespace | None, settings: PassSettings) -> int:
+              pair_space: CacheNamespace | None, settings: PassSettings, desc: str = "scoring") -> int:
     """Score the texts missing from any of ``spaces``/``pair_space`` and cache the results."""
     from memlens.models.causal import CausalScorer
 
@@ -110,6 +110,7 @@ def _run_pass(models: list[ModelHandle], texts: list[str], hashes: list[str], sp
                               max_length=settings.max_length, stride=settings.stride, temperature=settings.temperature,
                               vocab_chunk_rows=settings.vocab_chunk_rows, progress=settings.progress,
                               pair_reduction_names=settings.pair_reductions, pair_settings=settings.pair_settings)
+        scorer.desc = desc
         all_spaces = spaces + ([pair_space] if pair_space is not None else [])
         flusher = Flusher(all_spaces, settings.flush_every)
 
@@ -190,8 +191,10 @@ def _split_shared_spans(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray,
 
 
 def compute_stats(target: ModelHandle, references: Sequence[ModelHandle], texts: Sequence[str], cache: StatsCache,
-                  settings: PassSettings) -> StatsBundle:
-    """Per-token statistics of ``texts`` under the target and every reference, cached."""
+                  settings: PassSettings, label: str = "texts") -> StatsBundle:
+    """Per-token statistics of ``texts`` under the target and every reference, cached.
+
+    ``label`` names the texts in the progress bar ("scoring population (target+reference)")."""
     texts = list(texts)
     hashes = [text_hash(t) for t in texts]
     paired = [r for r in references if r.tokenizer_fingerprint == target.tokenizer_fingerprint]
@@ -204,14 +207,17 @@ def compute_stats(target: ModelHandle, references: Sequence[ModelHandle], texts:
     if paired:
         pair_ns = cache.namespace(_pair_key(target, paired, settings, ctx[id(target)]))
         ref_spaces = [cache.namespace(_single_key(r, settings, ctx[id(r)])) for r in paired]
-        computed += _run_pass([target, *paired], texts, hashes, [target_ns, *ref_spaces], pair_ns, settings)
+        who = "target+reference" if len(paired) == 1 else f"target+{len(paired)} references"
+        computed += _run_pass([target, *paired], texts, hashes, [target_ns, *ref_spaces], pair_ns, settings,
+                              f"scoring {label} ({who})")
     else:
         pair_ns = None
-        computed += _run_pass([target], texts, hashes, [target_ns], None, settings)
+        computed += _run_pass([target], texts, hashes, [target_ns], None, settings, f"scoring {label} (target)")
     for r in other:
         notes.append(f"reference {r.name} has another tokenizer than the target: token-level scores use its log-probabilities "
                      "aligned by character spans, without the D_KL term")
-        computed += _run_pass([r], texts, hashes, [cache.namespace(_single_key(r, settings, ctx[id(r)]))], None, settings)
+        computed += _run_pass([r], texts, hashes, [cache.namespace(_single_key(r, settings, ctx[id(r)]))], None, settings,
+                              f"scoring {label} (reference {r.name})")
 
     tstats = [_from_record(target_ns.get([h])[h]) for h in hashes]
     views = []
