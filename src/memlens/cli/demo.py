@@ -72,7 +72,7 @@ def demo(
         raise typer.Exit(130)
     print_metrics(run["result"])
     print_demo_summary(run["demo"])
-    print_next_steps(run["demo"], out)
+    print_next_steps(run, out)
 
 
 def interrupted_message(models: Path) -> str:
