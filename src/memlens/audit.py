@@ -8,6 +8,9 @@ import json
 import logging
 import os
 import platform
+import sys
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -31,6 +34,7 @@ from memlens.data import (
 )
 from memlens.metrics import DEFAULT_FPRS, AttackMetrics, evaluate
 from memlens.models.handle import LoadOptions, ModelHandle
+from memlens.passes._shared import is_main_process
 from memlens.passes.causal import PassSettings, StatsBundle, compute_stats
 from memlens.stats import TokenStats
 from memlens.tokens import token_strings
@@ -51,9 +55,12 @@ class AuditResult:
     notes: list[str] = field(default_factory=list)
     reference_logprobs: list[np.ndarray] | None = None  # aligned to target tokens, for the token view
     extra: dict[str, Any] = field(default_factory=dict)  # further studies (e.g. the demo's), saved in results.json
+    timings: dict[str, float] = field(default_factory=dict)  # wall seconds per stage (results.json "timings")
 
     def results_dict(self) -> dict[str, Any]:
         return {
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "peak_rss_mb": peak_rss_mb(),
             "memlens_version": __version__,
             "settings": self.settings,
             "metrics": {k: m.to_dict() for k, m in self.metrics.items()},
@@ -68,28 +75,49 @@ class AuditResult:
         and, unless ``report=False``, report.html (as ``memlens audit`` does)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        # ids and tiers are the user's strings: a leading quote keeps a spreadsheet from running them as
-        # formulas, and quoting every string keeps a carriage return in one from splitting its row.
-        safe = self.scores.apply(lambda c: c if pd.api.types.is_numeric_dtype(c) else c.map(spreadsheet_escape))
-        safe.to_csv(out / "scores.csv", index=False, quoting=csv.QUOTE_NONNUMERIC)
-        # the report and `memlens show` read these back
-        write_jsonl(out / "texts.jsonl", ({"id": smp.id, "text": smp.text, "label": smp.label, "meta": smp.meta}
-                                          for smp in self.samples), default=json_default)
-        (out / "results.json").write_text(json.dumps(self.results_dict(), indent=2, default=json_default))
-        self._save_tokens(out / "token_scores.parquet")
+        with self.stage("save: scores.csv"):
+            self._save_scores(out)
+        with self.stage("save: texts.jsonl"):
+            # the report and `memlens show` read these back
+            write_jsonl(out / "texts.jsonl", ({"id": smp.id, "text": smp.text, "label": smp.label, "meta": smp.meta}
+                                              for smp in self.samples), default=json_default)
+        with self.stage("save: token_scores.parquet"):
+            self._save_tokens(out / "token_scores.parquet")
         if self.metrics:
             from memlens.plots import plot_roc
 
-            labels = self.scores["label"].to_numpy()
-            plot_roc({a: (labels, self.scores[a].to_numpy()) for a in self.metrics}, out / "roc.png")
+            with self.stage("save: roc.png"):
+                labels = self.scores["label"].to_numpy()
+                plot_roc({a: (labels, self.scores[a].to_numpy()) for a in self.metrics}, out / "roc.png")
+        self.write_results_json(out)  # last, so its timings include the other writes
         if report:
             if _REPORT_WRITER is None:
                 # memlens.report sits above this module (it reads AuditResult), so it registers its writer
                 # here when imported (register_report_writer) instead of being imported by name
                 importlib.import_module("memlens.report")
             if _REPORT_WRITER is not None:
-                _REPORT_WRITER(self, out)
+                with self.stage("report"):
+                    _REPORT_WRITER(self, out)
+                self.write_results_json(out)  # again, with the report's time
         return out
+
+    def write_results_json(self, out_dir: str | os.PathLike) -> None:
+        (Path(out_dir) / "results.json").write_text(json.dumps(self.results_dict(), indent=2, default=json_default))
+
+    @contextmanager
+    def stage(self, name: str):
+        """Add the wall time of the ``with`` block to ``timings[name]``."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
+
+    def _save_scores(self, out: Path) -> None:
+        # ids and tiers are the user's strings: a leading quote keeps a spreadsheet from running them as
+        # formulas, and quoting every string keeps a carriage return in one from splitting its row.
+        safe = self.scores.apply(lambda c: c if pd.api.types.is_numeric_dtype(c) else c.map(spreadsheet_escape))
+        safe.to_csv(out / "scores.csv", index=False, quoting=csv.QUOTE_NONNUMERIC)
 
     def _save_tokens(self, path: Path) -> None:
         import pyarrow as pa
@@ -109,6 +137,14 @@ class AuditResult:
         for attack, toks in self.token_scores.items():
             cols[f"{attack}_token"] = [np.asarray(t, dtype=np.float32) for t in toks]
         pq.write_table(pa.table(cols), path)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(rss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
 _REPORT_WRITER: Callable[[AuditResult, Path], Any] | None = None
@@ -228,7 +264,8 @@ def audit(
     load: LoadOptions | None = None,
     pass_settings: PassSettings | None = None,
     evaluation: EvalSettings | None = None,
-) -> AuditResult:
+    reference_splits=None,
+) -> AuditResult | None:
     """Run the membership audit.
 
     ``target``/``references``: hub ids, local directories, ``.gguf`` files, or in-memory models
@@ -242,6 +279,14 @@ def audit(
     allow_pickle, device_map, revision)``, ``pass_settings=PassSettings(batch_size, max_length, stride,
     temperature, progress, cache_only, ...)``, ``evaluation=EvalSettings(fprs, n_bootstrap, seed)``;
     the single keywords of the same names keep working (giving both is an error).
+
+    Under ``torchrun``/``accelerate launch`` every process scores its share of the texts; only the
+    main process returns the result, the others return None once their share is cached.
+
+    ``reference_splits``: which reference trained on which text (a splits file's path, its dict, or a
+    :class:`memlens.splits.ReferenceSplits`; see :mod:`memlens.splits`): rmia/informia then run online
+    (or offline with the OUT references, tuned a), ``ref`` calibrates each text by its OUT references and
+    token-level InfoRMIA mixes, per text, only the references OUT for it.
     """
     import torch
 
@@ -258,12 +303,18 @@ def audit(
         check_labels(samples)
     pop = as_samples(population, name="population", text_field=text_field)
     check_unique_ids(pop, "population texts")
+    from memlens.splits import as_splits
+
+    reference_splits = as_splits(reference_splits)  # a bad file fails before any model runs
     if model_kind not in ("causal", "masked"):
         raise DataError(f"model kind must be causal or masked, got {model_kind!r}")
     if model_kind == "masked":
         return _audit_masked(target, references, samples, attacks, attack_params, tokenizer, options, masked or {},
                              cache_dir, settings.max_length, settings.cache_only, settings.progress, seed, fprs, n_bootstrap)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
     t, refs = _handles(target, references, tokenizer, reference_tokenizers, gguf_file, options)
+    timings["load (handles, tokenizers)"] = time.perf_counter() - t0
     names = resolve_attack_names(attacks, have_reference=bool(refs), have_population=bool(pop))
     for n in names:  # fail before any model runs
         spec = get_attack(n)
@@ -276,9 +327,18 @@ def audit(
         reductions, pair_settings = get_attack(n).pass_needs((attack_params or {}).get(n))
         settings.pair_reductions = tuple(dict.fromkeys((*settings.pair_reductions, *reductions)))
         settings.pair_settings = {**settings.pair_settings, **pair_settings}  # a copy: never the caller's dict
+    memberships = _splits_membership(reference_splits, refs, references, samples, pop)  # before any model runs
     cache = StatsCache(default_cache_dir() if cache_dir == "default" else cache_dir)
     bundle = compute_stats(t, refs, [s.text for s in samples], cache, settings, label="audited texts")
+    timings.update({f"texts: {k}": v for k, v in bundle.timings.items()})
     pop_bundle = compute_stats(t, refs, [s.text for s in pop], cache, settings, label="population") if pop else None
+    if pop_bundle is not None:
+        timings.update({f"population: {k}": v for k, v in pop_bundle.timings.items()})
+    # the grouped OUT-reference passes of token-level InfoRMIA (reference splits) before the workers
+    # leave: under torchrun they are data parallel like the main pass
+    out_comparisons = _out_comparisons(memberships, t, refs, samples, pop, cache, settings)
+    if not is_main_process():
+        return None  # a data-parallel worker: its share is in the cache; the main process does the rest
     inp = AttackInput(
         texts=[s.text for s in samples], target=bundle.target, references=bundle.references, comparison=bundle.comparison,
         population_texts=[s.text for s in pop],
@@ -287,11 +347,75 @@ def audit(
         population_comparison=pop_bundle.comparison if pop_bundle else None,
         extras={"pair": bundle.pair_records} if bundle.pair_records is not None else {},
     )
+    splits = _apply_splits(reference_splits, memberships, out_comparisons, inp)
+    t0 = time.perf_counter()
     results = run_attacks(inp, names, attack_params)
-    result = _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, len(pop))
-    _calibrate_leaks(result, pop_bundle)
+    timings["attacks"] = time.perf_counter() - t0
+    result = _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, len(pop), timings)
+    if splits is not None:
+        result.settings["reference_splits"] = splits.describe()
+    result.settings["attack_modes"] = {n: _mode(r.info) for n, r in results.items() if _mode(r.info)}
+    _calibrate_leaks(result, inp.population_comparison)
     _note_left_out(result, attacks, have_reference=bool(refs), have_population=bool(pop), model_kind="causal")
     return result
+
+
+def _mode(info: dict) -> str | None:
+    """How rmia/informia formed Pr(x): online, offline (a=...), or offline with a tuned."""
+    if "tuned_a" in info:
+        return f"offline, tuned a={info['tuned_a']:g}"
+    if info.get("mode") == "offline":
+        return f"offline, a={info.get('a', 1.0):g}"
+    return info.get("mode")
+
+
+def _splits_membership(splits, refs, given, samples, pop):
+    """(reference membership [R, n], population's [R, m]) from the splits, in the order of the references; None without splits."""
+    from memlens.splits import SplitsError
+
+    if splits is None:
+        return None
+    if not refs:
+        raise SplitsError("reference splits were given without reference models (--reference)")
+    given = [given] if isinstance(given, (str, os.PathLike)) else list(given)
+    names = [str(g) if isinstance(g, (str, os.PathLike)) else h.name for g, h in zip(given, refs)]
+    m = splits.membership(names, [s.text for s in samples], [s.id for s in samples], "audited texts")
+    pm = splits.membership(names, [s.text for s in pop], [s.id for s in pop], "population texts") if pop else None
+    return m, pm
+
+
+def _out_comparisons(memberships, t, refs, samples, pop, cache, settings):
+    """Token comparisons whose q mixes, per text, only the references OUT for it
+    (:func:`memlens.passes.causal.out_reference_comparison`): (audited texts', population's); None without splits."""
+    from memlens.passes.causal import out_reference_comparison
+
+    if memberships is None:
+        return None
+    m, pm = memberships
+    comp = out_reference_comparison(t, refs, [s.text for s in samples], m, cache, settings)
+    # population texts OUT for every reference (no population splits) keep the all-reference mixture
+    pop_comp = (out_reference_comparison(t, refs, [s.text for s in pop], pm, cache, settings)
+                if comp is not None and pop and pm is not None else None)
+    return comp, pop_comp
+
+
+def _apply_splits(splits, memberships, out_comparisons, inp: AttackInput):
+    """Set the AttackInput's reference membership and its per-text OUT-reference token comparisons."""
+    from memlens.splits import SplitsError
+
+    if splits is None:
+        return None
+    inp.reference_membership, inp.population_reference_membership = memberships
+    try:
+        inp.__post_init__()  # AttackInput's shape checks
+    except ValueError as e:
+        raise SplitsError(str(e)) from None
+    comp, pop_comp = out_comparisons
+    if comp is not None:
+        inp.comparison = comp
+        if pop_comp is not None:
+            inp.population_comparison = pop_comp
+    return splits
 
 
 def _note_left_out(result: AuditResult, attacks, **have) -> None:
@@ -304,7 +428,7 @@ def _note_left_out(result: AuditResult, attacks, **have) -> None:
             result.notes.append(note)
 
 
-def _calibrate_leaks(result: AuditResult, pop_bundle: StatsBundle | None) -> None:
+def _calibrate_leaks(result: AuditResult, pop_comparison) -> None:
     """``result.extra["leak_threshold"]``: the token level that 0.1% of non-member tokens exceed (memlens.leakage),
     for the token attack the report and ``memlens show`` use; the population's tokens when there are no non-members."""
     from memlens.attacks.informia import token_informia_bits
@@ -314,8 +438,8 @@ def _calibrate_leaks(result: AuditResult, pop_bundle: StatsBundle | None) -> Non
     if attack is None:
         return
     pop_tokens = None
-    if attack == "informia_token" and pop_bundle is not None and pop_bundle.comparison is not None:
-        comp = pop_bundle.comparison
+    if attack == "informia_token" and pop_comparison is not None:
+        comp = pop_comparison
         pop_tokens = [token_informia_bits(lr, kl) for lr, kl in
                       zip(comp.log_ratio, comp.kl if comp.kl is not None else [None] * len(comp.log_ratio))]
     unit = str((result.attack_info.get(attack) or {}).get("unit") or {"informia_token": "bits", "minkpp": "z"}.get(attack, "score"))
@@ -354,7 +478,10 @@ def _audit_masked(target, references, samples, attacks, attack_params, tokenizer
     return result
 
 
-def _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, n_pop) -> AuditResult:
+def _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, n_pop,
+              timings: dict[str, float] | None = None) -> AuditResult:
+    timings = {} if timings is None else timings
+    t0 = time.perf_counter()
     table: dict[str, Any] = {"id": [s.id for s in samples], "label": [s.label for s in samples]}
     if any("tier" in s.meta for s in samples):
         table["tier"] = [s.meta.get("tier") for s in samples]
@@ -375,8 +502,11 @@ def _assemble(samples, t, refs, results, bundle, names, attack_params, settings,
                 notes.append(f"{n}: {int(bad.sum())} texts got no finite score and count as the least likely members")
                 sc = np.where(bad, np.nanmin(np.where(bad, np.nan, sc)) - 1 if (~bad).any() else 0.0, sc)
             metrics[n] = evaluate(labels, sc, fprs=fprs, n_bootstrap=n_bootstrap, seed=seed)
+    timings["metrics"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     # from the character spans, not one tokenizer.decode per token (memlens.tokens says why)
     strings = [token_strings(s.text, st.span_start, st.span_end) for s, st in zip(samples, bundle.target)]
+    timings["token strings"] = time.perf_counter() - t0
     ref_lp = None
     if bundle.comparison is not None:
         ref_lp = [st.logprob.astype(np.float64) - lr for st, lr in zip(bundle.target, bundle.comparison.log_ratio)]
@@ -391,5 +521,5 @@ def _assemble(samples, t, refs, results, bundle, names, attack_params, settings,
         samples=samples, scores=scores, metrics=metrics,
         token_scores={n: r.token_scores for n, r in results.items() if r.token_scores is not None},
         target_stats=bundle.target, token_strings=strings, settings=settings_d,
-        attack_info={n: r.info for n, r in results.items()}, notes=notes, reference_logprobs=ref_lp,
+        attack_info={n: r.info for n, r in results.items()}, notes=notes, reference_logprobs=ref_lp, timings=timings,
     )

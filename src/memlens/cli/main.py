@@ -19,6 +19,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 # Options shared by audit / attack / score.
 TargetOpt = typer.Option(..., "--target", "-t", help="target model: hub id, local directory or .gguf file")
 RefOpt = typer.Option(None, "--reference", "-r", help="reference model(s) (repeat the flag for several)")
+# the default is memlens.report.html.DEFAULT_REPORT_TEXTS (not imported here: it would slow `memlens --help`)
+REPORT_TEXTS_HELP = "texts with a token-level view in report.html (the rest: `memlens show ID`)"
 
 
 @app.command()
@@ -26,6 +28,8 @@ RefOpt = typer.Option(None, "--reference", "-r", help="reference model(s) (repea
 def audit(
     target: str = TargetOpt,
     reference: Optional[List[str]] = RefOpt,
+    reference_splits: Optional[Path] = typer.Option(None, "--reference-splits", help="JSON: which --reference trained on which text "
+                                                    "(from `memlens testbed references`); rmia/informia then run online"),
     members: Optional[Path] = typer.Option(None, "--members", help="member texts (jsonl, csv, parquet, txt or a directory of .txt)"),
     nonmembers: Optional[Path] = typer.Option(None, "--nonmembers", help="non-member texts"),
     data: Optional[Path] = typer.Option(None, "--data", help="one file of texts with a label field (1 member, 0 non-member)"),
@@ -49,6 +53,7 @@ def audit(
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="bootstrap resamples for confidence intervals"),
     seed: int = typer.Option(0, "--seed"),
     report: bool = typer.Option(True, "--report/--no-report", help="write report.html"),
+    report_texts: int = typer.Option(200, "--report-texts", min=0, help=REPORT_TEXTS_HELP),
     model_kind: str = typer.Option("causal", "--model-kind", help="causal (autoregressive) or masked (masked / diffusion LM: SAMA)"),
     mask_steps: int = typer.Option(16, "--mask-steps", min=2, help="masked LMs: progressive masking steps T"),
     mask_min: float = typer.Option(0.05, "--mask-min", min=0.0, max=1.0, help="masked LMs: smallest mask density"),
@@ -72,15 +77,25 @@ def audit(
         device_map=device_map, batch_size=batch_size, max_length=max_length, stride=stride, temperature=temperature,
         cache_dir=None if no_cache else (cache_dir or "default"), trust_remote_code=trust_remote_code,
         allow_pickle=allow_pickle, text_field=text_field, n_bootstrap=bootstrap, seed=seed, cache_only=_cache_only,
-        model_kind=model_kind,
+        model_kind=model_kind, reference_splits=reference_splits,
         masked={"steps": mask_steps, "alpha_min": mask_min, "alpha_max": mask_max, "nested": not independent_masks,
                 "mask_token_id": mask_token_id, "auto_class": masked_auto_class},
     )
-    if int(os.environ.get("RANK", "0")) != 0:
+    if result is None or int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun every process scores its share; the first one writes the results
-    result.save(out, report=report)
+    result.save(out, report=False)  # the report below, with the --report-texts choice
+    if report:
+        with result.stage("report"):
+            _write_report(result, out, report_texts)
+        result.write_results_json(out)  # again, with the report's time
     print_metrics(result)
     console.print(f"wrote {out}/scores.csv, results.json, roc.png" + (", report.html" if report and (out / 'report.html').exists() else ""))
+
+
+def _write_report(result, out: Path, report_texts: int) -> None:
+    from memlens.report import write_report
+
+    write_report(result, out, report_texts=report_texts)
 
 
 @app.command()
@@ -88,6 +103,7 @@ def audit(
 def attack(
     target: str = TargetOpt,
     reference: Optional[List[str]] = RefOpt,
+    reference_splits: Optional[Path] = typer.Option(None, "--reference-splits"),
     members: Optional[Path] = typer.Option(None, "--members"),
     nonmembers: Optional[Path] = typer.Option(None, "--nonmembers"),
     data: Optional[Path] = typer.Option(None, "--data"),
@@ -103,6 +119,8 @@ def attack(
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir"),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0),
     seed: int = typer.Option(0, "--seed"),
+    report: bool = typer.Option(True, "--report/--no-report", help="write report.html"),
+    report_texts: int = typer.Option(200, "--report-texts", min=0, help=REPORT_TEXTS_HELP),
     model_kind: str = typer.Option("causal", "--model-kind"),
     mask_steps: int = typer.Option(16, "--mask-steps", min=2),
     mask_min: float = typer.Option(0.05, "--mask-min"),
@@ -113,11 +131,12 @@ def attack(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Run attacks on cached statistics only (no model runs; fails if any statistic is missing)."""
-    audit(target=target, reference=reference, members=members, nonmembers=nonmembers, data=data, population=population,
+    audit(target=target, reference=reference, reference_splits=reference_splits, members=members, nonmembers=nonmembers, data=data,
+          population=population,
           attacks=attacks, param=param, out=out, text_field=text_field, gguf_file=gguf_file, device="cpu", dtype="auto",
           device_map=None, batch_size=None, max_length=max_length, stride=stride, temperature=temperature,
           cache_dir=cache_dir, no_cache=False, trust_remote_code=False, allow_pickle=False, bootstrap=bootstrap, seed=seed,
-          report=True, model_kind=model_kind, mask_steps=mask_steps, mask_min=mask_min, mask_max=mask_max,
+          report=report, report_texts=report_texts, model_kind=model_kind, mask_steps=mask_steps, mask_min=mask_min, mask_max=mask_max,
           independent_masks=independent_masks, mask_token_id=mask_token_id, masked_auto_class=masked_auto_class,
           verbose=verbose, _cache_only=True)
 
@@ -207,12 +226,13 @@ def extract(
 
 @app.command()
 @friendly_errors
-def report(results_dir: Path = typer.Argument(..., help="an audit's output directory")):
+def report(results_dir: Path = typer.Argument(..., help="an audit's output directory"),
+           report_texts: int = typer.Option(200, "--report-texts", min=0, help=REPORT_TEXTS_HELP)):
     """(Re)build the self-contained report.html of an audit's output directory."""
     setup(False)
     from memlens.report import write_report_from_dir
 
-    console.print(f"wrote {write_report_from_dir(results_dir)}")
+    console.print(f"wrote {write_report_from_dir(results_dir, report_texts=report_texts)}")
 
 
 @app.command()
