@@ -43,6 +43,7 @@ OPTION_HELP: dict[str, str] = {
     "--modes": "comma-separated evaluation modes: family, domain, paper",
     "--skip-eval": "generate and train only; skip the transfer evaluation",
     "--manifest": "canary manifest from `memlens canary make`",
+    "--reference-splits": "JSON: which --reference trained on which text (`memlens testbed references`); rmia/informia then run online",
 }
 # (command path, flag) -> help, where a flag means something particular to one command
 COMMAND_HELP: dict[tuple[str, str], str] = {
