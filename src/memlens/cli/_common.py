@@ -77,7 +77,7 @@ def print_metrics(result) -> None:
         console.print(f"[dim]note: {n}[/]", highlight=False)
     line = leak_threshold_line(result.extra.get("leak_threshold"))
     if line:
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 def leak_threshold_line(lt: Optional[dict]) -> Optional[str]:

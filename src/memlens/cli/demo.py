@@ -66,7 +66,7 @@ def demo(
         raise typer.BadParameter(f"--model-size must be one of {', '.join(MODEL_SIZES)}")
     try:
         run = run_demo(out, quick=quick, profiles=profiles, model_size=model_size, epochs=epochs, device=device, seed=seed,
-                       retrain=retrain, say=lambda line: console.print(line, highlight=False))
+                       retrain=retrain, say=lambda line: console.print(line, highlight=False, soft_wrap=True))
     except KeyboardInterrupt:
         err_console.print("\n" + interrupted_message(out / "testbed" / "models"), highlight=False)
         raise typer.Exit(130)
