@@ -97,7 +97,7 @@ def test_no_report_into_a_reused_dir_removes_the_stale_report_and_keeps_foreign_
     (out / "my-notes.txt").write_text("mine")
     no_metrics = synthetic_result(12, 20, n_bootstrap=0)
     no_metrics.metrics = {}
-    no_metrics.save(out)  # like --no-report, and no roc.png either
+    no_metrics.save(out, report=False)  # like --no-report, and no roc.png either
     assert not (out / "report.html").exists() and not (out / "roc.png").exists()
     assert (out / "my-notes.txt").read_text() == "mine"
     verify_set(out)

@@ -86,7 +86,7 @@ def audit(
     )
     if result is None or int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun every process scores its share; the first one writes the results
-    result.save(out, extra={"report.html": _report_writer(result, report_texts)} if report else None,
+    result.save(out, report=False, extra={"report.html": _report_writer(result, report_texts)} if report else None,
                 info={"command": _run_kind, "attacks": attacks, "attacks_run": result.settings.get("attacks")})
     print_metrics(result)
     console.print(f"wrote {out}/scores.csv, results.json, roc.png" + (", report.html" if report and (out / 'report.html').exists() else ""))
@@ -250,8 +250,10 @@ def report(results_dir: Path = typer.Argument(..., help="an audit's output direc
 @friendly_errors
 def show(
     text_id: str = typer.Argument(..., help="id of an audited text"),
-    results_dir: Path = typer.Option(Path("out"), "--results", "-r", help="the audit's output directory"),
-    threshold: float = typer.Option(1.0, "--threshold", help="token score above which a token counts as leaked (bits)"),
+    results_dir: Path = typer.Option(Path("out"), "--results", help="the audit's output directory (its --out)"),
+    threshold: Optional[float] = typer.Option(None, "--threshold", show_default=False,
+                                              help="token score above which a token counts as leaked (default: the audit's "
+                                                   "calibrated level, which 0.1% of non-member tokens exceed)"),
 ):
     """Show one audited text in the terminal, tokens coloured by token-level leakage."""
     from memlens.report import show_text
