@@ -18,7 +18,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 # Options shared by audit / attack / score.
 TargetOpt = typer.Option(..., "--target", "-t", help="target model: hub id, local directory or .gguf file")
-RefOpt = typer.Option(None, "--reference", "-r", help="reference model(s) (repeat the flag for several)")
+RefOpt = typer.Option(None, "--reference", "-r", help="reference model(s) (repeat the flag for several); 'auto' with a PEFT "
+                      "adapter as --target: the same model with the adapter disabled")
+BaseOpt = typer.Option(None, "--base", help="base model of a PEFT adapter directory given as --target (default: its adapter_config)")
+ScoreOpt = typer.Option("auto", "--score", help="tokens the attacks aggregate over: completion (prompt/completion records), "
+                        "assistant (chat records), all, or auto (what the records imply)")
 
 
 @app.command()
@@ -35,6 +39,9 @@ def audit(
     out: Path = typer.Option(Path("out"), "--out", "-o", help="output directory"),
     text_field: str = typer.Option("text", "--text-field"),
     gguf_file: Optional[str] = typer.Option(None, "--gguf-file", help="GGUF file inside the --target directory"),
+    base: Optional[str] = BaseOpt,
+    score: str = ScoreOpt,
+    canaries: Optional[Path] = typer.Option(None, "--canaries", help="canary manifest (memlens canary make): exposure in results.json"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N"),
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16"),
     device_map: Optional[str] = typer.Option(None, "--device-map", help="e.g. 'auto' to spread a big model over GPUs"),
@@ -72,7 +79,7 @@ def audit(
         device_map=device_map, batch_size=batch_size, max_length=max_length, stride=stride, temperature=temperature,
         cache_dir=None if no_cache else (cache_dir or "default"), trust_remote_code=trust_remote_code,
         allow_pickle=allow_pickle, text_field=text_field, n_bootstrap=bootstrap, seed=seed, cache_only=_cache_only,
-        model_kind=model_kind,
+        model_kind=model_kind, base=base, score=score, canaries=canaries,
         masked={"steps": mask_steps, "alpha_min": mask_min, "alpha_max": mask_max, "nested": not independent_masks,
                 "mask_token_id": mask_token_id, "auto_class": masked_auto_class},
     )
@@ -82,7 +89,20 @@ def audit(
     if report:
         _write_report(result, out)
     print_metrics(result)
+    _print_exposure(result)
     console.print(f"wrote {out}/scores.csv, results.json, roc.png" + (", report.html" if report and (out / 'report.html').exists() else ""))
+
+
+def _print_exposure(result) -> None:
+    exp = result.extra.get("canary_exposure")
+    if not exp:
+        return
+    t = Table(title="canary exposure (bits)")
+    for col in ("repetitions", "canaries", "mean", "min", "max"):
+        t.add_column(col, justify="right")
+    for r, row in exp["by_repetition"].items():
+        t.add_row("held out" if r == "0" else r, str(row["n"]), f"{row['mean']:.2f}", f"{row['min']:.2f}", f"{row['max']:.2f}")
+    console.print(t)
 
 
 def _write_report(result, out: Path) -> None:
@@ -105,6 +125,8 @@ def attack(
     out: Path = typer.Option(Path("out"), "--out", "-o"),
     text_field: str = typer.Option("text", "--text-field"),
     gguf_file: Optional[str] = typer.Option(None, "--gguf-file"),
+    base: Optional[str] = BaseOpt,
+    score: str = ScoreOpt,
     max_length: Optional[int] = typer.Option(None, "--max-length", min=2),
     stride: Optional[int] = typer.Option(None, "--stride", min=1),
     temperature: float = typer.Option(1.0, "--temperature", min=1e-6),
@@ -122,7 +144,8 @@ def attack(
 ):
     """Run attacks on cached statistics only (no model runs; fails if any statistic is missing)."""
     audit(target=target, reference=reference, members=members, nonmembers=nonmembers, data=data, population=population,
-          attacks=attacks, param=param, out=out, text_field=text_field, gguf_file=gguf_file, device="cpu", dtype="auto",
+          attacks=attacks, param=param, out=out, text_field=text_field, gguf_file=gguf_file, base=base, score=score, canaries=None,
+          device="cpu", dtype="auto",
           device_map=None, batch_size=None, max_length=max_length, stride=stride, temperature=temperature,
           cache_dir=cache_dir, no_cache=False, trust_remote_code=False, allow_pickle=False, bootstrap=bootstrap, seed=seed,
           report=True, model_kind=model_kind, mask_steps=mask_steps, mask_min=mask_min, mask_max=mask_max,
@@ -138,6 +161,7 @@ def score(
     texts: List[Path] = typer.Argument(..., help="files of texts to score"),
     text_field: str = typer.Option("text", "--text-field"),
     gguf_file: Optional[str] = typer.Option(None, "--gguf-file"),
+    base: Optional[str] = BaseOpt,
     device: str = typer.Option("auto", "--device"),
     dtype: str = typer.Option("auto", "--dtype"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
@@ -156,12 +180,13 @@ def score(
     from memlens.models.handle import LoadOptions
     from memlens.passes.causal import PassSettings
 
-    all_texts = [s.text for p in texts for s in load_samples(p, text_field=text_field)]
-    bundle = score_texts(target, reference or [], all_texts, gguf_file=gguf_file, cache_dir=cache_dir or "default",
+    all_texts = [s for p in texts for s in load_samples(p, text_field=text_field)]  # Samples: chats are rendered first
+    bundle = score_texts(target, reference or [], all_texts, gguf_file=gguf_file, base=base, cache_dir=cache_dir or "default",
                          settings=PassSettings(batch_size=batch_size, max_length=max_length, stride=stride, temperature=temperature),
                          options=LoadOptions(device=device, dtype=dtype, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle))
     n_tok = sum(len(s) for s in bundle.target)
-    console.print(f"{len(all_texts)} texts, {n_tok} tokens: {bundle.computed} computed, {len(set(all_texts)) - bundle.computed} from cache")
+    n_unique = len({s.text for s in all_texts})
+    console.print(f"{len(all_texts)} texts, {n_tok} tokens: {bundle.computed} computed, {n_unique - bundle.computed} from cache")
 
 
 @app.command()
@@ -172,6 +197,7 @@ def extract(
     spans_field: str = typer.Option("pii", "--spans-field", help="field listing {type, start, end} spans of each text"),
     types: Optional[List[str]] = typer.Option(None, "--type", help="only secrets of this type (repeatable)"),
     gguf_file: Optional[str] = typer.Option(None, "--gguf-file"),
+    base: Optional[str] = BaseOpt,
     device: str = typer.Option("auto", "--device"),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="write extraction.jsonl and extraction.json here"),
@@ -186,15 +212,12 @@ def extract(
     from memlens.data import DataError, load_samples
     from memlens.extraction import extract as run_extract
     from memlens.extraction import secrets_from_samples, summarize
-    from memlens.models.loading import load_model, load_tokenizer, resolve_model
 
     samples = [s for p in data for s in load_samples(p)]
     secrets = secrets_from_samples(samples, field=spans_field, types=types or None)
     if not secrets:
         raise DataError(f"no secret spans found: the texts have no {spans_field!r} field with {{type, start, end}} entries")
-    ms = resolve_model(target, gguf_file=gguf_file, allow_pickle=allow_pickle)
-    tok = load_tokenizer(ms, trust_remote_code=trust_remote_code)
-    model = load_model(ms, device=device, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    model, tok = _extract_model(target, base, gguf_file, device, trust_remote_code, allow_pickle)
     outcomes = run_extract(model, tok, secrets, batch_size=batch_size)
     summary = summarize(outcomes)
     t = Table(title="verbatim extraction")
@@ -211,6 +234,21 @@ def extract(
         write_jsonl(out / "extraction.jsonl", ({"id": o.secret.text_id, "type": o.secret.type, "value": o.secret.value,
                                                 "label": o.secret.label, "generated": o.generated, "exact": o.exact,
                                                 "similarity": o.similarity} for o in outcomes))
+
+
+def _extract_model(target: str, base: Optional[str], gguf_file: Optional[str], device: str, trust_remote_code: bool, allow_pickle: bool):
+    """The model and tokenizer to generate with: a PEFT adapter directory on its base, or any model."""
+    from memlens.data import DataError
+    from memlens.models.adapters import is_adapter_dir, load_adapter
+    from memlens.models.loading import load_model, load_tokenizer, resolve_model
+
+    if is_adapter_dir(target):
+        return load_adapter(target, base, device=device, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    if base is not None:
+        raise DataError("--base is the base model of a PEFT adapter; the target is not an adapter directory")
+    ms = resolve_model(target, gguf_file=gguf_file, allow_pickle=allow_pickle)
+    return load_model(ms, device=device, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle), \
+        load_tokenizer(ms, trust_remote_code=trust_remote_code)
 
 
 @app.command()

@@ -365,6 +365,12 @@ def _studies(res: dict[str, Any]) -> dict[str, Any]:
         out["localization"] = [{"scorer": str(k), "auc": _finite((v or {}).get("auc")), "topk": _finite((v or {}).get("topk_precision")),
                                 "n_texts": (v or {}).get("n_texts"), "n_secret": (v or {}).get("n_secret_tokens")}
                                for k, v in list(loc.items())[:MAX_STUDY_ROWS] if isinstance(v, dict)]
+    exp = res.get("canary_exposure") if isinstance(res.get("canary_exposure"), dict) else {}
+    by_rep = exp.get("by_repetition")
+    if isinstance(by_rep, dict) and by_rep:  # memlens audit --canaries (memlens.canary.ExposureResult.to_dict)
+        out["exposure"] = [{"repetitions": "held out" if str(r) == "0" else str(r), "n": (row or {}).get("n"),
+                            "mean": _finite((row or {}).get("mean")), "min": _finite((row or {}).get("min")),
+                            "max": _finite((row or {}).get("max"))} for r, row in list(by_rep.items())[:MAX_STUDY_ROWS]]
     return out
 
 
