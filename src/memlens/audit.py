@@ -7,6 +7,9 @@ import json
 import logging
 import os
 import platform
+import sys
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -31,6 +34,7 @@ from memlens.data import (
 from memlens.metrics import DEFAULT_FPRS, AttackMetrics, evaluate
 from memlens.models.adapters import adapter_handles, is_adapter_dir, load_adapter
 from memlens.models.handle import LoadOptions, ModelHandle
+from memlens.passes._shared import is_main_process
 from memlens.passes.causal import PassSettings, StatsBundle, compute_stats
 from memlens.scope import Scope, check_assistant_turns, is_chat, render_chats, resolve_scope, restrict, sample_spans, scatter
 from memlens.stats import TokenStats
@@ -52,9 +56,12 @@ class AuditResult:
     notes: list[str] = field(default_factory=list)
     reference_logprobs: list[np.ndarray] | None = None  # aligned to target tokens, for the token view
     extra: dict[str, Any] = field(default_factory=dict)  # further studies (e.g. the demo's), saved in results.json
+    timings: dict[str, float] = field(default_factory=dict)  # wall seconds per stage (results.json "timings")
 
     def results_dict(self) -> dict[str, Any]:
         return {
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "peak_rss_mb": peak_rss_mb(),
             "memlens_version": __version__,
             "settings": self.settings,
             "metrics": {k: m.to_dict() for k, m in self.metrics.items()},
@@ -68,21 +75,40 @@ class AuditResult:
         """Write scores.csv, texts.jsonl, results.json, token_scores.parquet and roc.png (if there are metrics)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        with self.stage("save: scores.csv"):
+            self._save_scores(out)
+        with self.stage("save: texts.jsonl"):
+            # the report and `memlens show` read these back
+            write_jsonl(out / "texts.jsonl", ({"id": smp.id, "text": smp.text, "label": smp.label, "meta": smp.meta}
+                                              for smp in self.samples), default=json_default)
+        with self.stage("save: token_scores.parquet"):
+            self._save_tokens(out / "token_scores.parquet")
+        if self.metrics:
+            from memlens.plots import plot_roc
+
+            with self.stage("save: roc.png"):
+                labels = self.scores["label"].to_numpy()
+                plot_roc({a: (labels, self.scores[a].to_numpy()) for a in self.metrics}, out / "roc.png")
+        self.write_results_json(out)  # last, so its timings include the other writes
+        return out
+
+    def write_results_json(self, out_dir: str | os.PathLike) -> None:
+        (Path(out_dir) / "results.json").write_text(json.dumps(self.results_dict(), indent=2, default=json_default))
+
+    @contextmanager
+    def stage(self, name: str):
+        """Add the wall time of the ``with`` block to ``timings[name]``."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
+
+    def _save_scores(self, out: Path) -> None:
         # ids and tiers are the user's strings: a leading quote keeps a spreadsheet from running them as
         # formulas, and quoting every string keeps a carriage return in one from splitting its row.
         safe = self.scores.apply(lambda c: c if pd.api.types.is_numeric_dtype(c) else c.map(spreadsheet_escape))
         safe.to_csv(out / "scores.csv", index=False, quoting=csv.QUOTE_NONNUMERIC)
-        # the report and `memlens show` read these back
-        write_jsonl(out / "texts.jsonl", ({"id": smp.id, "text": smp.text, "label": smp.label, "meta": smp.meta}
-                                          for smp in self.samples), default=json_default)
-        (out / "results.json").write_text(json.dumps(self.results_dict(), indent=2, default=json_default))
-        self._save_tokens(out / "token_scores.parquet")
-        if self.metrics:
-            from memlens.plots import plot_roc
-
-            labels = self.scores["label"].to_numpy()
-            plot_roc({a: (labels, self.scores[a].to_numpy()) for a in self.metrics}, out / "roc.png")
-        return out
 
     def _save_tokens(self, path: Path) -> None:
         import pyarrow as pa
@@ -102,6 +128,14 @@ class AuditResult:
         for attack, toks in self.token_scores.items():
             cols[f"{attack}_token"] = [np.asarray(t, dtype=np.float32) for t in toks]
         pq.write_table(pa.table(cols), path)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(rss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
 def json_default(o: Any):
@@ -247,7 +281,7 @@ def audit(
     base: str | os.PathLike | None = None,
     score: str = "auto",
     canaries=None,
-) -> AuditResult:
+) -> AuditResult | None:
     """Run the membership audit.
 
     ``target``/``references``: hub ids, local directories, ``.gguf`` files, or in-memory models
@@ -270,6 +304,9 @@ def audit(
     any spans the records carry. The model pass always scores whole texts (same cache entries).
     ``canaries``: a canary manifest (``memlens canary make``): their exposure under the target goes
     into ``result.extra["canary_exposure"]``.
+
+    Under ``torchrun``/``accelerate launch`` every process scores its share of the texts; only the
+    main process returns the result, the others return None once their share is cached.
     """
     import torch
 
@@ -294,7 +331,10 @@ def audit(
                             "give plain or prompt/completion records with --score all for a masked LM")
         return _audit_masked(target, references, samples, attacks, attack_params, tokenizer, options, masked or {},
                              cache_dir, settings.max_length, settings.cache_only, settings.progress, seed, fprs, n_bootstrap)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
     t, refs = _handles(target, references, tokenizer, reference_tokenizers, gguf_file, options, base)
+    timings["load (handles, tokenizers)"] = time.perf_counter() - t0
     render_chats(samples + pop, t.tokenizer)
     scope = resolve_scope(samples, score)
     check_assistant_turns(samples, scope)
@@ -313,7 +353,12 @@ def audit(
         settings.pair_settings = {**settings.pair_settings, **pair_settings}  # a copy: never the caller's dict
     cache = StatsCache(default_cache_dir() if cache_dir == "default" else cache_dir)
     bundle = compute_stats(t, refs, [s.text for s in samples], cache, settings)
+    timings.update({f"texts: {k}": v for k, v in bundle.timings.items()})
     pop_bundle = compute_stats(t, refs, [s.text for s in pop], cache, settings) if pop else None
+    if pop_bundle is not None:
+        timings.update({f"population: {k}": v for k, v in pop_bundle.timings.items()})
+    if not is_main_process():
+        return None  # a data-parallel worker: its share is in the cache; the main process does the rest
     inp = AttackInput(
         texts=[s.text for s in samples], target=bundle.target, references=bundle.references, comparison=bundle.comparison,
         population_texts=[s.text for s in pop],
@@ -322,8 +367,10 @@ def audit(
         population_comparison=pop_bundle.comparison if pop_bundle else None,
         extras={"pair": bundle.pair_records} if bundle.pair_records is not None else {},
     )
+    t0 = time.perf_counter()
     results, span_notes = _run_scoped(inp, names, attack_params, spans, samples, pop)
-    result = _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, len(pop))
+    timings["attacks"] = time.perf_counter() - t0
+    result = _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, len(pop), timings)
     result.settings["score"] = {**scope.to_dict(), "spans": {n: spans[n] for n in names if spans.get(n)}}
     for n in names:
         if spans.get(n):
@@ -332,7 +379,9 @@ def audit(
     if canaries is not None:
         from memlens.canary import target_exposure
 
+        t0 = time.perf_counter()
         result.extra["canary_exposure"] = target_exposure(t.model, canaries, tokenizer=t.tokenizer, seed=seed).to_dict()
+        result.timings["canary exposure"] = time.perf_counter() - t0
     return result
 
 
@@ -407,7 +456,10 @@ def _audit_masked(target, references, samples, attacks, attack_params, tokenizer
     return result
 
 
-def _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, n_pop) -> AuditResult:
+def _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, n_pop,
+              timings: dict[str, float] | None = None) -> AuditResult:
+    timings = {} if timings is None else timings
+    t0 = time.perf_counter()
     table: dict[str, Any] = {"id": [s.id for s in samples], "label": [s.label for s in samples]}
     if any("tier" in s.meta for s in samples):
         table["tier"] = [s.meta.get("tier") for s in samples]
@@ -426,8 +478,11 @@ def _assemble(samples, t, refs, results, bundle, names, attack_params, settings,
                 notes.append(f"{n}: {int(bad.sum())} texts got no finite score and count as the least likely members")
                 sc = np.where(bad, np.nanmin(np.where(bad, np.nan, sc)) - 1 if (~bad).any() else 0.0, sc)
             metrics[n] = evaluate(labels, sc, fprs=fprs, n_bootstrap=n_bootstrap, seed=seed)
+    timings["metrics"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     # from the character spans, not one tokenizer.decode per token (memlens.tokens says why)
     strings = [token_strings(s.text, st.span_start, st.span_end) for s, st in zip(samples, bundle.target)]
+    timings["token strings"] = time.perf_counter() - t0
     ref_lp = None
     if bundle.comparison is not None:
         ref_lp = [st.logprob.astype(np.float64) - lr for st, lr in zip(bundle.target, bundle.comparison.log_ratio)]
@@ -442,5 +497,5 @@ def _assemble(samples, t, refs, results, bundle, names, attack_params, settings,
         samples=samples, scores=scores, metrics=metrics,
         token_scores={n: r.token_scores for n, r in results.items() if r.token_scores is not None},
         target_stats=bundle.target, token_strings=strings, settings=settings_d,
-        attack_info={n: r.info for n, r in results.items()}, notes=notes, reference_logprobs=ref_lp,
+        attack_info={n: r.info for n, r in results.items()}, notes=notes, reference_logprobs=ref_lp, timings=timings,
     )

@@ -23,6 +23,8 @@ RefOpt = typer.Option(None, "--reference", "-r", help="reference model(s) (repea
 BaseOpt = typer.Option(None, "--base", help="base model of a PEFT adapter directory given as --target (default: its adapter_config)")
 ScoreOpt = typer.Option("auto", "--score", help="tokens the attacks aggregate over: completion (prompt/completion records), "
                         "assistant (chat records), all, or auto (what the records imply)")
+# the default is memlens.report.html.DEFAULT_REPORT_TEXTS (not imported here: it would slow `memlens --help`)
+REPORT_TEXTS_HELP = "texts with a token-level view in report.html (the rest: `memlens show ID`)"
 
 
 @app.command()
@@ -56,6 +58,7 @@ def audit(
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="bootstrap resamples for confidence intervals"),
     seed: int = typer.Option(0, "--seed"),
     report: bool = typer.Option(True, "--report/--no-report", help="write report.html"),
+    report_texts: int = typer.Option(200, "--report-texts", min=0, help=REPORT_TEXTS_HELP),
     model_kind: str = typer.Option("causal", "--model-kind", help="causal (autoregressive) or masked (masked / diffusion LM: SAMA)"),
     mask_steps: int = typer.Option(16, "--mask-steps", min=2, help="masked LMs: progressive masking steps T"),
     mask_min: float = typer.Option(0.05, "--mask-min", min=0.0, max=1.0, help="masked LMs: smallest mask density"),
@@ -83,11 +86,13 @@ def audit(
         masked={"steps": mask_steps, "alpha_min": mask_min, "alpha_max": mask_max, "nested": not independent_masks,
                 "mask_token_id": mask_token_id, "auto_class": masked_auto_class},
     )
-    if int(os.environ.get("RANK", "0")) != 0:
+    if result is None or int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun every process scores its share; the first one writes the results
     result.save(out)
     if report:
-        _write_report(result, out)
+        with result.stage("report"):
+            _write_report(result, out, report_texts)
+        result.write_results_json(out)  # again, with the report's time
     print_metrics(result)
     _print_exposure(result)
     console.print(f"wrote {out}/scores.csv, results.json, roc.png" + (", report.html" if report and (out / 'report.html').exists() else ""))
@@ -105,10 +110,10 @@ def _print_exposure(result) -> None:
     console.print(t)
 
 
-def _write_report(result, out: Path) -> None:
+def _write_report(result, out: Path, report_texts: int) -> None:
     from memlens.report import write_report
 
-    write_report(result, out)
+    write_report(result, out, report_texts=report_texts)
 
 
 @app.command()
@@ -133,6 +138,8 @@ def attack(
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir"),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0),
     seed: int = typer.Option(0, "--seed"),
+    report: bool = typer.Option(True, "--report/--no-report", help="write report.html"),
+    report_texts: int = typer.Option(200, "--report-texts", min=0, help=REPORT_TEXTS_HELP),
     model_kind: str = typer.Option("causal", "--model-kind"),
     mask_steps: int = typer.Option(16, "--mask-steps", min=2),
     mask_min: float = typer.Option(0.05, "--mask-min"),
@@ -148,7 +155,7 @@ def attack(
           device="cpu", dtype="auto",
           device_map=None, batch_size=None, max_length=max_length, stride=stride, temperature=temperature,
           cache_dir=cache_dir, no_cache=False, trust_remote_code=False, allow_pickle=False, bootstrap=bootstrap, seed=seed,
-          report=True, model_kind=model_kind, mask_steps=mask_steps, mask_min=mask_min, mask_max=mask_max,
+          report=report, report_texts=report_texts, model_kind=model_kind, mask_steps=mask_steps, mask_min=mask_min, mask_max=mask_max,
           independent_masks=independent_masks, mask_token_id=mask_token_id, masked_auto_class=masked_auto_class,
           verbose=verbose, _cache_only=True)
 
@@ -253,12 +260,13 @@ def _extract_model(target: str, base: Optional[str], gguf_file: Optional[str], d
 
 @app.command()
 @friendly_errors
-def report(results_dir: Path = typer.Argument(..., help="an audit's output directory")):
+def report(results_dir: Path = typer.Argument(..., help="an audit's output directory"),
+           report_texts: int = typer.Option(200, "--report-texts", min=0, help=REPORT_TEXTS_HELP)):
     """(Re)build the self-contained report.html of an audit's output directory."""
     setup(False)
     from memlens.report import write_report_from_dir
 
-    console.print(f"wrote {write_report_from_dir(results_dir)}")
+    console.print(f"wrote {write_report_from_dir(results_dir, report_texts=report_texts)}")
 
 
 @app.command()
