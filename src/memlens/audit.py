@@ -281,6 +281,7 @@ def audit(
     base: str | os.PathLike | None = None,
     score: str = "auto",
     canaries=None,
+    canary_options: dict[str, Any] | None = None,
 ) -> AuditResult | None:
     """Run the membership audit.
 
@@ -303,7 +304,8 @@ def audit(
     attack's ``span`` parameter (``attack_params={"minkpp": {"span": "pii"}}``) overrides it with
     any spans the records carry. The model pass always scores whole texts (same cache entries).
     ``canaries``: a canary manifest (``memlens canary make``): their exposure under the target goes
-    into ``result.extra["canary_exposure"]``.
+    into ``result.extra["canary_exposure"]``; ``canary_options``: keywords of
+    :func:`memlens.canary.exposure` (method, n_samples, max_enumerate, batch_size).
 
     Under ``torchrun``/``accelerate launch`` every process scores its share of the texts; only the
     main process returns the result, the others return None once their share is cached.
@@ -380,7 +382,8 @@ def audit(
         from memlens.canary import target_exposure
 
         t0 = time.perf_counter()
-        result.extra["canary_exposure"] = target_exposure(t.model, canaries, tokenizer=t.tokenizer, seed=seed).to_dict()
+        result.extra["canary_exposure"] = target_exposure(t.model, canaries, tokenizer=t.tokenizer, seed=seed,
+                                                          **(canary_options or {})).to_dict()
         result.timings["canary exposure"] = time.perf_counter() - t0
     return result
 

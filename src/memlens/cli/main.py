@@ -44,6 +44,9 @@ def audit(
     base: Optional[str] = BaseOpt,
     score: str = ScoreOpt,
     canaries: Optional[Path] = typer.Option(None, "--canaries", help="canary manifest (memlens canary make): exposure in results.json"),
+    canary_method: str = typer.Option("auto", "--canary-method", help="exposure: exact rank, extrapolated (skew-normal fit), "
+                                      "or auto (exact up to 20000 fillings)"),
+    canary_samples: int = typer.Option(2000, "--canary-samples", min=10, help="sampled fillings per canary for the extrapolated exposure"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N"),
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16"),
     device_map: Optional[str] = typer.Option(None, "--device-map", help="e.g. 'auto' to spread a big model over GPUs"),
@@ -83,6 +86,7 @@ def audit(
         cache_dir=None if no_cache else (cache_dir or "default"), trust_remote_code=trust_remote_code,
         allow_pickle=allow_pickle, text_field=text_field, n_bootstrap=bootstrap, seed=seed, cache_only=_cache_only,
         model_kind=model_kind, base=base, score=score, canaries=canaries,
+        canary_options={"method": canary_method, "n_samples": canary_samples} if canaries is not None else None,
         masked={"steps": mask_steps, "alpha_min": mask_min, "alpha_max": mask_max, "nested": not independent_masks,
                 "mask_token_id": mask_token_id, "auto_class": masked_auto_class},
     )
@@ -152,7 +156,7 @@ def attack(
     """Run attacks on cached statistics only (no model runs; fails if any statistic is missing)."""
     audit(target=target, reference=reference, members=members, nonmembers=nonmembers, data=data, population=population,
           attacks=attacks, param=param, out=out, text_field=text_field, gguf_file=gguf_file, base=base, score=score, canaries=None,
-          device="cpu", dtype="auto",
+          canary_method="auto", canary_samples=2000, device="cpu", dtype="auto",
           device_map=None, batch_size=None, max_length=max_length, stride=stride, temperature=temperature,
           cache_dir=cache_dir, no_cache=False, trust_remote_code=False, allow_pickle=False, bootstrap=bootstrap, seed=seed,
           report=report, report_texts=report_texts, model_kind=model_kind, mask_steps=mask_steps, mask_min=mask_min, mask_max=mask_max,
