@@ -384,6 +384,7 @@ def audit(
         t0 = time.perf_counter()
         result.extra["canary_exposure"] = target_exposure(t.model, canaries, tokenizer=t.tokenizer, seed=seed,
                                                           **(canary_options or {})).to_dict()
+        result.extra["canary_exposure"]["settings"]["target"] = t.name  # the adapter dir, not the base the peft model names
         result.timings["canary exposure"] = time.perf_counter() - t0
     return result
 

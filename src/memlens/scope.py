@@ -29,6 +29,7 @@ CHAT_KEY = "messages"
 SCORE_MODES = ("auto", "completion", "assistant", "all")
 # the record shape -> what its fine-tune trained on
 _IMPLIED = {"prompt_completion": "completion", "chat": "assistant", "text": "all"}
+_SHAPE_NAMES = {"prompt_completion": "prompt/completion", "chat": "chat", "text": "plain text"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,7 +167,7 @@ class Scope:
     def describe(self) -> str:
         what = {"all": "every token", "completion": "completion tokens only (the prompt is context)",
                 "assistant": "assistant-turn tokens only (the rest of the chat is context)"}[self.mode]
-        how = "implied by the records (" + ", ".join(f"{n} {k.replace('_', '/')}" for k, n in self.shapes.items() if n) + \
+        how = "implied by the records (" + ", ".join(f"{n} {_SHAPE_NAMES[k]}" for k, n in self.shapes.items() if n) + \
             "); --score changes it" if self.implied else "--score " + self.mode
         return f"scored: {what}; {how}"
 
@@ -185,7 +186,7 @@ def resolve_scope(samples: Sequence[Any], score: str = "auto") -> Scope:
         present = [k for k, n in shapes.items() if n]
         if len(present) > 1:
             # members in one shape and non-members in another would be told apart by their format alone
-            raise DataError("the texts mix record shapes (" + ", ".join(f"{shapes[k]} {k.replace('_', '/')}" for k in present) +
+            raise DataError("the texts mix record shapes (" + ", ".join(f"{shapes[k]} {_SHAPE_NAMES[k]}" for k in present) +
                             "): give one shape, or choose with --score all|completion|assistant")
         return Scope(_IMPLIED[present[0]] if present else "all", True, shapes)
     if score != "all":

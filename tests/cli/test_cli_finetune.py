@@ -103,6 +103,7 @@ def test_score_completion_and_canaries_in_results_and_report(lora, llama, tmp_pa
         "record_shapes": {"prompt_completion": 8, "chat": 0, "text": 0}}
     exp = res["canary_exposure"]
     assert set(exp["by_repetition"]) == {"0", "1", "4"} and len(exp["canaries"]) == 3
+    assert exp["settings"]["target"] == str(lora / "lora")
     assert all(0 <= c["exposure"] <= np.log2(100) + 1e-9 for c in exp["canaries"])  # |R| = 100: exact ranks
     html = (tmp_path / "o" / "report.html").read_text()
     assert 'id="exposure"' in html and "held out" in html
