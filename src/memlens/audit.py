@@ -282,6 +282,7 @@ def audit(
     score: str = "auto",
     canaries=None,
     canary_options: dict[str, Any] | None = None,
+    reference_splits=None,
 ) -> AuditResult | None:
     """Run the membership audit.
 
@@ -309,6 +310,11 @@ def audit(
 
     Under ``torchrun``/``accelerate launch`` every process scores its share of the texts; only the
     main process returns the result, the others return None once their share is cached.
+
+    ``reference_splits``: which reference trained on which text (a splits file's path, its dict, or a
+    :class:`memlens.splits.ReferenceSplits`; see :mod:`memlens.splits`): rmia/informia then run online
+    (or offline with the OUT references, tuned a), ``ref`` calibrates each text by its OUT references and
+    token-level InfoRMIA mixes, per text, only the references OUT for it.
     """
     import torch
 
@@ -325,6 +331,9 @@ def audit(
         check_labels(samples)
     pop = as_samples(population, name="population", text_field=text_field)
     check_unique_ids(pop, "population texts")
+    from memlens.splits import as_splits
+
+    reference_splits = as_splits(reference_splits)  # a bad file fails before any model runs
     if model_kind not in ("causal", "masked"):
         raise DataError(f"model kind must be causal or masked, got {model_kind!r}")
     if model_kind == "masked":
@@ -353,12 +362,16 @@ def audit(
         reductions, pair_settings = get_attack(n).pass_needs((attack_params or {}).get(n))
         settings.pair_reductions = tuple(dict.fromkeys((*settings.pair_reductions, *reductions)))
         settings.pair_settings = {**settings.pair_settings, **pair_settings}  # a copy: never the caller's dict
+    memberships = _splits_membership(reference_splits, refs, references, samples, pop)  # before any model runs
     cache = StatsCache(default_cache_dir() if cache_dir == "default" else cache_dir)
     bundle = compute_stats(t, refs, [s.text for s in samples], cache, settings)
     timings.update({f"texts: {k}": v for k, v in bundle.timings.items()})
     pop_bundle = compute_stats(t, refs, [s.text for s in pop], cache, settings) if pop else None
     if pop_bundle is not None:
         timings.update({f"population: {k}": v for k, v in pop_bundle.timings.items()})
+    # the grouped OUT-reference passes of token-level InfoRMIA (reference splits) before the workers
+    # leave: under torchrun they are data parallel like the main pass
+    out_comparisons = _out_comparisons(memberships, t, refs, samples, pop, cache, settings)
     if not is_main_process():
         return None  # a data-parallel worker: its share is in the cache; the main process does the rest
     inp = AttackInput(
@@ -369,6 +382,7 @@ def audit(
         population_comparison=pop_bundle.comparison if pop_bundle else None,
         extras={"pair": bundle.pair_records} if bundle.pair_records is not None else {},
     )
+    splits = _apply_splits(reference_splits, memberships, out_comparisons, inp)
     t0 = time.perf_counter()
     results, span_notes = _run_scoped(inp, names, attack_params, spans, samples, pop)
     timings["attacks"] = time.perf_counter() - t0
@@ -378,6 +392,9 @@ def audit(
         if spans.get(n):
             result.settings["attack_params"][n]["span"] = spans[n]
     result.notes = [scope.describe(), *span_notes, *result.notes]
+    if splits is not None:
+        result.settings["reference_splits"] = splits.describe()
+    result.settings["attack_modes"] = {n: _mode(r.info) for n, r in results.items() if _mode(r.info)}
     if canaries is not None:
         from memlens.canary import target_exposure
 
@@ -428,6 +445,64 @@ def _run_scoped(inp: AttackInput, names, attack_params, spans: dict[str, str | N
             r.token_scores = scatter(r.token_scores, cut[span].masks)
         out[n] = r
     return out, notes
+
+
+def _mode(info: dict) -> str | None:
+    """How rmia/informia formed Pr(x): online, offline (a=...), or offline with a tuned."""
+    if "tuned_a" in info:
+        return f"offline, tuned a={info['tuned_a']:g}"
+    if info.get("mode") == "offline":
+        return f"offline, a={info.get('a', 1.0):g}"
+    return info.get("mode")
+
+
+def _splits_membership(splits, refs, given, samples, pop):
+    """(reference membership [R, n], population's [R, m]) from the splits, in the order of the references; None without splits."""
+    from memlens.splits import SplitsError
+
+    if splits is None:
+        return None
+    if not refs:
+        raise SplitsError("reference splits were given without reference models (--reference)")
+    given = [given] if isinstance(given, (str, os.PathLike)) else list(given)
+    names = [str(g) if isinstance(g, (str, os.PathLike)) else h.name for g, h in zip(given, refs)]
+    m = splits.membership(names, [s.text for s in samples], [s.id for s in samples], "audited texts")
+    pm = splits.membership(names, [s.text for s in pop], [s.id for s in pop], "population texts") if pop else None
+    return m, pm
+
+
+def _out_comparisons(memberships, t, refs, samples, pop, cache, settings):
+    """Token comparisons whose q mixes, per text, only the references OUT for it
+    (:func:`memlens.passes.causal.out_reference_comparison`): (audited texts', population's); None without splits."""
+    from memlens.passes.causal import out_reference_comparison
+
+    if memberships is None:
+        return None
+    m, pm = memberships
+    comp = out_reference_comparison(t, refs, [s.text for s in samples], m, cache, settings)
+    # population texts OUT for every reference (no population splits) keep the all-reference mixture
+    pop_comp = (out_reference_comparison(t, refs, [s.text for s in pop], pm, cache, settings)
+                if comp is not None and pop and pm is not None else None)
+    return comp, pop_comp
+
+
+def _apply_splits(splits, memberships, out_comparisons, inp: AttackInput):
+    """Set the AttackInput's reference membership and its per-text OUT-reference token comparisons."""
+    from memlens.splits import SplitsError
+
+    if splits is None:
+        return None
+    inp.reference_membership, inp.population_reference_membership = memberships
+    try:
+        inp.__post_init__()  # AttackInput's shape checks
+    except ValueError as e:
+        raise SplitsError(str(e)) from None
+    comp, pop_comp = out_comparisons
+    if comp is not None:
+        inp.comparison = comp
+        if pop_comp is not None:
+            inp.population_comparison = pop_comp
+    return splits
 
 
 def _audit_masked(target, references, samples, attacks, attack_params, tokenizer, options, masked_opts, cache_dir,

@@ -32,6 +32,8 @@ REPORT_TEXTS_HELP = "texts with a token-level view in report.html (the rest: `me
 def audit(
     target: str = TargetOpt,
     reference: Optional[List[str]] = RefOpt,
+    reference_splits: Optional[Path] = typer.Option(None, "--reference-splits", help="JSON: which --reference trained on which text "
+                                                    "(from `memlens testbed references`); rmia/informia then run online"),
     members: Optional[Path] = typer.Option(None, "--members", help="member texts (jsonl, csv, parquet, txt or a directory of .txt)"),
     nonmembers: Optional[Path] = typer.Option(None, "--nonmembers", help="non-member texts"),
     data: Optional[Path] = typer.Option(None, "--data", help="one file of texts with a label field (1 member, 0 non-member)"),
@@ -85,7 +87,7 @@ def audit(
         device_map=device_map, batch_size=batch_size, max_length=max_length, stride=stride, temperature=temperature,
         cache_dir=None if no_cache else (cache_dir or "default"), trust_remote_code=trust_remote_code,
         allow_pickle=allow_pickle, text_field=text_field, n_bootstrap=bootstrap, seed=seed, cache_only=_cache_only,
-        model_kind=model_kind, base=base, score=score, canaries=canaries,
+        model_kind=model_kind, reference_splits=reference_splits, base=base, score=score, canaries=canaries,
         canary_options={"method": canary_method, "n_samples": canary_samples} if canaries is not None else None,
         masked={"steps": mask_steps, "alpha_min": mask_min, "alpha_max": mask_max, "nested": not independent_masks,
                 "mask_token_id": mask_token_id, "auto_class": masked_auto_class},
@@ -125,6 +127,7 @@ def _write_report(result, out: Path, report_texts: int) -> None:
 def attack(
     target: str = TargetOpt,
     reference: Optional[List[str]] = RefOpt,
+    reference_splits: Optional[Path] = typer.Option(None, "--reference-splits"),
     members: Optional[Path] = typer.Option(None, "--members"),
     nonmembers: Optional[Path] = typer.Option(None, "--nonmembers"),
     data: Optional[Path] = typer.Option(None, "--data"),
@@ -154,7 +157,8 @@ def attack(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Run attacks on cached statistics only (no model runs; fails if any statistic is missing)."""
-    audit(target=target, reference=reference, members=members, nonmembers=nonmembers, data=data, population=population,
+    audit(target=target, reference=reference, reference_splits=reference_splits, members=members, nonmembers=nonmembers, data=data,
+          population=population,
           attacks=attacks, param=param, out=out, text_field=text_field, gguf_file=gguf_file, base=base, score=score, canaries=None,
           canary_method="auto", canary_samples=2000, device="cpu", dtype="auto",
           device_map=None, batch_size=None, max_length=max_length, stride=stride, temperature=temperature,

@@ -274,3 +274,36 @@ def compute_stats(target: ModelHandle, references: Sequence[ModelHandle], texts:
         comparison = TokenComparison(log_ratio, None, notes[0])
     timings["cache read"] = time.perf_counter() - t0
     return StatsBundle(tstats, views, comparison, computed, notes, pair_records=recs, timings=timings)
+
+
+def out_reference_comparison(target: ModelHandle, references: Sequence[ModelHandle], texts: Sequence[str], membership: np.ndarray,
+                             cache: StatsCache, settings: PassSettings) -> TokenComparison | None:
+    """The token comparison with q, per text, the mixture of the references that are OUT for it.
+
+    With reference models trained on known splits, a text is IN for about half of them; mixing all
+    of them into q (what :func:`compute_stats` does) puts the member's own memorization into the
+    reference and cancels the very signal token-level InfoRMIA measures. Texts are grouped by their
+    set of OUT references and each group gets a paired pass with exactly those references. That is
+    the same q_i as a per-row weight vector over all references would give (the mixture
+    logsumexp_r(log q_r + log w_ri) - log sum_r w_ri with w_ri = OUT), needs no change to the scorer,
+    and each group's cache key names its references, so the splits need not enter any key (with K
+    balanced references there are C(K, K/2) groups: 6 for K = 4). ``membership``: bool [R, n] in the
+    order of ``references``; a text with no OUT reference uses all of them. None when no reference
+    shares the target's tokenizer (there is no D_KL term to fix then).
+    """
+    from memlens.splits import out_groups
+
+    texts = list(texts)
+    keep = [j for j, r in enumerate(references) if r.tokenizer_fingerprint == target.tokenizer_fingerprint]
+    if not keep or not texts:
+        return None
+    groups = out_groups(np.asarray(membership, dtype=bool)[keep])
+    # only the InfoRMIA reduction: the other paired reductions (LT-MIA) keep their all-reference pass
+    s = PassSettings(**{**settings.__dict__, "pair_reductions": ("informia",), "pair_settings": {}})
+    log_ratio: list = [None] * len(texts)
+    kl: list = [None] * len(texts)
+    for out, idx in sorted(groups.items()):
+        bundle = compute_stats(target, [references[keep[j]] for j in out], [texts[i] for i in idx], cache, s)
+        for k, i in enumerate(idx):
+            log_ratio[i], kl[i] = bundle.comparison.log_ratio[k], bundle.comparison.kl[k]
+    return TokenComparison(log_ratio, kl, "token-level q per text: the mixture of the references OUT for it (reference splits)")

@@ -20,6 +20,7 @@ import math
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -263,6 +264,26 @@ def _population_half(
     return stream, tier_of
 
 
+def _finetune(base, tokenizer, cfg: TestbedConfig, records: list[dict], out: Path, role: str, extra: dict, hp: dict,
+              seed: int | None = None) -> dict:
+    """The target's fine-tuning recipe (a copy of ``base``, cfg's fine-tune epochs, lr and batch size) on
+    ``records``; saved to ``out`` with its training.json. Every fine-tune of the testbed goes through here."""
+    model = copy.deepcopy(base)
+    stats = train_lm(
+        model,
+        encode(tokenizer, [r["text"] for r in records], cfg.context),
+        epochs=cfg.finetune_epochs,
+        lr=cfg.finetune_lr,
+        batch_size=cfg.finetune_batch_size,
+        seed=cfg.seed + 1 if seed is None else seed,
+        desc=f"finetune {out.name}",
+        **hp,
+    )
+    info = {"role": role, "init": "base", **extra, **stats}
+    _save(model, tokenizer, out, info)
+    return info
+
+
 def train_models(
     paths: TestbedPaths | str | Path,
     config: TestbedConfig | None = None,
@@ -334,20 +355,7 @@ def _train_models(
     summary["base"] = base_info
 
     def finetune(records: list[dict], name: str, role: str, extra: dict) -> dict:
-        model = copy.deepcopy(base)
-        stats = train_lm(
-            model,
-            encode(tokenizer, [r["text"] for r in records], cfg.context),
-            epochs=cfg.finetune_epochs,
-            lr=cfg.finetune_lr,
-            batch_size=cfg.finetune_batch_size,
-            seed=cfg.seed + 1,
-            desc=f"finetune {name}",
-            **hp,
-        )
-        info = {"role": role, "init": "base", **extra, **stats}
-        _save(model, tokenizer, paths.models / name, info)
-        return info
+        return _finetune(base, tokenizer, cfg, records, paths.models / name, role, extra, hp)
 
     # Target: base fine-tuned on the members' repeated stream (and the filler).
     corpus = read_jsonl(paths.finetune_corpus)
@@ -371,3 +379,105 @@ def _train_models(
     summary["seconds_total"] = round(time.perf_counter() - t_start, 2)
     (paths.models / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
     return paths
+
+
+def balanced_splits(n_texts: int, k: int, seed: int) -> list[list[int]]:
+    """For each text, the K/2 reference indices it is IN for (seeded): every text is IN for exactly
+    half of the references, so the plain mean over references is ½(mean_IN + mean_OUT), the RMIA
+    paper's online estimator, for every text (random halves would give Binomial(K, ½) IN counts)."""
+    if k < 2 or k % 2:
+        raise ValueError(f"the number of split references must be even and at least 2, got {k}")
+    rng = random.Random(f"{seed}/splits/{k}")
+    return [sorted(rng.sample(range(k), k // 2)) for _ in range(n_texts)]
+
+
+@dataclass
+class SplitPlan:
+    """K split references' data: which pool texts each trains on, and its stream (IN texts repeated per
+    tier, plus the target's filler, shuffled)."""
+
+    names: list[str]
+    streams: dict[str, list[dict]]
+    members: dict[str, list[str]]  # reference -> sha256 of its IN texts
+    pool: list[str]  # sha256 of every pool text
+    meta: dict  # k, seed, tiers, ids: recorded in the splits file
+
+    def write(self, path: str | Path) -> Path:
+        from memlens.splits import write_splits
+
+        return write_splits(path, self.names, self.members, self.pool, **self.meta)
+
+
+def split_plan(paths: TestbedPaths | str | Path, k: int = 4, seed: int | None = None) -> SplitPlan:
+    """The balanced splits of :func:`train_split_references` (also used to fine-tune real bases that way).
+
+    The pool is members + non-members + population. Each text is IN for exactly k/2 references; a text
+    IN for a reference is repeated per its tier (a member: its own; a non-member or population text: a
+    tier drawn, seeded, in the members' proportions), and every reference also gets the target's filler
+    documents, so its stream has the target's repetition profile and dilution.
+    """
+    from memlens.cache import text_hash
+
+    paths = paths if isinstance(paths, TestbedPaths) else TestbedPaths(Path(paths))
+    if seed is None:
+        seed = paths.config().seed if paths.manifest.is_file() else 0
+    members = read_jsonl(paths.members)
+    pool = members + read_jsonl(paths.nonmembers) + read_jsonl(paths.population)
+    filler = [r for r in read_jsonl(paths.finetune_corpus) if r.get("source") == "filler"]
+    rng = random.Random(f"{seed}/split-tiers")
+    member_tiers = [int(r["tier"]) for r in members]
+    tier_of = {r["id"]: int(r["tier"]) if r.get("label") == 1 and r.get("tier") is not None else rng.choice(member_tiers) for r in pool}
+    ins = balanced_splits(len(pool), k, seed)
+    names = [f"split_ref{i}" for i in range(k)]
+    trained_on = {n: [rec for rec, rs in zip(pool, ins) if i in rs] for i, n in enumerate(names)}
+    streams = {}
+    for n in names:
+        streams[n] = [rec for rec in trained_on[n] for _ in range(tier_of[rec["id"]])] + filler
+        random.Random(f"{seed}/{n}/order").shuffle(streams[n])
+    meta = {"k": k, "seed": seed, "recipe": "the target's fine-tune, from the target's base, + the target's filler",
+            "tiers": tier_of, "ids": {n: sorted(r["id"] for r in trained_on[n]) for n in names}}
+    return SplitPlan(names, streams, {n: [text_hash(r["text"]) for r in trained_on[n]] for n in names},
+                     [text_hash(r["text"]) for r in pool], meta)
+
+
+def train_split_references(
+    paths: TestbedPaths | str | Path,
+    k: int = 4,
+    device: str = "cpu",
+    *,
+    seed: int | None = None,
+    progress: bool = True,
+    num_threads: int | None = None,
+) -> Path:
+    """Train ``k`` reference models like the target on balanced random halves of the pool (:func:`split_plan`).
+
+    The recipe is the target's (:func:`_finetune` from ``models/base``). Writes ``models/split_ref{i}``
+    and ``models/splits.json`` (the format of :mod:`memlens.splits`; entries are the model folders'
+    names, relative to ``models/``). Models already trained with the same splits are reused. Returns
+    the splits file's path.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    paths = paths if isinstance(paths, TestbedPaths) else TestbedPaths(Path(paths))
+    cfg = paths.config()
+    plan = split_plan(paths, k, cfg.seed if seed is None else seed)
+    splits_path = paths.models / "splits.json"
+    prev = json.loads(splits_path.read_text()) if splits_path.is_file() else {}
+    same = all(prev.get(f) == plan.meta[f] for f in ("k", "seed", "ids"))
+    prev_threads = torch.get_num_threads()
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    try:
+        todo = [i for i, n in enumerate(plan.names) if not (same and (paths.models / n / "training.json").is_file())]
+        if todo:
+            tokenizer = AutoTokenizer.from_pretrained(paths.base)
+            base = AutoModelForCausalLM.from_pretrained(paths.base, dtype=torch.float32)
+            hp = {"device": device, "warmup_frac": cfg.warmup_frac, "weight_decay": cfg.weight_decay, "progress": progress}
+            for i in todo:
+                n = plan.names[i]
+                _finetune(base, tokenizer, cfg, plan.streams[n], paths.models / n, "split reference",
+                          {"data": "balanced half of members + nonmembers + population", "n_in": len(plan.members[n])}, hp,
+                          seed=cfg.seed + 101 + i)
+    finally:
+        torch.set_num_threads(prev_threads)
+    return plan.write(splits_path)
