@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib
 import json
 import logging
 import os
@@ -12,7 +13,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -71,8 +72,9 @@ class AuditResult:
             **self.extra,
         }
 
-    def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write scores.csv, texts.jsonl, results.json, token_scores.parquet and roc.png (if there are metrics)."""
+    def save(self, out_dir: str | os.PathLike, report: bool = True) -> Path:
+        """Write scores.csv, texts.jsonl, results.json, token_scores.parquet, roc.png (if there are metrics)
+        and, unless ``report=False``, report.html (as ``memlens audit`` does)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         with self.stage("save: scores.csv"):
@@ -90,6 +92,15 @@ class AuditResult:
                 labels = self.scores["label"].to_numpy()
                 plot_roc({a: (labels, self.scores[a].to_numpy()) for a in self.metrics}, out / "roc.png")
         self.write_results_json(out)  # last, so its timings include the other writes
+        if report:
+            if _REPORT_WRITER is None:
+                # memlens.report sits above this module (it reads AuditResult), so it registers its writer
+                # here when imported (register_report_writer) instead of being imported by name
+                importlib.import_module("memlens.report")
+            if _REPORT_WRITER is not None:
+                with self.stage("report"):
+                    _REPORT_WRITER(self, out)
+                self.write_results_json(out)  # again, with the report's time
         return out
 
     def write_results_json(self, out_dir: str | os.PathLike) -> None:
@@ -136,6 +147,15 @@ def peak_rss_mb() -> float:
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(rss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
+_REPORT_WRITER: Callable[[AuditResult, Path], Any] | None = None
+
+
+def register_report_writer(writer: Callable[[AuditResult, Path], Any]) -> None:
+    """What ``AuditResult.save`` calls to write report.html (memlens.report registers write_report)."""
+    global _REPORT_WRITER
+    _REPORT_WRITER = writer
 
 
 def json_default(o: Any):
@@ -364,9 +384,9 @@ def audit(
         settings.pair_settings = {**settings.pair_settings, **pair_settings}  # a copy: never the caller's dict
     memberships = _splits_membership(reference_splits, refs, references, samples, pop)  # before any model runs
     cache = StatsCache(default_cache_dir() if cache_dir == "default" else cache_dir)
-    bundle = compute_stats(t, refs, [s.text for s in samples], cache, settings)
+    bundle = compute_stats(t, refs, [s.text for s in samples], cache, settings, label="audited texts")
     timings.update({f"texts: {k}": v for k, v in bundle.timings.items()})
-    pop_bundle = compute_stats(t, refs, [s.text for s in pop], cache, settings) if pop else None
+    pop_bundle = compute_stats(t, refs, [s.text for s in pop], cache, settings, label="population") if pop else None
     if pop_bundle is not None:
         timings.update({f"population: {k}": v for k, v in pop_bundle.timings.items()})
     # the grouped OUT-reference passes of token-level InfoRMIA (reference splits) before the workers
@@ -395,6 +415,8 @@ def audit(
     if splits is not None:
         result.settings["reference_splits"] = splits.describe()
     result.settings["attack_modes"] = {n: _mode(r.info) for n, r in results.items() if _mode(r.info)}
+    _calibrate_leaks(result, inp.population_comparison)
+    _note_left_out(result, attacks, have_reference=bool(refs), have_population=bool(pop), model_kind="causal")
     if canaries is not None:
         from memlens.canary import target_exposure
 
@@ -505,6 +527,35 @@ def _apply_splits(splits, memberships, out_comparisons, inp: AttackInput):
     return splits
 
 
+def _note_left_out(result: AuditResult, attacks, **have) -> None:
+    """Say which attacks --attacks all left out, and why (a note in results.json, the CLI and the report)."""
+    from memlens.attacks import all_note, left_out_of_all
+
+    if attacks == "all" or list(attacks) == ["all"]:
+        note = all_note(left_out_of_all(**have))
+        if note:
+            result.notes.append(note)
+
+
+def _calibrate_leaks(result: AuditResult, pop_comparison) -> None:
+    """``result.extra["leak_threshold"]``: the token level that 0.1% of non-member tokens exceed (memlens.leakage),
+    for the token attack the report and ``memlens show`` use; the population's tokens when there are no non-members."""
+    from memlens.attacks.informia import token_informia_bits
+    from memlens.leakage import leak_threshold
+
+    attack = "informia_token" if "informia_token" in result.token_scores else next(iter(result.token_scores), None)
+    if attack is None:
+        return
+    pop_tokens = None
+    if attack == "informia_token" and pop_comparison is not None:
+        comp = pop_comparison
+        pop_tokens = [token_informia_bits(lr, kl) for lr, kl in
+                      zip(comp.log_ratio, comp.kl if comp.kl is not None else [None] * len(comp.log_ratio))]
+    unit = str((result.attack_info.get(attack) or {}).get("unit") or {"informia_token": "bits", "minkpp": "z"}.get(attack, "score"))
+    result.extra["leak_threshold"] = leak_threshold(result.token_scores[attack], [s.label for s in result.samples], attack=attack,
+                                                    unit=unit, population_tokens=pop_tokens)
+
+
 def _audit_masked(target, references, samples, attacks, attack_params, tokenizer, options, masked_opts, cache_dir,
                   max_length, cache_only, progress, seed, fprs, n_bootstrap) -> AuditResult:
     """The audit of a masked / diffusion LM: the masked pass, then SAMA and its baselines."""
@@ -532,6 +583,7 @@ def _audit_masked(target, references, samples, attacks, attack_params, tokenizer
                        n_bootstrap, seed, 0)
     result.settings["model_kind"] = "masked"
     result.settings["masked_pass"] = extras.settings
+    _note_left_out(result, attacks, have_reference=bool(refs), have_population=False, model_kind="masked")
     return result
 
 
@@ -545,6 +597,8 @@ def _assemble(samples, t, refs, results, bundle, names, attack_params, settings,
     for n in names:
         table[n] = results[n].scores
     scores = pd.DataFrame(table)
+    if "tier" in table and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in table["tier"] if v is not None):
+        scores["tier"] = scores["tier"].astype("Int64")  # 1, 4, 16 (not 1.0 beside the non-members' empty tier)
     labelled = [s.label is not None for s in samples]
     metrics: dict[str, AttackMetrics] = {}
     notes = list(bundle.notes)

@@ -94,7 +94,7 @@ def audit(
     )
     if result is None or int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun every process scores its share; the first one writes the results
-    result.save(out)
+    result.save(out, report=False)  # the report below, with the --report-texts choice
     if report:
         with result.stage("report"):
             _write_report(result, out, report_texts)
@@ -281,8 +281,10 @@ def report(results_dir: Path = typer.Argument(..., help="an audit's output direc
 @friendly_errors
 def show(
     text_id: str = typer.Argument(..., help="id of an audited text"),
-    results_dir: Path = typer.Option(Path("out"), "--results", "-r", help="the audit's output directory"),
-    threshold: float = typer.Option(1.0, "--threshold", help="token score above which a token counts as leaked (bits)"),
+    results_dir: Path = typer.Option(Path("out"), "--results", help="the audit's output directory (its --out)"),
+    threshold: Optional[float] = typer.Option(None, "--threshold", show_default=False,
+                                              help="token score above which a token counts as leaked (default: the audit's "
+                                                   "calibrated level, which 0.1% of non-member tokens exceed)"),
 ):
     """Show one audited text in the terminal, tokens coloured by token-level leakage."""
     from memlens.report import show_text
