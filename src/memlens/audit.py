@@ -62,8 +62,18 @@ class AuditResult:
             **self.extra,
         }
 
-    def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write scores.csv, texts.jsonl, results.json, token_scores.parquet and roc.png (if there are metrics)."""
+    def save(self, out_dir: str | os.PathLike, *, redact: bool = False, redact_threshold: float | None = None,
+             redact_field: str = "pii") -> Path:
+        """Write scores.csv, texts.jsonl, results.json, token_scores.parquet and roc.png (if there are metrics).
+
+        ``redact``: write a redacted copy instead (:func:`memlens.redact.redact_result`: the texts'
+        ``redact_field`` spans, and with ``redact_threshold`` every token scored above it, become
+        typed placeholders; scores unchanged). For a redacted report too, redact once and save and
+        report that: ``r = redact_result(result); r.save(out); write_report(r, out)``."""
+        if redact or redact_threshold is not None:
+            from memlens.redact import redact_result
+
+            return redact_result(self, field=redact_field, threshold=redact_threshold).save(out_dir)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         # ids and tiers are the user's strings: a leading quote keeps a spreadsheet from running them as
@@ -210,6 +220,7 @@ def audit(
     load: LoadOptions | None = None,
     pass_settings: PassSettings | None = None,
     evaluation: EvalSettings | None = None,
+    blind: bool | dict[str, Any] = True,
 ) -> AuditResult:
     """Run the membership audit.
 
@@ -224,6 +235,11 @@ def audit(
     allow_pickle, device_map, revision)``, ``pass_settings=PassSettings(batch_size, max_length, stride,
     temperature, progress, cache_only, ...)``, ``evaluation=EvalSettings(fprs, n_bootstrap, seed)``;
     the single keywords of the same names keep working (giving both is an error).
+
+    ``blind`` (default on): with labelled members and non-members, also run the model-free blind
+    baseline (:mod:`memlens.blind`; a dict gives its options, e.g. ``{"folds": 5, "threshold": 0.6}``):
+    results.json gets ``"blind"``, and a warning goes first into ``notes`` when the two sets differ
+    without the model (then the attack numbers do not measure memorization).
     """
     import torch
 
@@ -243,8 +259,9 @@ def audit(
     if model_kind not in ("causal", "masked"):
         raise DataError(f"model kind must be causal or masked, got {model_kind!r}")
     if model_kind == "masked":
-        return _audit_masked(target, references, samples, attacks, attack_params, tokenizer, options, masked or {},
-                             cache_dir, settings.max_length, settings.cache_only, settings.progress, seed, fprs, n_bootstrap)
+        return _with_blind(_audit_masked(target, references, samples, attacks, attack_params, tokenizer, options, masked or {},
+                                         cache_dir, settings.max_length, settings.cache_only, settings.progress, seed, fprs,
+                                         n_bootstrap), blind, n_bootstrap, seed)
     t, refs = _handles(target, references, tokenizer, reference_tokenizers, gguf_file, options)
     names = resolve_attack_names(attacks, have_reference=bool(refs), have_population=bool(pop))
     for n in names:  # fail before any model runs
@@ -270,7 +287,17 @@ def audit(
         extras={"pair": bundle.pair_records} if bundle.pair_records is not None else {},
     )
     results = run_attacks(inp, names, attack_params)
-    return _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, len(pop))
+    return _with_blind(_assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, len(pop)),
+                       blind, n_bootstrap, seed)
+
+
+def _with_blind(result: AuditResult, blind: bool | dict[str, Any], n_bootstrap: int, seed: int) -> AuditResult:
+    """The blind baseline next to the attacks (``audit(blind=...)``), with the audit's bootstrap and seed."""
+    if blind:
+        from memlens.blind import attach_blind
+
+        attach_blind(result, **{"n_bootstrap": n_bootstrap, "seed": seed, **(blind if isinstance(blind, dict) else {})})
+    return result
 
 
 def _audit_masked(target, references, samples, attacks, attack_params, tokenizer, options, masked_opts, cache_dir,
