@@ -38,9 +38,9 @@ def spy(monkeypatch):
     calls: list[list[str]] = []
     orig = CausalScorer.score
 
-    def score(self, texts, on_batch_done=None):
+    def score(self, texts, on_batch_done=None, **kw):
         calls.append(list(texts))
-        return orig(self, texts, on_batch_done=on_batch_done)
+        return orig(self, texts, on_batch_done=on_batch_done, **kw)
 
     monkeypatch.setattr(CausalScorer, "score", score)
     return calls
@@ -144,7 +144,7 @@ def _interrupt_after(monkeypatch, n_batches: int) -> list[str]:
     orig = CausalScorer.score
     finished: list[str] = []
 
-    def score(self, texts, on_batch_done=None):
+    def score(self, texts, on_batch_done=None, **kw):
         seen = [0]
 
         def cb(done):
@@ -154,7 +154,7 @@ def _interrupt_after(monkeypatch, n_batches: int) -> list[str]:
             if seen[0] == n_batches:
                 raise KeyboardInterrupt
 
-        return orig(self, texts, on_batch_done=cb)
+        return orig(self, texts, on_batch_done=cb, **kw)
 
     monkeypatch.setattr(CausalScorer, "score", score)
     return finished

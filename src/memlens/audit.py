@@ -7,6 +7,9 @@ import json
 import logging
 import os
 import platform
+import sys
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,6 +33,7 @@ from memlens.data import (
 )
 from memlens.metrics import DEFAULT_FPRS, AttackMetrics, evaluate
 from memlens.models.handle import LoadOptions, ModelHandle
+from memlens.passes._shared import is_main_process
 from memlens.passes.causal import PassSettings, StatsBundle, compute_stats
 from memlens.stats import TokenStats
 from memlens.tokens import token_strings
@@ -50,9 +54,12 @@ class AuditResult:
     notes: list[str] = field(default_factory=list)
     reference_logprobs: list[np.ndarray] | None = None  # aligned to target tokens, for the token view
     extra: dict[str, Any] = field(default_factory=dict)  # further studies (e.g. the demo's), saved in results.json
+    timings: dict[str, float] = field(default_factory=dict)  # wall seconds per stage (results.json "timings")
 
     def results_dict(self) -> dict[str, Any]:
         return {
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "peak_rss_mb": peak_rss_mb(),
             "memlens_version": __version__,
             "settings": self.settings,
             "metrics": {k: m.to_dict() for k, m in self.metrics.items()},
@@ -76,21 +83,40 @@ class AuditResult:
             return redact_result(self, field=redact_field, threshold=redact_threshold).save(out_dir)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        with self.stage("save: scores.csv"):
+            self._save_scores(out)
+        with self.stage("save: texts.jsonl"):
+            # the report and `memlens show` read these back
+            write_jsonl(out / "texts.jsonl", ({"id": smp.id, "text": smp.text, "label": smp.label, "meta": smp.meta}
+                                              for smp in self.samples), default=json_default)
+        with self.stage("save: token_scores.parquet"):
+            self._save_tokens(out / "token_scores.parquet")
+        if self.metrics:
+            from memlens.plots import plot_roc
+
+            with self.stage("save: roc.png"):
+                labels = self.scores["label"].to_numpy()
+                plot_roc({a: (labels, self.scores[a].to_numpy()) for a in self.metrics}, out / "roc.png")
+        self.write_results_json(out)  # last, so its timings include the other writes
+        return out
+
+    def write_results_json(self, out_dir: str | os.PathLike) -> None:
+        (Path(out_dir) / "results.json").write_text(json.dumps(self.results_dict(), indent=2, default=json_default))
+
+    @contextmanager
+    def stage(self, name: str):
+        """Add the wall time of the ``with`` block to ``timings[name]``."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
+
+    def _save_scores(self, out: Path) -> None:
         # ids and tiers are the user's strings: a leading quote keeps a spreadsheet from running them as
         # formulas, and quoting every string keeps a carriage return in one from splitting its row.
         safe = self.scores.apply(lambda c: c if pd.api.types.is_numeric_dtype(c) else c.map(spreadsheet_escape))
         safe.to_csv(out / "scores.csv", index=False, quoting=csv.QUOTE_NONNUMERIC)
-        # the report and `memlens show` read these back
-        write_jsonl(out / "texts.jsonl", ({"id": smp.id, "text": smp.text, "label": smp.label, "meta": smp.meta}
-                                          for smp in self.samples), default=json_default)
-        (out / "results.json").write_text(json.dumps(self.results_dict(), indent=2, default=json_default))
-        self._save_tokens(out / "token_scores.parquet")
-        if self.metrics:
-            from memlens.plots import plot_roc
-
-            labels = self.scores["label"].to_numpy()
-            plot_roc({a: (labels, self.scores[a].to_numpy()) for a in self.metrics}, out / "roc.png")
-        return out
 
     def _save_tokens(self, path: Path) -> None:
         import pyarrow as pa
@@ -110,6 +136,14 @@ class AuditResult:
         for attack, toks in self.token_scores.items():
             cols[f"{attack}_token"] = [np.asarray(t, dtype=np.float32) for t in toks]
         pq.write_table(pa.table(cols), path)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(rss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
 def json_default(o: Any):
@@ -221,7 +255,7 @@ def audit(
     pass_settings: PassSettings | None = None,
     evaluation: EvalSettings | None = None,
     blind: bool | dict[str, Any] = True,
-) -> AuditResult:
+) -> AuditResult | None:
     """Run the membership audit.
 
     ``target``/``references``: hub ids, local directories, ``.gguf`` files, or in-memory models
@@ -240,6 +274,9 @@ def audit(
     baseline (:mod:`memlens.blind`; a dict gives its options, e.g. ``{"folds": 5, "threshold": 0.6}``):
     results.json gets ``"blind"``, and a warning goes first into ``notes`` when the two sets differ
     without the model (then the attack numbers do not measure memorization).
+
+    Under ``torchrun``/``accelerate launch`` every process scores its share of the texts; only the
+    main process returns the result, the others return None once their share is cached.
     """
     import torch
 
@@ -262,7 +299,10 @@ def audit(
         return _with_blind(_audit_masked(target, references, samples, attacks, attack_params, tokenizer, options, masked or {},
                                          cache_dir, settings.max_length, settings.cache_only, settings.progress, seed, fprs,
                                          n_bootstrap), blind, n_bootstrap, seed)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
     t, refs = _handles(target, references, tokenizer, reference_tokenizers, gguf_file, options)
+    timings["load (handles, tokenizers)"] = time.perf_counter() - t0
     names = resolve_attack_names(attacks, have_reference=bool(refs), have_population=bool(pop))
     for n in names:  # fail before any model runs
         spec = get_attack(n)
@@ -277,7 +317,12 @@ def audit(
         settings.pair_settings = {**settings.pair_settings, **pair_settings}  # a copy: never the caller's dict
     cache = StatsCache(default_cache_dir() if cache_dir == "default" else cache_dir)
     bundle = compute_stats(t, refs, [s.text for s in samples], cache, settings)
+    timings.update({f"texts: {k}": v for k, v in bundle.timings.items()})
     pop_bundle = compute_stats(t, refs, [s.text for s in pop], cache, settings) if pop else None
+    if pop_bundle is not None:
+        timings.update({f"population: {k}": v for k, v in pop_bundle.timings.items()})
+    if not is_main_process():
+        return None  # a data-parallel worker: its share is in the cache; the main process does the rest
     inp = AttackInput(
         texts=[s.text for s in samples], target=bundle.target, references=bundle.references, comparison=bundle.comparison,
         population_texts=[s.text for s in pop],
@@ -286,17 +331,21 @@ def audit(
         population_comparison=pop_bundle.comparison if pop_bundle else None,
         extras={"pair": bundle.pair_records} if bundle.pair_records is not None else {},
     )
+    t0 = time.perf_counter()
     results = run_attacks(inp, names, attack_params)
-    return _with_blind(_assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, len(pop)),
-                       blind, n_bootstrap, seed)
+    timings["attacks"] = time.perf_counter() - t0
+    return _with_blind(_assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, len(pop),
+                                 timings), blind, n_bootstrap, seed)
 
 
-def _with_blind(result: AuditResult, blind: bool | dict[str, Any], n_bootstrap: int, seed: int) -> AuditResult:
-    """The blind baseline next to the attacks (``audit(blind=...)``), with the audit's bootstrap and seed."""
-    if blind:
+def _with_blind(result: AuditResult | None, blind: bool | dict[str, Any], n_bootstrap: int, seed: int) -> AuditResult | None:
+    """The blind baseline next to the attacks (``audit(blind=...)``), with the audit's bootstrap and seed
+    (on the main process only: the others return None)."""
+    if blind and result is not None:
         from memlens.blind import attach_blind
 
-        attach_blind(result, **{"n_bootstrap": n_bootstrap, "seed": seed, **(blind if isinstance(blind, dict) else {})})
+        with result.stage("blind baseline"):
+            attach_blind(result, **{"n_bootstrap": n_bootstrap, "seed": seed, **(blind if isinstance(blind, dict) else {})})
     return result
 
 
@@ -330,7 +379,10 @@ def _audit_masked(target, references, samples, attacks, attack_params, tokenizer
     return result
 
 
-def _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, n_pop) -> AuditResult:
+def _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, n_pop,
+              timings: dict[str, float] | None = None) -> AuditResult:
+    timings = {} if timings is None else timings
+    t0 = time.perf_counter()
     table: dict[str, Any] = {"id": [s.id for s in samples], "label": [s.label for s in samples]}
     if any("tier" in s.meta for s in samples):
         table["tier"] = [s.meta.get("tier") for s in samples]
@@ -349,8 +401,11 @@ def _assemble(samples, t, refs, results, bundle, names, attack_params, settings,
                 notes.append(f"{n}: {int(bad.sum())} texts got no finite score and count as the least likely members")
                 sc = np.where(bad, np.nanmin(np.where(bad, np.nan, sc)) - 1 if (~bad).any() else 0.0, sc)
             metrics[n] = evaluate(labels, sc, fprs=fprs, n_bootstrap=n_bootstrap, seed=seed)
+    timings["metrics"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     # from the character spans, not one tokenizer.decode per token (memlens.tokens says why)
     strings = [token_strings(s.text, st.span_start, st.span_end) for s, st in zip(samples, bundle.target)]
+    timings["token strings"] = time.perf_counter() - t0
     ref_lp = None
     if bundle.comparison is not None:
         ref_lp = [st.logprob.astype(np.float64) - lr for st, lr in zip(bundle.target, bundle.comparison.log_ratio)]
@@ -365,5 +420,5 @@ def _assemble(samples, t, refs, results, bundle, names, attack_params, settings,
         samples=samples, scores=scores, metrics=metrics,
         token_scores={n: r.token_scores for n, r in results.items() if r.token_scores is not None},
         target_stats=bundle.target, token_strings=strings, settings=settings_d,
-        attack_info={n: r.info for n, r in results.items()}, notes=notes, reference_logprobs=ref_lp,
+        attack_info={n: r.info for n, r in results.items()}, notes=notes, reference_logprobs=ref_lp, timings=timings,
     )

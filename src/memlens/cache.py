@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,8 +64,19 @@ class CacheNamespace:
         self.dir = None if root is None else Path(root) / key_hash(key)
         self._mem: dict[str, Record] = {}
         self._loaded = False
+        self._seen: set[str] = set()  # shards already in _mem (read, or written by this process)
+        self._lock = threading.Lock()  # the pass writes shards from a background thread
+
+    def refresh(self) -> None:
+        """Read the shards written since the last read (by other processes of a data-parallel run)."""
+        self._loaded = False
+        self._load_all()
 
     def _load_all(self) -> None:
+        with self._lock:
+            self._load_unlocked()
+
+    def _load_unlocked(self) -> None:
         if self._loaded or self.dir is None:
             self._loaded = True
             return
@@ -72,8 +84,8 @@ class CacheNamespace:
         if not self.dir.is_dir():
             return
         for shard in sorted(self.dir.glob("*.parquet")):
-            if shard.name.startswith(_TMP_PREFIX):
-                continue  # a write that a killed run never finished (pathlib's glob matches dot-files)
+            if shard.name.startswith(_TMP_PREFIX) or shard.name in self._seen:
+                continue  # a write that a killed run never finished (pathlib's glob matches dot-files), or read already
             try:
                 data = shard.read_bytes()
             except FileNotFoundError:  # removed meanwhile (``memlens cache clear``): its texts are recomputed
@@ -84,6 +96,7 @@ class CacheNamespace:
             try:
                 table = pq.read_table(pa.BufferReader(data))
                 self._mem.update(_table_to_records(table))
+                self._seen.add(shard.name)
             except Exception as e:  # a valid checksum but unreadable file: written by another version?
                 self._quarantine(shard, f"it cannot be read ({type(e).__name__}: {e})")
 
@@ -106,8 +119,10 @@ class CacheNamespace:
         """Keep records in memory and, when the cache is on, write them as one new shard."""
         if not records:
             return
-        self._load_all()
-        self._mem.update(records)
+        # No read of the existing shards here: a process that only writes (a data-parallel worker)
+        # never loads the cache; a later get() reads the shards this process has not written.
+        with self._lock:
+            self._mem.update(records)
         if self.dir is None:
             return
         sink = pa.BufferOutputStream()
@@ -120,6 +135,8 @@ class CacheNamespace:
             self.dir.mkdir(parents=True, exist_ok=True)
             try:
                 _atomic_write(shard, data)
+                with self._lock:
+                    self._seen.add(shard.name)
                 break
             except FileNotFoundError:
                 if attempt:

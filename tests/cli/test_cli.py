@@ -203,7 +203,37 @@ def test_torchrun_data_parallel_matches_single_process(setup, tmp_path):
     assert single.exit_code == 0, single.output
     a = pd.read_csv(tmp_path / "dist" / "scores.csv")
     b = pd.read_csv(tmp_path / "single" / "scores.csv")
+    # the main process waited for the other one's share at the end of each pass, then did the rest alone
+    timings = json.loads((tmp_path / "dist" / "results.json").read_text())["timings"]
+    assert "texts: wait for other processes" in timings and "population: wait for other processes" in timings
     np.testing.assert_allclose(a[["loss", "informia_token"]].to_numpy(), b[["loss", "informia_token"]].to_numpy(), atol=1e-5)
     # each process wrote its own share of the target's statistics
     shard_rows = sorted(pq.read_table(f).num_rows for f in (tmp_path / "dist-cache").glob("*/*.parquet"))
     assert len(shard_rows) >= 4 and max(shard_rows) < 72
+
+
+def test_report_texts_option_reaches_the_report(setup, tmp_path, monkeypatch):
+    """--report-texts on `audit` and `report` sets how many texts get a token view; the report's time lands in results.json."""
+    import memlens.report
+
+    seen = {}
+    real_write, real_from_dir = memlens.report.write_report, memlens.report.write_report_from_dir
+
+    def write_report(result, out, **kw):
+        seen["audit"] = kw.get("report_texts")
+        return real_write(result, out, **kw)
+
+    def write_report_from_dir(d, **kw):
+        seen["report"] = kw.get("report_texts")
+        return real_from_dir(d, **kw)
+
+    monkeypatch.setattr(memlens.report, "write_report", write_report)
+    monkeypatch.setattr(memlens.report, "write_report_from_dir", write_report_from_dir)
+    out = tmp_path / "o"
+    r = runner.invoke(app, _audit_args(setup, out, "--attacks", "loss,informia_token", "--report-texts", "3"))
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["report", str(out), "--report-texts", "5"])
+    assert r.exit_code == 0, r.output
+    assert seen == {"audit": 3, "report": 5}
+    timings = json.loads((out / "results.json").read_text())["timings"]
+    assert {"report", "attacks", "metrics", "texts: pass", "save: token_scores.parquet"} <= set(timings)

@@ -19,6 +19,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 # Options shared by audit / attack / score.
 TargetOpt = typer.Option(..., "--target", "-t", help="target model: hub id, local directory or .gguf file")
 RefOpt = typer.Option(None, "--reference", "-r", help="reference model(s) (repeat the flag for several)")
+# the default is memlens.report.html.DEFAULT_REPORT_TEXTS (not imported here: it would slow `memlens --help`)
+REPORT_TEXTS_HELP = "texts with a token-level view in report.html (the rest: `memlens show ID`)"
 
 
 @app.command()
@@ -49,6 +51,7 @@ def audit(
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="bootstrap resamples for confidence intervals"),
     seed: int = typer.Option(0, "--seed"),
     report: bool = typer.Option(True, "--report/--no-report", help="write report.html"),
+    report_texts: int = typer.Option(200, "--report-texts", min=0, help=REPORT_TEXTS_HELP),
     model_kind: str = typer.Option("causal", "--model-kind", help="causal (autoregressive) or masked (masked / diffusion LM: SAMA)"),
     mask_steps: int = typer.Option(16, "--mask-steps", min=2, help="masked LMs: progressive masking steps T"),
     mask_min: float = typer.Option(0.05, "--mask-min", min=0.0, max=1.0, help="masked LMs: smallest mask density"),
@@ -75,7 +78,7 @@ def audit(
     label_field: Optional[str] = typer.Option(None, "--label-field", help="benchmark: label field (1 member, 0 non-member)"),
     member_field: Optional[str] = typer.Option(None, "--member-field", help="benchmark (paired layout): member text field"),
     nonmember_field: Optional[str] = typer.Option(None, "--nonmember-field", help="benchmark (paired layout): non-member text field"),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="benchmark: first N rows only"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="benchmark: the first N members and N non-members (paired: N rows)"),
 ):
     """Score member and non-member texts with every attack; write scores.csv, results.json, roc.png."""
     setup(verbose)
@@ -103,7 +106,7 @@ def audit(
                 "mask_token_id": mask_token_id, "auto_class": masked_auto_class},
         blind={"folds": blind_folds, "threshold": blind_threshold} if blind else False,
     )
-    if int(os.environ.get("RANK", "0")) != 0:
+    if result is None or int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun every process scores its share; the first one writes the results
     if redact or redact_threshold is not None:
         from memlens.redact import redact_result
@@ -111,16 +114,18 @@ def audit(
         result = redact_result(result, field=redact_field, threshold=redact_threshold)  # once: the saved files and the report agree
     result.save(out)
     if report:
-        _write_report(result, out)
+        with result.stage("report"):
+            _write_report(result, out, report_texts)
+        result.write_results_json(out)  # again, with the report's time
     print_blind(result)
     print_metrics(result)
     console.print(f"wrote {out}/scores.csv, results.json, roc.png" + (", report.html" if report and (out / 'report.html').exists() else ""))
 
 
-def _write_report(result, out: Path) -> None:
+def _write_report(result, out: Path, report_texts: int) -> None:
     from memlens.report import write_report
 
-    write_report(result, out)
+    write_report(result, out, report_texts=report_texts)
 
 
 @app.command()
@@ -143,6 +148,8 @@ def attack(
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir"),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0),
     seed: int = typer.Option(0, "--seed"),
+    report: bool = typer.Option(True, "--report/--no-report", help="write report.html"),
+    report_texts: int = typer.Option(200, "--report-texts", min=0, help=REPORT_TEXTS_HELP),
     model_kind: str = typer.Option("causal", "--model-kind"),
     mask_steps: int = typer.Option(16, "--mask-steps", min=2),
     mask_min: float = typer.Option(0.05, "--mask-min"),
@@ -162,7 +169,7 @@ def attack(
           attacks=attacks, param=param, out=out, text_field=text_field, gguf_file=gguf_file, device="cpu", dtype="auto",
           device_map=None, batch_size=None, max_length=max_length, stride=stride, temperature=temperature,
           cache_dir=cache_dir, no_cache=False, trust_remote_code=False, allow_pickle=False, bootstrap=bootstrap, seed=seed,
-          report=True, model_kind=model_kind, mask_steps=mask_steps, mask_min=mask_min, mask_max=mask_max,
+          report=report, report_texts=report_texts, model_kind=model_kind, mask_steps=mask_steps, mask_min=mask_min, mask_max=mask_max,
           independent_masks=independent_masks, mask_token_id=mask_token_id, masked_auto_class=masked_auto_class,
           verbose=verbose, _cache_only=True, revision=revision, reference_revision=reference_revision, blind=blind, blind_folds=5,
           blind_threshold=0.6, redact=redact, redact_threshold=redact_threshold, redact_field="pii", benchmark=None, preset=None,
@@ -261,6 +268,7 @@ def extract(
 @friendly_errors
 def report(
     results_dir: Path = typer.Argument(..., help="an audit's output directory"),
+    report_texts: int = typer.Option(200, "--report-texts", min=0, help=REPORT_TEXTS_HELP),
     redact: bool = typer.Option(False, "--redact", help="replace the texts' pii spans by typed placeholders in the report"),
     redact_threshold: Optional[float] = typer.Option(None, "--redact-threshold", help="also redact every token scored above this"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="write the report here instead of DIR/report.html"),
@@ -272,10 +280,11 @@ def report(
     if redact or redact_threshold is not None:
         from memlens.report.html import write_redacted_report_from_dir
 
-        console.print(f"wrote {write_redacted_report_from_dir(results_dir, threshold=redact_threshold, out=out)} (redacted; "
-                      "the directory's texts.jsonl and token_scores.parquet still hold the secrets: share only the report)")
+        path = write_redacted_report_from_dir(results_dir, threshold=redact_threshold, out=out, report_texts=report_texts)
+        console.print(f"wrote {path} (redacted; the directory's texts.jsonl and token_scores.parquet still hold the secrets: "
+                      "share only the report)")
         return
-    console.print(f"wrote {write_report_from_dir(results_dir, out=out)}")
+    console.print(f"wrote {write_report_from_dir(results_dir, out=out, report_texts=report_texts)}")
 
 
 @app.command()

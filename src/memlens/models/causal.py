@@ -8,6 +8,7 @@ models' logits are in memory.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -17,6 +18,8 @@ import torch
 from memlens.errors import TextTooShortError  # noqa: F401  (re-exported: its old home)
 from memlens.models.reductions import pair_reductions, single_model_reductions
 from memlens.stats import TOKEN_FIELDS, TokenStats
+
+log = logging.getLogger("memlens")
 
 
 @dataclass
@@ -38,8 +41,23 @@ def context_token_id(tokenizer: Any) -> int | None:
 
 def tokenize(tokenizer: Any, text: str, add_context_token: bool = True) -> Tokenized:
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids = list(enc["input_ids"])
-    spans = [tuple(map(int, o)) for o in enc["offset_mapping"]]
+    return _tokenized(tokenizer, list(enc["input_ids"]), enc["offset_mapping"], add_context_token)
+
+
+def tokenize_many(tokenizer: Any, texts: Sequence[str], add_context_token: bool = True, chunk: int = 1024) -> list[Tokenized]:
+    """:func:`tokenize` of every text, through the tokenizer's batch call (a fast tokenizer encodes
+    a batch in Rust without the GIL, so this can run on a thread beside the model loading or the
+    pass), in chunks so the intermediate Python lists stay small."""
+    out: list[Tokenized] = []
+    for lo in range(0, len(texts), chunk):
+        enc = tokenizer(list(texts[lo:lo + chunk]), add_special_tokens=False, return_offsets_mapping=True)
+        out.extend(_tokenized(tokenizer, list(ids), offs, add_context_token)
+                   for ids, offs in zip(enc["input_ids"], enc["offset_mapping"]))
+    return out
+
+
+def _tokenized(tokenizer: Any, ids: list[int], offsets: Sequence, add_context_token: bool) -> Tokenized:
+    spans = [tuple(map(int, o)) for o in offsets]
     ctx = context_token_id(tokenizer) if add_context_token else None
     if ctx is not None:
         return Tokenized([ctx] + ids, spans, 1)
@@ -195,17 +213,31 @@ class CausalScorer:
         return s
 
     @torch.inference_mode()
-    def score(self, texts: Sequence[str], on_batch_done: Callable[[dict[int, dict]], None] | None = None) -> dict[int, dict]:
+    def score(self, texts: Sequence[str], on_batch_done: Callable[[dict[int, dict]], None] | None = None, *,
+              tokenized: Sequence[Tokenized] | None = None, keep: bool = True) -> dict[int, dict]:
         """Score texts; returns {text index: {"stats": [TokenStats per model], "pair": {name: array}}}.
 
         ``on_batch_done`` receives each text's result as soon as all of its windows are done,
         so a caller can persist progress (and a killed run loses at most one batch).
+        ``tokenized``: the texts' :func:`tokenize_many`, when the caller has it already;
+        ``keep``: see :meth:`score_tokenized`.
         """
-        return self.score_tokenized([tokenize(self.tokenizer, t) for t in texts], on_batch_done)
+        toks = tokenize_many(self.tokenizer, texts) if tokenized is None else tokenized
+        return self.score_tokenized(toks, on_batch_done, keep=keep)
 
     @torch.inference_mode()
-    def score_tokenized(self, toks: Sequence[Tokenized], on_batch_done: Callable[[dict[int, dict]], None] | None = None) -> dict[int, dict]:
-        """:meth:`score` on texts already tokenized (benchmarks feed token ids directly)."""
+    def score_tokenized(self, toks: Sequence[Tokenized], on_batch_done: Callable[[dict[int, dict]], None] | None = None,
+                        keep: bool = True) -> dict[int, dict]:
+        """:meth:`score` on texts already tokenized (benchmarks feed token ids directly).
+
+        ``keep=False``: results go to ``on_batch_done`` only and are not collected (memory stays
+        bounded by the batches in flight); the returned dict is then empty.
+
+        Batches run longest first, so the first batch is the largest: if it runs out of memory, the
+        batch size is lowered (accelerate's ``find_executable_batch_size``) and the pass goes on
+        with the smaller size; nothing has been delivered before that, so no text is scored twice.
+        """
+        from accelerate.utils import find_executable_batch_size
         from tqdm.auto import tqdm
 
         windows = [w for i, tk in enumerate(toks) for w in make_windows(len(tk.ids), i, self.max_length, self.stride)]
@@ -215,17 +247,34 @@ class CausalScorer:
         partial: dict[int, list[tuple[int, dict[str, np.ndarray]]]] = {i: [] for i in range(len(toks))}
         results: dict[int, dict] = {}
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        batches = list(batches_by_length(windows, self.batch_size, self.max_tokens_per_batch))
         bar = tqdm(total=sum(w.end - w.score_from for w in windows), unit="tok", desc="scoring", disable=not self.progress, leave=False)
+
+        def deliver(done: dict[int, dict]) -> None:
+            if keep:
+                results.update(done)
+            if on_batch_done and done:
+                on_batch_done(done)
+
+        def reduce() -> int:
+            self.batch_size = max(self.batch_size // 2, 0)
+            log.warning("out of memory on the first batch: batch size lowered to %d", self.batch_size)
+            return self.batch_size
+
+        @find_executable_batch_size(starting_batch_size=self.batch_size, reduce_batch_size_fn=reduce)
+        def first_batch(batch_size: int):
+            self.batch_size = batch_size
+            batches = list(batches_by_length(windows, batch_size, self.max_tokens_per_batch))
+            return batches, (self._launch(batches[0], toks, pad_id) if batches else None)
+
+        batches, launched = first_batch()
         # One batch in flight: while the GPU works on batch i, the CPU unpacks batch i - 1.
-        in_flight = None
-        for batch in batches:
+        in_flight = (batches[0], launched) if batches else None
+        for batch in batches[1:]:
             launched = self._launch(batch, toks, pad_id)
-            if in_flight is not None:
-                self._finish(*in_flight, toks, partial, pending, results, bar, on_batch_done)
+            self._finish(*in_flight, toks, partial, pending, bar, deliver)
             in_flight = (batch, launched)
         if in_flight is not None:
-            self._finish(*in_flight, toks, partial, pending, results, bar, on_batch_done)
+            self._finish(*in_flight, toks, partial, pending, bar, deliver)
         bar.close()
         return results
 
@@ -273,7 +322,7 @@ class CausalScorer:
             event.record()
         return host, event
 
-    def _finish(self, batch, launched, toks, partial, pending, results, bar, on_batch_done) -> None:
+    def _finish(self, batch, launched, toks, partial, pending, bar, deliver) -> None:
         """Wait for one batch's numbers, split them back into windows, assemble finished texts."""
         host, event = launched
         if event is not None:
@@ -287,9 +336,7 @@ class CausalScorer:
             pending[w.text_index] -= 1
             bar.update(n)
         done = {i: self._assemble(toks[i], partial.pop(i)) for i in {w.text_index for w in batch} if pending[i] == 0}
-        results.update(done)
-        if on_batch_done and done:
-            on_batch_done(done)
+        deliver(done)
 
     def _assemble(self, tk: Tokenized, parts: list[tuple[int, dict[str, np.ndarray]]]) -> dict:
         parts.sort(key=lambda x: x[0])

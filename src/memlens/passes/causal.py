@@ -7,11 +7,14 @@ them to the target's tokens by character spans, and writes results back in shard
 so a killed run resumes where it stopped.
 
 Under ``torchrun``/``accelerate launch`` each process scores its share of the missing texts
-(data parallel over texts through torch.distributed); all processes then read the cache.
+(data parallel over texts through accelerate's ``PartialState``); only the main process reads the
+cache and goes on to the attacks, the others are done after their share.
 """
 from __future__ import annotations
 
 import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -20,7 +23,7 @@ import numpy as np
 from memlens.cache import CacheNamespace, Record, StatsCache, text_hash
 from memlens.errors import CacheMissError
 from memlens.models.handle import LoadOptions, ModelHandle  # noqa: F401  (LoadOptions: re-exported beside the pass)
-from memlens.passes._shared import Flusher, process_group
+from memlens.passes._shared import Flusher, broadcast_from_main, distributed_state, is_main_process
 from memlens.stats import TOKEN_FIELDS, ReferenceView, TokenComparison, TokenStats
 
 log = logging.getLogger("memlens")
@@ -56,6 +59,7 @@ class StatsBundle:
     notes: list[str] = field(default_factory=list)
     # per text, the paired pass's reductions ({name: array}); None without a paired pass
     pair_records: list[dict] | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage of this call (results.json "timings")
 
 
 # ``context`` is the shortest context of the models that ran together: a paired pass windows long
@@ -85,28 +89,48 @@ def _from_record(rec: Record) -> TokenStats:
 
 
 def _run_pass(models: list[ModelHandle], texts: list[str], hashes: list[str], spaces: list[CacheNamespace],
-              pair_space: CacheNamespace | None, settings: PassSettings) -> int:
-    """Score the texts missing from any of ``spaces``/``pair_space`` and cache the results."""
-    from memlens.models.causal import CausalScorer
+              pair_space: CacheNamespace | None, settings: PassSettings, timings: dict[str, float] | None = None) -> int:
+    """Score the texts missing from any of ``spaces``/``pair_space`` and cache the results.
 
-    dist = process_group()
-    if dist is not None:
-        # Every process must see the same cache state, or they would split different work lists.
-        dist.barrier()
-    needed = [i for i, h in enumerate(hashes)
-              if any(h not in ns.get([h]) for ns in spaces) or (pair_space is not None and not pair_space.get([h]))]
-    needed = sorted(set(needed), key=lambda i: hashes[i])
-    unique: dict[str, int] = {}
-    for i in needed:
-        unique.setdefault(hashes[i], i)
-    if unique and settings.cache_only:
-        raise CacheMissError(f"{len(unique)} texts have no cached statistics for {models[0].name} with these settings; "
-                             "run `memlens audit` or `memlens score` first (same models, --max-length, --stride, --temperature)")
-    todo = list(unique.values())
-    if dist is not None:  # data parallel over texts: every WORLD_SIZE-th text is this process's
-        todo = todo[dist.get_rank()::dist.get_world_size()]
+    In a data-parallel run the main process decides what is missing (it reads the cache; the
+    others never do) and every process scores every WORLD_SIZE-th of those texts; at the end all
+    wait for each other, so the main process can read what the others wrote."""
+    from memlens.models.causal import CausalScorer, tokenize_many
+
+    timings = {} if timings is None else timings
+    state = distributed_state()
+    t0 = time.perf_counter()
+    plan: tuple[list[int], str | None] = ([], None)
+    if state is None or state.is_main_process:
+        needed = [i for i, h in enumerate(hashes)
+                  if any(h not in ns.get([h]) for ns in spaces) or (pair_space is not None and not pair_space.get([h]))]
+        needed = sorted(set(needed), key=lambda i: hashes[i])
+        unique: dict[str, int] = {}
+        for i in needed:
+            unique.setdefault(hashes[i], i)
+        miss = None
+        if unique and settings.cache_only:
+            miss = (f"{len(unique)} texts have no cached statistics for {models[0].name} with these settings; "
+                    "run `memlens audit` or `memlens score` first (same models, --max-length, --stride, --temperature)")
+        plan = (list(unique.values()), miss)
+    todo, miss = broadcast_from_main(plan)  # every process raises the same error, none waits for the others
+    if miss:
+        raise CacheMissError(miss)
+    if state is not None:  # data parallel over texts: every WORLD_SIZE-th text is this process's
+        todo = todo[state.process_index::state.num_processes]
+    _add(timings, "cache check", time.perf_counter() - t0)
     if todo:
-        scorer = CausalScorer([m.model for m in models], models[0].tokenizer, batch_size=settings.batch_size,
+        # Tokenize (the fast tokenizer's batch call releases the GIL) while the weights load.
+        with ThreadPoolExecutor(1, thread_name_prefix="memlens-tokenize") as pool:
+            t_tok = time.perf_counter()
+            toks_future = pool.submit(tokenize_many, models[0].tokenizer, [texts[i] for i in todo])
+            t1 = time.perf_counter()
+            loaded = [m.model for m in models]
+            _add(timings, "load models", time.perf_counter() - t1)
+            toks = toks_future.result()
+            _add(timings, "tokenize (overlapping the load)", time.perf_counter() - t_tok)
+        t1 = time.perf_counter()
+        scorer = CausalScorer(loaded, models[0].tokenizer, batch_size=settings.batch_size,
                               max_length=settings.max_length, stride=settings.stride, temperature=settings.temperature,
                               vocab_chunk_rows=settings.vocab_chunk_rows, progress=settings.progress,
                               pair_reduction_names=settings.pair_reductions, pair_settings=settings.pair_settings)
@@ -124,14 +148,19 @@ def _run_pass(models: list[ModelHandle], texts: list[str], hashes: list[str], sp
             flusher.add(per_space)
 
         try:
-            scorer.score([texts[i] for i in todo], on_batch_done=on_done)
+            scorer.score([texts[i] for i in todo], on_batch_done=on_done, tokenized=toks, keep=False)
         finally:
-            flusher.flush()  # whatever finished is kept, also when the run is interrupted
-    if dist is not None:
-        dist.barrier()
-        for ns in spaces + ([pair_space] if pair_space is not None else []):
-            ns._loaded = False  # re-read what the other processes wrote
+            flusher.close()  # whatever finished is kept, also when the run is interrupted
+        _add(timings, "pass", time.perf_counter() - t1)
+    if state is not None:
+        t1 = time.perf_counter()
+        state.wait_for_everyone()
+        _add(timings, "wait for other processes", time.perf_counter() - t1)
     return len(todo)
+
+
+def _add(timings: dict[str, float], stage: str, seconds: float) -> None:
+    timings[stage] = timings.get(stage, 0.0) + seconds
 
 
 def align_by_spans(src_start: np.ndarray, src_end: np.ndarray, src_values: np.ndarray,
@@ -191,8 +220,12 @@ def _split_shared_spans(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray,
 
 def compute_stats(target: ModelHandle, references: Sequence[ModelHandle], texts: Sequence[str], cache: StatsCache,
                   settings: PassSettings) -> StatsBundle:
-    """Per-token statistics of ``texts`` under the target and every reference, cached."""
+    """Per-token statistics of ``texts`` under the target and every reference, cached.
+
+    In a data-parallel run only the main process gets the statistics; the others score their share
+    and get an empty bundle (no statistics, only ``computed`` and ``timings``)."""
     texts = list(texts)
+    timings: dict[str, float] = {}
     hashes = [text_hash(t) for t in texts]
     paired = [r for r in references if r.tokenizer_fingerprint == target.tokenizer_fingerprint]
     other = [r for r in references if r.tokenizer_fingerprint != target.tokenizer_fingerprint]
@@ -204,15 +237,22 @@ def compute_stats(target: ModelHandle, references: Sequence[ModelHandle], texts:
     if paired:
         pair_ns = cache.namespace(_pair_key(target, paired, settings, ctx[id(target)]))
         ref_spaces = [cache.namespace(_single_key(r, settings, ctx[id(r)])) for r in paired]
-        computed += _run_pass([target, *paired], texts, hashes, [target_ns, *ref_spaces], pair_ns, settings)
+        computed += _run_pass([target, *paired], texts, hashes, [target_ns, *ref_spaces], pair_ns, settings, timings)
     else:
         pair_ns = None
-        computed += _run_pass([target], texts, hashes, [target_ns], None, settings)
+        computed += _run_pass([target], texts, hashes, [target_ns], None, settings, timings)
     for r in other:
         notes.append(f"reference {r.name} has another tokenizer than the target: token-level scores use its log-probabilities "
                      "aligned by character spans, without the D_KL term")
-        computed += _run_pass([r], texts, hashes, [cache.namespace(_single_key(r, settings, ctx[id(r)]))], None, settings)
+        computed += _run_pass([r], texts, hashes, [cache.namespace(_single_key(r, settings, ctx[id(r)]))], None, settings, timings)
+    if not is_main_process():
+        return StatsBundle([], [], None, computed, notes, timings=timings)
 
+    t0 = time.perf_counter()
+    if distributed_state() is not None:  # what the other processes wrote
+        for ns in [target_ns, *(cache.namespace(_single_key(r, settings, ctx[id(r)])) for r in references),
+                   *([pair_ns] if pair_ns is not None else [])]:
+            ns.refresh()
     tstats = [_from_record(target_ns.get([h])[h]) for h in hashes]
     views = []
     for r in references:
@@ -232,4 +272,5 @@ def compute_stats(target: ModelHandle, references: Sequence[ModelHandle], texts:
                               for v in views], axis=0)
             log_ratio.append(ts.logprob - ref_lp)
         comparison = TokenComparison(log_ratio, None, notes[0])
-    return StatsBundle(tstats, views, comparison, computed, notes, pair_records=recs)
+    timings["cache read"] = time.perf_counter() - t0
+    return StatsBundle(tstats, views, comparison, computed, notes, pair_records=recs, timings=timings)

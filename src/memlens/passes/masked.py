@@ -30,7 +30,7 @@ from memlens.models.masked import (
     sample_masks,
     tokenize_for_masking,
 )
-from memlens.passes._shared import process_group
+from memlens.passes._shared import distributed_state
 from memlens.stats import AttackInput, MaskedExtras, MaskedProbe, ReferenceView, TokenStats
 
 
@@ -69,9 +69,9 @@ def compute_masked(target: MaskedModelHandle, references: Sequence[MaskedModelHa
         unique.setdefault(k, i)
     computed = 0
     notes: list[str] = []
-    dist = process_group()
-    if dist is not None:
-        dist.barrier()  # every process must see the same cache state before splitting the work
+    state = distributed_state()
+    if state is not None:
+        state.wait_for_everyone()  # every process must see the same cache state before splitting the work
     # Run each model on the texts its namespace lacks; models sharing missing texts run together.
     missing = [set(ns.missing(unique)) for ns in spaces]
     groups: dict[frozenset, list[int]] = {}
@@ -85,7 +85,7 @@ def compute_masked(target: MaskedModelHandle, references: Sequence[MaskedModelHa
                              "first (same models, seed, masking steps and densities)")
     for who, all_idx in groups.items():
         # Under torchrun each process scores every WORLD_SIZE-th text; all read the cache afterwards.
-        idx = all_idx if dist is None else all_idx[dist.get_rank()::dist.get_world_size()]
+        idx = all_idx if state is None else all_idx[state.process_index::state.num_processes]
         if not idx:
             continue
         members = sorted(who)
@@ -117,10 +117,10 @@ def compute_masked(target: MaskedModelHandle, references: Sequence[MaskedModelHa
             scorer.score(toks, masks, on_text_done=done)
         finally:
             flush()  # whatever finished is kept, also when the run is interrupted
-    if dist is not None:
-        dist.barrier()
+    if state is not None:
+        state.wait_for_everyone()
         for ns in spaces:
-            ns._loaded = False  # re-read what the other processes wrote
+            ns.refresh()  # read what the other processes wrote
 
     recs = [ns.get(keys) for ns in spaces]
     probes = []

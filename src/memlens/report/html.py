@@ -633,13 +633,14 @@ def write_report_from_dir(results_dir: str | os.PathLike, *, threshold: float = 
 
 
 def write_redacted_report_from_dir(results_dir: str | os.PathLike, *, threshold: float | None = None, field: str = "pii",
-                                   out: str | os.PathLike | None = None, leak_threshold: float = DEFAULT_THRESHOLD) -> Path:
+                                   out: str | os.PathLike | None = None, leak_threshold: float = DEFAULT_THRESHOLD,
+                                   report_texts: int = DEFAULT_REPORT_TEXTS) -> Path:
     """``memlens report DIR --redact``: the report of a saved audit with its secrets redacted
     (:func:`memlens.redact.redact_saved`; ``threshold``: also every token scored above it)."""
     from memlens.redact import redact_saved
 
     saved = redact_saved(load_saved(results_dir), field=field, threshold=threshold)
-    return _write(Path(out) if out is not None else Path(results_dir) / "report.html", build_html(saved, leak_threshold))
+    return _write(Path(out) if out is not None else Path(results_dir) / "report.html", build_html(saved, leak_threshold, report_texts))
 
 
 def write_report(result, out_dir: str | os.PathLike, *, threshold: float = DEFAULT_THRESHOLD,

@@ -232,6 +232,69 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _checked_settings(paths: TestbedPaths, dev: torch.device, *, lora: bool, epochs: int | None, lr: float | None,
+                      batch_size: int, max_length: int, lora_r: int, lora_alpha: int | None,
+                      precision: str) -> tuple[int, float, int, str]:
+    """Validate the fine-tune's settings and fill in the defaults: (epochs, lr, lora_alpha, precision)."""
+    if lora and importlib.util.find_spec("peft") is None:
+        raise FinetuneError("LoRA fine-tuning needs peft: pip install 'memlens[lora]' (or use the full fine-tune)")
+    for name, v in (("epochs", epochs), ("batch_size", batch_size), ("max_length", max_length), ("lora_r", lora_r)):
+        if v is not None and v < 1:
+            raise FinetuneError(f"{name} must be at least 1, got {v}")
+    if lr is not None and not lr > 0:
+        raise FinetuneError(f"lr must be positive, got {lr}")
+    if epochs is None:
+        epochs = paths.config().finetune_epochs if paths.manifest.is_file() else 1
+    if lr is None:
+        lr = 1e-3 if lora else 1e-4
+    if lora_alpha is None:
+        lora_alpha = 2 * lora_r
+    if precision == "auto":
+        precision = "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise FinetuneError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+    return epochs, lr, lora_alpha, precision
+
+
+def _read_stream(corpus_path: Path) -> tuple[list[dict], list[str]]:
+    """The fine-tuning stream's records and their texts (every record needs a non-empty text)."""
+    if not corpus_path.is_file():
+        raise FileNotFoundError(f"no fine-tuning stream {corpus_path}: pass a testbed directory "
+                                "(`memlens testbed build --data-only --out DIR` writes one)")
+    records = read_jsonl(corpus_path)
+    texts = [r.get("text") for r in records]
+    if not texts or not all(isinstance(t, str) and t for t in texts):
+        raise FinetuneError(f"{corpus_path} must hold one or more records, each with a non-empty 'text'")
+    return records, texts
+
+
+def _adamw(params: dict[str, torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on biases and norms)."""
+    decay = [p for p in params.values() if p.ndim >= 2]
+    no_decay = [p for p in params.values() if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+
+
+def _save_finished(model, tok, out: Path, summary: dict, *, merged: bool, keep_checkpoint: bool) -> None:
+    """A completed run: the model (or adapter) and tokenizer in out/model, out/merged if asked, the
+    summary; the checkpoint goes unless kept."""
+    model_dir, ckpt_dir = out / "model", out / "checkpoint"
+    shutil.rmtree(model_dir, ignore_errors=True)
+    with warnings.catch_warnings():  # peft looks for a config.json next to a GGUF base: not needed
+        warnings.filterwarnings("ignore", message="Could not find a config file.*", category=UserWarning)
+        model.save_pretrained(model_dir, safe_serialization=True)
+    tok.save_pretrained(model_dir)
+    if merged:
+        write_merged(model, tok, out / "merged")
+    (out / "finetune.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if not keep_checkpoint:
+        for p in (ckpt_dir, ckpt_dir.with_name(ckpt_dir.name + ".old")):
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def finetune(
     base: str | Path,
     paths: TestbedPaths | str | Path,
@@ -302,31 +365,10 @@ def finetune(
     ckpt_dir, model_dir, summary_path = out / "checkpoint", out / "model", out / "finetune.json"
     dev = pick_device(device)
     base_s = resolve_base(base, gguf_file)
-    if lora and importlib.util.find_spec("peft") is None:
-        raise FinetuneError("LoRA fine-tuning needs peft: pip install 'memlens[lora]' (or use the full fine-tune)")
-    for name, v in (("epochs", epochs), ("batch_size", batch_size), ("max_length", max_length), ("lora_r", lora_r)):
-        if v is not None and v < 1:
-            raise FinetuneError(f"{name} must be at least 1, got {v}")
-    if lr is not None and not lr > 0:
-        raise FinetuneError(f"lr must be positive, got {lr}")
-    if epochs is None:
-        epochs = paths.config().finetune_epochs if paths.manifest.is_file() else 1
-    if lr is None:
-        lr = 1e-3 if lora else 1e-4
-    if lora_alpha is None:
-        lora_alpha = 2 * lora_r
-    if precision == "auto":
-        precision = "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    if precision not in ("fp32", "bf16"):
-        raise FinetuneError(f"precision must be auto, fp32 or bf16, got {precision!r}")
-    corpus_path = Path(corpus) if corpus is not None else paths.finetune_corpus
-    if not corpus_path.is_file():
-        raise FileNotFoundError(f"no fine-tuning stream {corpus_path}: pass a testbed directory "
-                                "(`memlens testbed build --data-only --out DIR` writes one)")
-    records = read_jsonl(corpus_path)
-    texts = [r.get("text") for r in records]
-    if not texts or not all(isinstance(t, str) and t for t in texts):
-        raise FinetuneError(f"{corpus_path} must hold one or more records, each with a non-empty 'text'")
+    epochs, lr, lora_alpha, precision = _checked_settings(paths, dev, lora=lora, epochs=epochs, lr=lr, batch_size=batch_size,
+                                                         max_length=max_length, lora_r=lora_r, lora_alpha=lora_alpha,
+                                                         precision=precision)
+    records, texts = _read_stream(Path(corpus) if corpus is not None else paths.finetune_corpus)
 
     ms = resolve_model(base_s)
     settings = {
@@ -380,12 +422,7 @@ def finetune(
             return lr * warmup_cosine(step, warmup, total, min_lr_ratio)
 
         params = _trainable(model)
-        decay = [p for p in params.values() if p.ndim >= 2]
-        no_decay = [p for p in params.values() if p.ndim < 2]
-        groups = [{"params": decay, "weight_decay": weight_decay}]
-        if no_decay:
-            groups.append({"params": no_decay, "weight_decay": 0.0})
-        opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+        opt = _adamw(params, lr, weight_decay)
 
         step, losses, tokens_before, seconds_before, resumed_from = 0, [], 0, 0.0, None
         found = _find_checkpoint(ckpt_dir) if resume else None
@@ -463,17 +500,7 @@ def finetune(
             summary_path.write_text(json.dumps(summary, indent=2) + "\n")
             return FinetuneResult(model, tok, base_s, lora, out, summary, complete=False)
 
-        shutil.rmtree(model_dir, ignore_errors=True)
-        with warnings.catch_warnings():  # peft looks for a config.json next to a GGUF base: not needed
-            warnings.filterwarnings("ignore", message="Could not find a config file.*", category=UserWarning)
-            model.save_pretrained(model_dir, safe_serialization=True)
-        tok.save_pretrained(model_dir)
-        if lora and save_merged:
-            write_merged(model, tok, out / "merged")
-        summary_path.write_text(json.dumps(summary, indent=2) + "\n")
-        if not keep_checkpoint:
-            for p in (ckpt_dir, ckpt_dir.with_name(ckpt_dir.name + ".old")):
-                shutil.rmtree(p, ignore_errors=True)
+        _save_finished(model, tok, out, summary, merged=lora and save_merged, keep_checkpoint=keep_checkpoint)
         return FinetuneResult(model, tok, base_s, lora, out, summary)
     finally:
         torch.set_num_threads(prev_threads)

@@ -1,0 +1,130 @@
+"""The pass at scale: batch tokenization, out-of-memory backoff on the first batch, background cache
+writes, and the stage timings an audit records."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import memlens
+from memlens.cache import CacheNamespace, StatsCache
+from memlens.models.causal import CausalScorer, tokenize, tokenize_many
+from memlens.passes._shared import Flusher
+
+TEXTS = [
+    "Amber stone by the river, code 101.",
+    "Copper harbor lantern ✓ café.",
+    "The willow and the cedar and the quarry falcon went to the meadow!\nNext line.",
+    "Juniper tundra canyon.",
+    "Velvet walnut hazel amber cobalt, code 512, and the marble cedar pebble saffron.",
+    "a",
+]
+
+
+def test_tokenize_many_is_tokenize_of_each_text(tokenizer, corpus):
+    texts = corpus[:23] + TEXTS
+    many = tokenize_many(tokenizer, texts, chunk=7)  # several chunks, the last one short
+    assert len(many) == len(texts)
+    for text, tk in zip(texts, many):
+        one = tokenize(tokenizer, text)
+        assert (tk.ids, tk.spans, tk.first_scored) == (one.ids, one.spans, one.first_scored)
+
+
+def _oom_above(model: torch.nn.Module, limit: int, calls: list[int]):
+    """Make ``model`` fail as CUDA does when a batch has more than ``limit`` rows."""
+    orig = model.forward
+
+    def forward(*args, **kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        calls.append(ids.shape[0])
+        if ids.shape[0] > limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB (simulated)")
+        return orig(*args, **kwargs)
+
+    return forward
+
+
+def test_oom_on_first_batch_lowers_the_batch_size_and_scores_the_same(gpt2, gpt2_ref, tokenizer, corpus, monkeypatch):
+    texts = corpus[:20]
+    clean = CausalScorer([gpt2.model, gpt2_ref.model], tokenizer, batch_size=3, progress=False).score(texts)
+    calls: list[int] = []
+    monkeypatch.setattr(gpt2.model, "forward", _oom_above(gpt2.model, 3, calls))
+    delivered: list[int] = []
+    scorer = CausalScorer([gpt2.model, gpt2_ref.model], tokenizer, batch_size=16, progress=False)
+    got = scorer.score(texts, on_batch_done=lambda done: delivered.extend(done))
+    assert scorer.batch_size == 2  # 16 -> 8 -> 4 -> 2 (halved until the first batch fits)
+    assert calls[:4] == [16, 8, 4, 2] and max(calls[3:]) <= 2
+    assert sorted(delivered) == list(range(len(texts)))  # every text delivered once: nothing from a failed attempt
+    assert sorted(got) == sorted(clean)
+    for i in clean:
+        for a, b in zip(clean[i]["stats"], got[i]["stats"]):
+            np.testing.assert_allclose(a.logprob, b.logprob, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(a.entropy, b.entropy, rtol=1e-5, atol=1e-5)
+            np.testing.assert_array_equal(a.rank, b.rank)
+        for k in clean[i]["pair"]:
+            np.testing.assert_allclose(clean[i]["pair"][k], got[i]["pair"][k], rtol=1e-5, atol=1e-5)
+
+
+def test_oom_after_the_first_batch_is_not_swallowed(gpt2, tokenizer, corpus, monkeypatch):
+    """Only the first (largest) batch probes the size; a later failure is a real error, not retried."""
+    calls: list[int] = []
+    orig = gpt2.model.forward
+
+    def forward(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. (simulated)")
+        return orig(*args, **kwargs)
+
+    monkeypatch.setattr(gpt2.model, "forward", forward)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        CausalScorer([gpt2.model], tokenizer, batch_size=4, progress=False).score(corpus[:12])
+    assert len(calls) == 2
+
+
+def test_keep_false_delivers_without_collecting(gpt2, tokenizer, corpus):
+    delivered: dict[int, dict] = {}
+    out = CausalScorer([gpt2.model], tokenizer, batch_size=4, progress=False).score(corpus[:9], on_batch_done=delivered.update,
+                                                                                    keep=False)
+    assert out == {} and sorted(delivered) == list(range(9))
+
+
+class _Failing(CacheNamespace):
+    def put(self, records):
+        raise OSError("disk full (simulated)")
+
+
+def test_flusher_writes_in_the_background_and_reports_a_failed_write(tmp_path):
+    ns = StatsCache(tmp_path).namespace({"kind": "test"})
+    f = Flusher([ns], every=2)
+    for i in range(5):
+        f.add([{f"h{i}": {"x": np.arange(i + 1, dtype=np.float32)}}])
+    f.close()
+    fresh = StatsCache(tmp_path).namespace({"kind": "test"})  # reads the shards from disk
+    got = fresh.get([f"h{i}" for i in range(5)])
+    assert sorted(got) == [f"h{i}" for i in range(5)]
+    np.testing.assert_array_equal(got["h3"]["x"], np.arange(4, dtype=np.float32))
+    assert len(list(ns.dir.glob("*.parquet"))) == 3  # shards of 2, 2 and 1 texts
+
+    bad = Flusher([_Failing(tmp_path, {"kind": "bad"})], every=1)
+    with pytest.raises(OSError, match="disk full"):
+        bad.add([{"a": {"x": np.zeros(2)}}])
+        bad.add([{"b": {"x": np.zeros(2)}}])
+        bad.close()
+
+
+def test_audit_records_stage_timings_and_peak_memory(gpt2, gpt2_ref, tokenizer, tmp_path):
+    population = ["Cobalt falcon ember.", "Hazel quarry willow lamp."]  # not among the audited texts: a pass of its own
+    res = memlens.audit(gpt2.model, gpt2_ref.model, members=TEXTS[:3], nonmembers=TEXTS[3:], population=population,
+                        tokenizer=tokenizer, attacks=["loss", "rmia", "informia_token"], cache_dir=tmp_path / "cache",
+                        device="cpu", n_bootstrap=10, progress=False)
+    for stage in ("load (handles, tokenizers)", "texts: pass", "texts: load models", "texts: cache read", "population: pass",
+                  "attacks", "metrics", "token strings"):
+        assert res.timings[stage] >= 0, stage
+    res.save(tmp_path / "out")
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert {"save: scores.csv", "save: token_scores.parquet", "attacks"} <= set(saved["timings"])
+    assert all(isinstance(v, float) for v in saved["timings"].values())  # the benchmark prints every entry as seconds
+    assert saved["peak_rss_mb"] > 10
