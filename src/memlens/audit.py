@@ -72,9 +72,18 @@ class AuditResult:
             **self.extra,
         }
 
-    def save(self, out_dir: str | os.PathLike, report: bool = True) -> Path:
+    def save(self, out_dir: str | os.PathLike, report: bool = True, *, redact: bool = False, redact_threshold: float | None = None,
+             redact_field: str = "pii") -> Path:
         """Write scores.csv, texts.jsonl, results.json, token_scores.parquet, roc.png (if there are metrics)
-        and, unless ``report=False``, report.html (as ``memlens audit`` does)."""
+        and, unless ``report=False``, report.html (as ``memlens audit`` does).
+
+        ``redact``: write a redacted copy instead (:func:`memlens.redact.redact_result`: the texts'
+        ``redact_field`` spans, and with ``redact_threshold`` every token scored above it, become
+        typed placeholders; scores unchanged), report included."""
+        if redact or redact_threshold is not None:
+            from memlens.redact import redact_result
+
+            return redact_result(self, field=redact_field, threshold=redact_threshold).save(out_dir, report=report)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         with self.stage("save: scores.csv"):
@@ -302,6 +311,7 @@ def audit(
     score: str = "auto",
     canaries=None,
     canary_options: dict[str, Any] | None = None,
+    blind: bool | dict[str, Any] = True,
     reference_splits=None,
 ) -> AuditResult | None:
     """Run the membership audit.
@@ -327,6 +337,10 @@ def audit(
     ``canaries``: a canary manifest (``memlens canary make``): their exposure under the target goes
     into ``result.extra["canary_exposure"]``; ``canary_options``: keywords of
     :func:`memlens.canary.exposure` (method, n_samples, max_enumerate, batch_size).
+    ``blind`` (default on): with labelled members and non-members, also run the model-free blind
+    baseline (:mod:`memlens.blind`; a dict gives its options, e.g. ``{"folds": 5, "threshold": 0.6}``):
+    results.json gets ``"blind"``, and a warning goes first into ``notes`` when the two sets differ
+    without the model (then the attack numbers do not measure memorization).
 
     Under ``torchrun``/``accelerate launch`` every process scores its share of the texts; only the
     main process returns the result, the others return None once their share is cached.
@@ -360,8 +374,9 @@ def audit(
         if any(is_chat(x.meta) for x in samples) or resolve_scope(samples, score).mode != "all":
             raise DataError("chat records and scoring part of a text (completion, assistant) are for causal LMs; "
                             "give plain or prompt/completion records with --score all for a masked LM")
-        return _audit_masked(target, references, samples, attacks, attack_params, tokenizer, options, masked or {},
-                             cache_dir, settings.max_length, settings.cache_only, settings.progress, seed, fprs, n_bootstrap)
+        return _with_blind(_audit_masked(target, references, samples, attacks, attack_params, tokenizer, options, masked or {},
+                                         cache_dir, settings.max_length, settings.cache_only, settings.progress, seed, fprs,
+                                         n_bootstrap), blind, n_bootstrap, seed)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     t, refs = _handles(target, references, tokenizer, reference_tokenizers, gguf_file, options, base)
@@ -425,6 +440,17 @@ def audit(
                                                           **(canary_options or {})).to_dict()
         result.extra["canary_exposure"]["settings"]["target"] = t.name  # the adapter dir, not the base the peft model names
         result.timings["canary exposure"] = time.perf_counter() - t0
+    return _with_blind(result, blind, n_bootstrap, seed)
+
+
+def _with_blind(result: AuditResult | None, blind: bool | dict[str, Any], n_bootstrap: int, seed: int) -> AuditResult | None:
+    """The blind baseline next to the attacks (``audit(blind=...)``), with the audit's bootstrap and seed
+    (on the main process only: the others return None)."""
+    if blind and result is not None:
+        from memlens.blind import attach_blind
+
+        with result.stage("blind baseline"):
+            attach_blind(result, **{"n_bootstrap": n_bootstrap, "seed": seed, **(blind if isinstance(blind, dict) else {})})
     return result
 
 
