@@ -241,3 +241,23 @@ def write_shifted_pair(out_dir: str | os.PathLike, n: int = 48, shift: str = "ki
     for path, records in zip(paths, shifted_pair(n, shift, **kwargs)):
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
     return paths
+
+
+def attach_blind(result, **kwargs) -> BlindResult | None:
+    """Run the blind check on a labelled audit and record it on ``result`` (what ``memlens.audit``
+    does by default): ``result.extra["blind"]`` gets :meth:`BlindResult.to_dict`, and a warning goes
+    first into ``result.notes`` so every output shows it before anything else. Unlabelled audits
+    (no metrics) are left alone; too few texts to cross-validate becomes a note, not an error:
+    the attacks' numbers are still worth having."""
+    labels = [s.label for s in result.samples]
+    if not result.metrics or any(v is None for v in labels) or set(labels) != {0, 1}:
+        return None
+    try:
+        b = blind_audit(result, **kwargs)
+    except BlindError as e:
+        result.notes.append(f"blind baseline skipped: {e}")
+        return None
+    result.extra["blind"] = b.to_dict()
+    if b.warning:
+        result.notes.insert(0, b.warning)
+    return b
