@@ -76,7 +76,7 @@ def main(argv=None) -> int:
             size[k] = json.loads(v)
         except json.JSONDecodeError:
             size[k] = v
-    t0 = time.perf_counter()
+    t0, sha = time.perf_counter(), commit()  # the code that runs, not what HEAD is when it ends
     threads = a.threads or max(1, (os.cpu_count() or 1) // max(1, a.jobs))
     kws = [dict(out_dir=a.out, seed=s, quick=a.quick or a.tiny, size=size or None, device=a.device, k=a.k,
                 n_bootstrap=a.bootstrap, progress=a.progress, num_threads=threads) for s in a.seeds]
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "informia_claim.md").write_text(md)
     (a.out / "informia_claim.json").write_text(json.dumps(
-        {"seeds": a.seeds, "quick": a.quick or a.tiny, "tiny": a.tiny, "k": a.k, "machine": machine(a.device), "commit": commit(),
+        {"seeds": a.seeds, "quick": a.quick or a.tiny, "tiny": a.tiny, "k": a.k, "machine": machine(a.device), "commit": sha,
          "seconds": round(time.perf_counter() - t0, 1), "combined": combined,
          "per_seed": {d["seed"]: {"timings": d["timings"], "info": d["info"]} for d in docs}}, indent=1))
     print(md)
