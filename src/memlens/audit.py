@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib
 import json
 import logging
 import os
@@ -12,7 +13,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,9 +33,11 @@ from memlens.data import (
     spreadsheet_escape,
 )
 from memlens.metrics import DEFAULT_FPRS, AttackMetrics, evaluate
+from memlens.models.adapters import adapter_handles, is_adapter_dir, load_adapter
 from memlens.models.handle import LoadOptions, ModelHandle
 from memlens.passes._shared import is_main_process
 from memlens.passes.causal import PassSettings, StatsBundle, compute_stats
+from memlens.scope import Scope, check_assistant_turns, is_chat, render_chats, resolve_scope, restrict, sample_spans, scatter
 from memlens.stats import TokenStats
 from memlens.tokens import token_strings
 
@@ -69,8 +72,9 @@ class AuditResult:
             **self.extra,
         }
 
-    def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write scores.csv, texts.jsonl, results.json, token_scores.parquet and roc.png (if there are metrics)."""
+    def save(self, out_dir: str | os.PathLike, report: bool = True) -> Path:
+        """Write scores.csv, texts.jsonl, results.json, token_scores.parquet, roc.png (if there are metrics)
+        and, unless ``report=False``, report.html (as ``memlens audit`` does)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         with self.stage("save: scores.csv"):
@@ -88,6 +92,15 @@ class AuditResult:
                 labels = self.scores["label"].to_numpy()
                 plot_roc({a: (labels, self.scores[a].to_numpy()) for a in self.metrics}, out / "roc.png")
         self.write_results_json(out)  # last, so its timings include the other writes
+        if report:
+            if _REPORT_WRITER is None:
+                # memlens.report sits above this module (it reads AuditResult), so it registers its writer
+                # here when imported (register_report_writer) instead of being imported by name
+                importlib.import_module("memlens.report")
+            if _REPORT_WRITER is not None:
+                with self.stage("report"):
+                    _REPORT_WRITER(self, out)
+                self.write_results_json(out)  # again, with the report's time
         return out
 
     def write_results_json(self, out_dir: str | os.PathLike) -> None:
@@ -136,6 +149,15 @@ def peak_rss_mb() -> float:
     return round(rss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
+_REPORT_WRITER: Callable[[AuditResult, Path], Any] | None = None
+
+
+def register_report_writer(writer: Callable[[AuditResult, Path], Any]) -> None:
+    """What ``AuditResult.save`` calls to write report.html (memlens.report registers write_report)."""
+    global _REPORT_WRITER
+    _REPORT_WRITER = writer
+
+
 def json_default(o: Any):
     """numpy scalars, arrays and tuples as JSON (the ``default`` of json.dumps for saved results)."""
     if isinstance(o, (np.integer,)):
@@ -149,29 +171,61 @@ def json_default(o: Any):
     raise TypeError(type(o).__name__)
 
 
-def _handles(target, references, tokenizer, reference_tokenizers, gguf_file, options) -> tuple[ModelHandle, list[ModelHandle]]:
-    t = target if isinstance(target, ModelHandle) else ModelHandle(target, tokenizer, gguf_file=gguf_file, options=options)
+def _handles(target, references, tokenizer, reference_tokenizers, gguf_file, options, base=None) -> tuple[ModelHandle, list[ModelHandle]]:
     refs = []
     if references is None or isinstance(references, (str, os.PathLike, ModelHandle)) or hasattr(references, "forward"):
         references = [] if references is None else [references]
     references = list(references)
+    t, refs = _adapter_target(target, references, base, options)
+    if t is None:
+        t = target if isinstance(target, ModelHandle) else ModelHandle(target, tokenizer, gguf_file=gguf_file, options=options)
+    references = [r for r in references if not _is_auto(r)]
     rtoks = list(reference_tokenizers or [])
     if len(rtoks) > len(references):
         raise ValueError(f"{len(rtoks)} reference tokenizers given for {len(references)} reference models")
     rtoks += [None] * (len(references) - len(rtoks))  # zip() would silently drop the references without one
     for r, rt in zip(references, rtoks):
         rtok = rt if rt is not None else (tokenizer if hasattr(r, "forward") else None)
+        if is_adapter_dir(r):  # another fine-tune's adapter as a reference
+            model, atok = load_adapter(r, device=options.device, dtype=options.dtype, trust_remote_code=options.trust_remote_code,
+                                       allow_pickle=options.allow_pickle)
+            refs.append(ModelHandle(model, rt or atok, name=str(r), options=options))
+            continue
         refs.append(r if isinstance(r, ModelHandle) else ModelHandle(r, rtok, options=options))
     return t, refs
 
 
-def score_texts(target, references=(), texts: Sequence[str] = (), *, tokenizer=None, reference_tokenizers=None,
+def _is_auto(r) -> bool:
+    return isinstance(r, str) and r == "auto"
+
+
+def _adapter_target(target, references, base, options) -> tuple[ModelHandle | None, list[ModelHandle]]:
+    """A PEFT adapter directory as the target: its base with the adapter, and for the reference
+    ``"auto"`` the same model with the adapter disabled (one copy of the base in memory)."""
+    auto = any(_is_auto(r) for r in references)
+    if not is_adapter_dir(target):
+        if auto:
+            raise DataError(f"--reference auto needs a PEFT adapter directory as --target (the reference is its base with the "
+                            f"adapter disabled); {target if isinstance(target, (str, os.PathLike)) else type(target).__name__} "
+                            "is not one")
+        if base is not None:
+            raise DataError("--base is the base model of a PEFT adapter; the target is not an adapter directory")
+        return None, []
+    return adapter_handles(target, "auto" if auto else None, base=base, options=options)
+
+
+def score_texts(target, references=(), texts: Sequence[str | Sample] = (), *, tokenizer=None, reference_tokenizers=None,
                 gguf_file: str | None = None, cache_dir: str | os.PathLike | None = "default", settings: PassSettings | None = None,
-                options: LoadOptions | None = None) -> StatsBundle:
-    """Only the statistics pass (``memlens score``): cached TokenStats for texts."""
+                options: LoadOptions | None = None, base: str | os.PathLike | None = None) -> StatsBundle:
+    """Only the statistics pass (``memlens score``): cached TokenStats for texts (strings, or Samples:
+    chat records are rendered with the target's chat template first). ``base``: the base model of a
+    PEFT adapter directory given as ``target``."""
+    t, refs = _handles(target, references, tokenizer, reference_tokenizers, gguf_file, options or LoadOptions(), base)
+    samples = [x for x in texts if isinstance(x, Sample)]
+    render_chats(samples, t.tokenizer)
+    texts = [x.text if isinstance(x, Sample) else x for x in texts]
     for n, text in enumerate(texts):
         check_text(text, f"text {n}")
-    t, refs = _handles(target, references, tokenizer, reference_tokenizers, gguf_file, options or LoadOptions())
     cache = StatsCache(default_cache_dir() if cache_dir == "default" else cache_dir)
     return compute_stats(t, refs, texts, cache, settings or PassSettings())
 
@@ -244,6 +298,10 @@ def audit(
     load: LoadOptions | None = None,
     pass_settings: PassSettings | None = None,
     evaluation: EvalSettings | None = None,
+    base: str | os.PathLike | None = None,
+    score: str = "auto",
+    canaries=None,
+    canary_options: dict[str, Any] | None = None,
     reference_splits=None,
 ) -> AuditResult | None:
     """Run the membership audit.
@@ -259,6 +317,16 @@ def audit(
     allow_pickle, device_map, revision)``, ``pass_settings=PassSettings(batch_size, max_length, stride,
     temperature, progress, cache_only, ...)``, ``evaluation=EvalSettings(fprs, n_bootstrap, seed)``;
     the single keywords of the same names keep working (giving both is an error).
+
+    Fine-tunes: ``target`` may be a PEFT adapter directory (its base from the adapter config, or
+    ``base``), and ``references="auto"`` is then the same model with the adapter disabled.
+    ``score``: which tokens the attacks aggregate over, "completion" (prompt/completion records),
+    "assistant" (chat records, ``messages``), "all", or "auto" (what the record shape implies); an
+    attack's ``span`` parameter (``attack_params={"minkpp": {"span": "pii"}}``) overrides it with
+    any spans the records carry. The model pass always scores whole texts (same cache entries).
+    ``canaries``: a canary manifest (``memlens canary make``): their exposure under the target goes
+    into ``result.extra["canary_exposure"]``; ``canary_options``: keywords of
+    :func:`memlens.canary.exposure` (method, n_samples, max_enumerate, batch_size).
 
     Under ``torchrun``/``accelerate launch`` every process scores its share of the texts; only the
     main process returns the result, the others return None once their share is cached.
@@ -289,13 +357,20 @@ def audit(
     if model_kind not in ("causal", "masked"):
         raise DataError(f"model kind must be causal or masked, got {model_kind!r}")
     if model_kind == "masked":
+        if any(is_chat(x.meta) for x in samples) or resolve_scope(samples, score).mode != "all":
+            raise DataError("chat records and scoring part of a text (completion, assistant) are for causal LMs; "
+                            "give plain or prompt/completion records with --score all for a masked LM")
         return _audit_masked(target, references, samples, attacks, attack_params, tokenizer, options, masked or {},
                              cache_dir, settings.max_length, settings.cache_only, settings.progress, seed, fprs, n_bootstrap)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    t, refs = _handles(target, references, tokenizer, reference_tokenizers, gguf_file, options)
+    t, refs = _handles(target, references, tokenizer, reference_tokenizers, gguf_file, options, base)
     timings["load (handles, tokenizers)"] = time.perf_counter() - t0
+    render_chats(samples + pop, t.tokenizer)
+    scope = resolve_scope(samples, score)
+    check_assistant_turns(samples, scope)
     names = resolve_attack_names(attacks, have_reference=bool(refs), have_population=bool(pop))
+    attack_params, spans = _span_params(attack_params, names, scope, samples)
     for n in names:  # fail before any model runs
         spec = get_attack(n)
         spec.resolve_params((attack_params or {}).get(n))
@@ -309,9 +384,9 @@ def audit(
         settings.pair_settings = {**settings.pair_settings, **pair_settings}  # a copy: never the caller's dict
     memberships = _splits_membership(reference_splits, refs, references, samples, pop)  # before any model runs
     cache = StatsCache(default_cache_dir() if cache_dir == "default" else cache_dir)
-    bundle = compute_stats(t, refs, [s.text for s in samples], cache, settings)
+    bundle = compute_stats(t, refs, [s.text for s in samples], cache, settings, label="audited texts")
     timings.update({f"texts: {k}": v for k, v in bundle.timings.items()})
-    pop_bundle = compute_stats(t, refs, [s.text for s in pop], cache, settings) if pop else None
+    pop_bundle = compute_stats(t, refs, [s.text for s in pop], cache, settings, label="population") if pop else None
     if pop_bundle is not None:
         timings.update({f"population: {k}": v for k, v in pop_bundle.timings.items()})
     # the grouped OUT-reference passes of token-level InfoRMIA (reference splits) before the workers
@@ -329,13 +404,69 @@ def audit(
     )
     splits = _apply_splits(reference_splits, memberships, out_comparisons, inp)
     t0 = time.perf_counter()
-    results = run_attacks(inp, names, attack_params)
+    results, span_notes = _run_scoped(inp, names, attack_params, spans, samples, pop)
     timings["attacks"] = time.perf_counter() - t0
     result = _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, len(pop), timings)
+    result.settings["score"] = {**scope.to_dict(), "spans": {n: spans[n] for n in names if spans.get(n)}}
+    for n in names:
+        if spans.get(n):
+            result.settings["attack_params"][n]["span"] = spans[n]
+    result.notes = [scope.describe(), *span_notes, *result.notes]
     if splits is not None:
         result.settings["reference_splits"] = splits.describe()
     result.settings["attack_modes"] = {n: _mode(r.info) for n, r in results.items() if _mode(r.info)}
+    _calibrate_leaks(result, inp.population_comparison)
+    _note_left_out(result, attacks, have_reference=bool(refs), have_population=bool(pop), model_kind="causal")
+    if canaries is not None:
+        from memlens.canary import target_exposure
+
+        t0 = time.perf_counter()
+        result.extra["canary_exposure"] = target_exposure(t.model, canaries, tokenizer=t.tokenizer, seed=seed,
+                                                          **(canary_options or {})).to_dict()
+        result.extra["canary_exposure"]["settings"]["target"] = t.name  # the adapter dir, not the base the peft model names
+        result.timings["canary exposure"] = time.perf_counter() - t0
     return result
+
+
+def _span_params(attack_params, names, scope: Scope, samples) -> tuple[dict[str, dict], dict[str, str | None]]:
+    """Split each attack's ``span`` parameter from the others: the span name it aggregates over
+    (the audit's scope when not given; None = every token), checked against the records."""
+    params = {n: dict(v) for n, v in (attack_params or {}).items()}
+    spans: dict[str, str | None] = {}
+    default = None if scope.mode == "all" else scope.mode
+    for n in names:
+        name = params.get(n, {}).pop("span", None)
+        name = default if name is None else (None if str(name) == "all" else str(name))
+        if name is not None and name != default and all(sample_spans(x.meta, name) is None for x in samples):
+            raise DataError(f"{n}.span={name}: no audited text has {name!r} spans (a field of {{start, end}} spans, "
+                            "or completion/assistant/prompt of prompt/completion and chat records)")
+        spans[n] = name
+    return params, spans
+
+
+def _run_scoped(inp: AttackInput, names, attack_params, spans: dict[str, str | None], samples,
+                pop) -> tuple[dict[str, AttackResult], list[str]]:
+    """Each attack on the input cut to its span (built once per span name); token scores are put
+    back at their tokens of the whole text, NaN where not scored."""
+    cut: dict[str, Any] = {}
+    out: dict[str, AttackResult] = {}
+    notes: list[str] = []
+    for n in names:
+        span = spans.get(n)
+        if span is None:
+            out.update(run_attacks(inp, [n], attack_params))
+            continue
+        if span not in cut:
+            pop_spans = [sample_spans(x.meta, span) for x in pop]
+            cut[span] = restrict(inp, [sample_spans(x.meta, span) for x in samples],
+                                 None if pop and all(p is None for p in pop_spans) else pop_spans)
+            if cut[span].missing:
+                notes.append(f"{cut[span].missing} audited texts have no {span!r} spans: attacks over {span} give them no score")
+        r = run_attacks(cut[span].inp, [n], attack_params)[n]
+        if r.token_scores is not None:
+            r.token_scores = scatter(r.token_scores, cut[span].masks)
+        out[n] = r
+    return out, notes
 
 
 def _mode(info: dict) -> str | None:
@@ -396,6 +527,35 @@ def _apply_splits(splits, memberships, out_comparisons, inp: AttackInput):
     return splits
 
 
+def _note_left_out(result: AuditResult, attacks, **have) -> None:
+    """Say which attacks --attacks all left out, and why (a note in results.json, the CLI and the report)."""
+    from memlens.attacks import all_note, left_out_of_all
+
+    if attacks == "all" or list(attacks) == ["all"]:
+        note = all_note(left_out_of_all(**have))
+        if note:
+            result.notes.append(note)
+
+
+def _calibrate_leaks(result: AuditResult, pop_comparison) -> None:
+    """``result.extra["leak_threshold"]``: the token level that 0.1% of non-member tokens exceed (memlens.leakage),
+    for the token attack the report and ``memlens show`` use; the population's tokens when there are no non-members."""
+    from memlens.attacks.informia import token_informia_bits
+    from memlens.leakage import leak_threshold
+
+    attack = "informia_token" if "informia_token" in result.token_scores else next(iter(result.token_scores), None)
+    if attack is None:
+        return
+    pop_tokens = None
+    if attack == "informia_token" and pop_comparison is not None:
+        comp = pop_comparison
+        pop_tokens = [token_informia_bits(lr, kl) for lr, kl in
+                      zip(comp.log_ratio, comp.kl if comp.kl is not None else [None] * len(comp.log_ratio))]
+    unit = str((result.attack_info.get(attack) or {}).get("unit") or {"informia_token": "bits", "minkpp": "z"}.get(attack, "score"))
+    result.extra["leak_threshold"] = leak_threshold(result.token_scores[attack], [s.label for s in result.samples], attack=attack,
+                                                    unit=unit, population_tokens=pop_tokens)
+
+
 def _audit_masked(target, references, samples, attacks, attack_params, tokenizer, options, masked_opts, cache_dir,
                   max_length, cache_only, progress, seed, fprs, n_bootstrap) -> AuditResult:
     """The audit of a masked / diffusion LM: the masked pass, then SAMA and its baselines."""
@@ -423,6 +583,7 @@ def _audit_masked(target, references, samples, attacks, attack_params, tokenizer
                        n_bootstrap, seed, 0)
     result.settings["model_kind"] = "masked"
     result.settings["masked_pass"] = extras.settings
+    _note_left_out(result, attacks, have_reference=bool(refs), have_population=False, model_kind="masked")
     return result
 
 
@@ -436,6 +597,8 @@ def _assemble(samples, t, refs, results, bundle, names, attack_params, settings,
     for n in names:
         table[n] = results[n].scores
     scores = pd.DataFrame(table)
+    if "tier" in table and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in table["tier"] if v is not None):
+        scores["tier"] = scores["tier"].astype("Int64")  # 1, 4, 16 (not 1.0 beside the non-members' empty tier)
     labelled = [s.label is not None for s in samples]
     metrics: dict[str, AttackMetrics] = {}
     notes = list(bundle.notes)

@@ -89,7 +89,8 @@ def _from_record(rec: Record) -> TokenStats:
 
 
 def _run_pass(models: list[ModelHandle], texts: list[str], hashes: list[str], spaces: list[CacheNamespace],
-              pair_space: CacheNamespace | None, settings: PassSettings, timings: dict[str, float] | None = None) -> int:
+              pair_space: CacheNamespace | None, settings: PassSettings, timings: dict[str, float] | None = None,
+              desc: str = "scoring") -> int:
     """Score the texts missing from any of ``spaces``/``pair_space`` and cache the results.
 
     In a data-parallel run the main process decides what is missing (it reads the cache; the
@@ -134,6 +135,7 @@ def _run_pass(models: list[ModelHandle], texts: list[str], hashes: list[str], sp
                               max_length=settings.max_length, stride=settings.stride, temperature=settings.temperature,
                               vocab_chunk_rows=settings.vocab_chunk_rows, progress=settings.progress,
                               pair_reduction_names=settings.pair_reductions, pair_settings=settings.pair_settings)
+        scorer.desc = desc
         all_spaces = spaces + ([pair_space] if pair_space is not None else [])
         flusher = Flusher(all_spaces, settings.flush_every)
 
@@ -219,8 +221,9 @@ def _split_shared_spans(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray,
 
 
 def compute_stats(target: ModelHandle, references: Sequence[ModelHandle], texts: Sequence[str], cache: StatsCache,
-                  settings: PassSettings) -> StatsBundle:
+                  settings: PassSettings, label: str = "texts") -> StatsBundle:
     """Per-token statistics of ``texts`` under the target and every reference, cached.
+    ``label`` names the texts in the progress bar ("scoring population (target+reference)").
 
     In a data-parallel run only the main process gets the statistics; the others score their share
     and get an empty bundle (no statistics, only ``computed`` and ``timings``)."""
@@ -237,14 +240,17 @@ def compute_stats(target: ModelHandle, references: Sequence[ModelHandle], texts:
     if paired:
         pair_ns = cache.namespace(_pair_key(target, paired, settings, ctx[id(target)]))
         ref_spaces = [cache.namespace(_single_key(r, settings, ctx[id(r)])) for r in paired]
-        computed += _run_pass([target, *paired], texts, hashes, [target_ns, *ref_spaces], pair_ns, settings, timings)
+        who = "target+reference" if len(paired) == 1 else f"target+{len(paired)} references"
+        computed += _run_pass([target, *paired], texts, hashes, [target_ns, *ref_spaces], pair_ns, settings, timings,
+                              f"scoring {label} ({who})")
     else:
         pair_ns = None
-        computed += _run_pass([target], texts, hashes, [target_ns], None, settings, timings)
+        computed += _run_pass([target], texts, hashes, [target_ns], None, settings, timings, f"scoring {label} (target)")
     for r in other:
         notes.append(f"reference {r.name} has another tokenizer than the target: token-level scores use its log-probabilities "
                      "aligned by character spans, without the D_KL term")
-        computed += _run_pass([r], texts, hashes, [cache.namespace(_single_key(r, settings, ctx[id(r)]))], None, settings, timings)
+        computed += _run_pass([r], texts, hashes, [cache.namespace(_single_key(r, settings, ctx[id(r)]))], None, settings, timings,
+                              f"scoring {label} (reference {r.name})")
     if not is_main_process():
         return StatsBundle([], [], None, computed, notes, timings=timings)
 
