@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from memlens.blind import shifted_pair, write_shifted_pair
 from memlens.cli import app
 from memlens.redact import leaked_values
 from memlens.setinfer import synthetic_scores
 from memlens.testbed import TestbedConfig, build_testbed, read_jsonl
 from memlens.testbed.profiles import UNIQUE_PII_TYPES
+from memlens.testbed.shifted import shifted_pair, write_shifted_pair
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 runner = CliRunner()

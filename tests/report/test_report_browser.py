@@ -307,8 +307,8 @@ def _blind_report(tmp_path, members, nonmembers) -> Path:
 
 
 def test_blind_banner_for_a_shifted_pair_and_none_for_the_testbed(browser, tmp_path):
-    from memlens.blind import shifted_pair
     from memlens.testbed import TestbedConfig, build_testbed, read_jsonl
+    from memlens.testbed.shifted import shifted_pair
 
     shifted = Opened(browser, _blind_report(tmp_path / "shifted", *shifted_pair(24)))
     try:

@@ -66,8 +66,9 @@ def blind(
 ):
     """Model-free check: can members and non-members be told apart from their texts alone? (no model needed)"""
     setup(False)
-    from memlens.blind import blind_baseline, write_shifted_pair
+    from memlens.blind import blind_baseline
     from memlens.data import check_labels, gather_audit_samples
+    from memlens.testbed.shifted import write_shifted_pair
 
     if shifted_pair is not None:
         mp, npath = write_shifted_pair(shifted_pair, n, seed=seed)
