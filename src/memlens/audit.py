@@ -36,7 +36,7 @@ from memlens.models.handle import LoadOptions, ModelHandle
 from memlens.passes._shared import is_main_process
 from memlens.passes.causal import PassSettings, StatsBundle, compute_stats
 from memlens.stats import TokenStats
-from memlens.tokens import token_strings
+from memlens.tokens import colour_scale, token_strings
 
 log = logging.getLogger("memlens")
 
@@ -416,8 +416,11 @@ def _assemble(samples, t, refs, results, bundle, names, attack_params, settings,
         "n_population": n_pop, "seed": seed, "n_bootstrap": n_bootstrap, "fprs": list(fprs),
         "python": platform.python_version(),
     }
+    # the token view's colour scales, saved so that `memlens show` reads one text, not all (memlens.tokens.colour_scale)
+    scales = {n: colour_scale(np.asarray(t, dtype=np.float32) for t in r.token_scores)
+              for n, r in results.items() if r.token_scores is not None}
     return AuditResult(
-        samples=samples, scores=scores, metrics=metrics,
+        samples=samples, scores=scores, metrics=metrics, extra={"token_scales": scales},
         token_scores={n: r.token_scores for n, r in results.items() if r.token_scores is not None},
         target_stats=bundle.target, token_strings=strings, settings=settings_d,
         attack_info={n: r.info for n, r in results.items()}, notes=notes, reference_logprobs=ref_lp, timings=timings,

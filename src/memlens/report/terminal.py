@@ -12,7 +12,6 @@ import re
 import unicodedata
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -69,25 +68,16 @@ def show_text(results_dir: str | os.PathLike, text_id: str, threshold: float = 1
     ``attack``: the token-level attack (default informia_token, else the first one saved).
     Returns what was shown: id, n_tokens, leaked_tokens, leaked_total (in the attack's unit),
     leaked_pii_tokens, unit, attack."""
-    from memlens.data import DataError
-    from memlens.report.html import SavedAudit, _slider, build_payload, iter_token_pieces, load_saved
+    from memlens.report.html import build_payload, iter_token_pieces, load_one, saved_colour_scale
 
-    saved = load_saved(results_dir)
-    tid = str(text_id)
-    row = next((r for r in saved.scores if str(r["id"]) == tid), None)
-    if row is None:
-        raise DataError(f"no text with id {safe_terminal_text(tid)!r} in {results_dir}")
-    # the payload of this one text only; the colour scale comes from all texts, as in the HTML report
-    payload = build_payload(SavedAudit(saved.results, [row], saved.texts, saved.tokens, saved.notes), threshold)
+    # this one text's rows only, and the colour scale saved by the audit (as the HTML report has it)
+    saved = load_one(results_dir, str(text_id))
+    payload = build_payload(saved, threshold)
     t = payload["texts"][0]
     ta = _pick(payload, attack)
     scores = t["s"].get(ta["name"]) if ta else None
     unit = ta["unit"] if ta else ""
-    scale = 1.0
-    if ta:
-        col = f"{ta['name']}_token"
-        scale = float(_slider([np.asarray(r[col], dtype=np.float64) for r in saved.tokens.values() if r.get(col) is not None],
-                              threshold)["scale"])
+    scale = saved_colour_scale(results_dir, saved.results, ta["name"]) if ta else 1.0
     console = console or Console(highlight=False)
 
     body = Text()
