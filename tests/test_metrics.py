@@ -244,3 +244,14 @@ def test_intervals_cover_the_point_estimate():
         assert m.auc_ci[0] <= m.auc <= m.auc_ci[1]
         for k, v in m.tpr.items():
             assert m.tpr_ci[k][0] - 1e-12 <= v <= m.tpr_ci[k][1] + 1e-12
+
+
+def test_rank_auc_equals_scikit_learn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    from memlens.metrics import auc
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 500)
+    scores = rng.integers(0, 20, 500).astype(float)  # many ties
+    assert auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib
 import json
 import logging
 import os
@@ -12,7 +13,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -72,8 +73,9 @@ class AuditResult:
             **self.extra,
         }
 
-    def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write scores.csv, texts.jsonl, results.json, token_scores.parquet and roc.png (if there are metrics)."""
+    def save(self, out_dir: str | os.PathLike, report: bool = True) -> Path:
+        """Write scores.csv, texts.jsonl, results.json, token_scores.parquet, roc.png (if there are metrics)
+        and, unless ``report=False``, report.html (as ``memlens audit`` does)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         with self.stage("save: scores.csv"):
@@ -91,6 +93,15 @@ class AuditResult:
                 labels = self.scores["label"].to_numpy()
                 plot_roc({a: (labels, self.scores[a].to_numpy()) for a in self.metrics}, out / "roc.png")
         self.write_results_json(out)  # last, so its timings include the other writes
+        if report:
+            if _REPORT_WRITER is None:
+                # memlens.report sits above this module (it reads AuditResult), so it registers its writer
+                # here when imported (register_report_writer) instead of being imported by name
+                importlib.import_module("memlens.report")
+            if _REPORT_WRITER is not None:
+                with self.stage("report"):
+                    _REPORT_WRITER(self, out)
+                self.write_results_json(out)  # again, with the report's time
         return out
 
     def write_results_json(self, out_dir: str | os.PathLike) -> None:
@@ -161,6 +172,15 @@ def peak_rss_mb() -> float:
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(rss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
+_REPORT_WRITER: Callable[[AuditResult, Path], Any] | None = None
+
+
+def register_report_writer(writer: Callable[[AuditResult, Path], Any]) -> None:
+    """What ``AuditResult.save`` calls to write report.html (memlens.report registers write_report)."""
+    global _REPORT_WRITER
+    _REPORT_WRITER = writer
 
 
 def json_default(o: Any):
@@ -271,6 +291,7 @@ def audit(
     load: LoadOptions | None = None,
     pass_settings: PassSettings | None = None,
     evaluation: EvalSettings | None = None,
+    reference_splits=None,
 ) -> AuditResult | None:
     """Run the membership audit.
 
@@ -288,6 +309,11 @@ def audit(
 
     Under ``torchrun``/``accelerate launch`` every process scores its share of the texts; only the
     main process returns the result, the others return None once their share is cached.
+
+    ``reference_splits``: which reference trained on which text (a splits file's path, its dict, or a
+    :class:`memlens.splits.ReferenceSplits`; see :mod:`memlens.splits`): rmia/informia then run online
+    (or offline with the OUT references, tuned a), ``ref`` calibrates each text by its OUT references and
+    token-level InfoRMIA mixes, per text, only the references OUT for it.
     """
     import torch
 
@@ -304,6 +330,9 @@ def audit(
         check_labels(samples)
     pop = as_samples(population, name="population", text_field=text_field)
     check_unique_ids(pop, "population texts")
+    from memlens.splits import as_splits
+
+    reference_splits = as_splits(reference_splits)  # a bad file fails before any model runs
     if model_kind not in ("causal", "masked"):
         raise DataError(f"model kind must be causal or masked, got {model_kind!r}")
     if model_kind == "masked":
@@ -325,12 +354,16 @@ def audit(
         reductions, pair_settings = get_attack(n).pass_needs((attack_params or {}).get(n))
         settings.pair_reductions = tuple(dict.fromkeys((*settings.pair_reductions, *reductions)))
         settings.pair_settings = {**settings.pair_settings, **pair_settings}  # a copy: never the caller's dict
+    memberships = _splits_membership(reference_splits, refs, references, samples, pop)  # before any model runs
     cache = StatsCache(default_cache_dir() if cache_dir == "default" else cache_dir)
-    bundle = compute_stats(t, refs, [s.text for s in samples], cache, settings)
+    bundle = compute_stats(t, refs, [s.text for s in samples], cache, settings, label="audited texts")
     timings.update({f"texts: {k}": v for k, v in bundle.timings.items()})
-    pop_bundle = compute_stats(t, refs, [s.text for s in pop], cache, settings) if pop else None
+    pop_bundle = compute_stats(t, refs, [s.text for s in pop], cache, settings, label="population") if pop else None
     if pop_bundle is not None:
         timings.update({f"population: {k}": v for k, v in pop_bundle.timings.items()})
+    # the grouped OUT-reference passes of token-level InfoRMIA (reference splits) before the workers
+    # leave: under torchrun they are data parallel like the main pass
+    out_comparisons = _out_comparisons(memberships, t, refs, samples, pop, cache, settings)
     if not is_main_process():
         return None  # a data-parallel worker: its share is in the cache; the main process does the rest
     inp = AttackInput(
@@ -341,10 +374,104 @@ def audit(
         population_comparison=pop_bundle.comparison if pop_bundle else None,
         extras={"pair": bundle.pair_records} if bundle.pair_records is not None else {},
     )
+    splits = _apply_splits(reference_splits, memberships, out_comparisons, inp)
     t0 = time.perf_counter()
     results = run_attacks(inp, names, attack_params)
     timings["attacks"] = time.perf_counter() - t0
-    return _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, len(pop), timings)
+    result = _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, len(pop), timings)
+    if splits is not None:
+        result.settings["reference_splits"] = splits.describe()
+    result.settings["attack_modes"] = {n: _mode(r.info) for n, r in results.items() if _mode(r.info)}
+    _calibrate_leaks(result, inp.population_comparison)
+    _note_left_out(result, attacks, have_reference=bool(refs), have_population=bool(pop), model_kind="causal")
+    return result
+
+
+def _mode(info: dict) -> str | None:
+    """How rmia/informia formed Pr(x): online, offline (a=...), or offline with a tuned."""
+    if "tuned_a" in info:
+        return f"offline, tuned a={info['tuned_a']:g}"
+    if info.get("mode") == "offline":
+        return f"offline, a={info.get('a', 1.0):g}"
+    return info.get("mode")
+
+
+def _splits_membership(splits, refs, given, samples, pop):
+    """(reference membership [R, n], population's [R, m]) from the splits, in the order of the references; None without splits."""
+    from memlens.splits import SplitsError
+
+    if splits is None:
+        return None
+    if not refs:
+        raise SplitsError("reference splits were given without reference models (--reference)")
+    given = [given] if isinstance(given, (str, os.PathLike)) else list(given)
+    names = [str(g) if isinstance(g, (str, os.PathLike)) else h.name for g, h in zip(given, refs)]
+    m = splits.membership(names, [s.text for s in samples], [s.id for s in samples], "audited texts")
+    pm = splits.membership(names, [s.text for s in pop], [s.id for s in pop], "population texts") if pop else None
+    return m, pm
+
+
+def _out_comparisons(memberships, t, refs, samples, pop, cache, settings):
+    """Token comparisons whose q mixes, per text, only the references OUT for it
+    (:func:`memlens.passes.causal.out_reference_comparison`): (audited texts', population's); None without splits."""
+    from memlens.passes.causal import out_reference_comparison
+
+    if memberships is None:
+        return None
+    m, pm = memberships
+    comp = out_reference_comparison(t, refs, [s.text for s in samples], m, cache, settings)
+    # population texts OUT for every reference (no population splits) keep the all-reference mixture
+    pop_comp = (out_reference_comparison(t, refs, [s.text for s in pop], pm, cache, settings)
+                if comp is not None and pop and pm is not None else None)
+    return comp, pop_comp
+
+
+def _apply_splits(splits, memberships, out_comparisons, inp: AttackInput):
+    """Set the AttackInput's reference membership and its per-text OUT-reference token comparisons."""
+    from memlens.splits import SplitsError
+
+    if splits is None:
+        return None
+    inp.reference_membership, inp.population_reference_membership = memberships
+    try:
+        inp.__post_init__()  # AttackInput's shape checks
+    except ValueError as e:
+        raise SplitsError(str(e)) from None
+    comp, pop_comp = out_comparisons
+    if comp is not None:
+        inp.comparison = comp
+        if pop_comp is not None:
+            inp.population_comparison = pop_comp
+    return splits
+
+
+def _note_left_out(result: AuditResult, attacks, **have) -> None:
+    """Say which attacks --attacks all left out, and why (a note in results.json, the CLI and the report)."""
+    from memlens.attacks import all_note, left_out_of_all
+
+    if attacks == "all" or list(attacks) == ["all"]:
+        note = all_note(left_out_of_all(**have))
+        if note:
+            result.notes.append(note)
+
+
+def _calibrate_leaks(result: AuditResult, pop_comparison) -> None:
+    """``result.extra["leak_threshold"]``: the token level that 0.1% of non-member tokens exceed (memlens.leakage),
+    for the token attack the report and ``memlens show`` use; the population's tokens when there are no non-members."""
+    from memlens.attacks.informia import token_informia_bits
+    from memlens.leakage import leak_threshold
+
+    attack = "informia_token" if "informia_token" in result.token_scores else next(iter(result.token_scores), None)
+    if attack is None:
+        return
+    pop_tokens = None
+    if attack == "informia_token" and pop_comparison is not None:
+        comp = pop_comparison
+        pop_tokens = [token_informia_bits(lr, kl) for lr, kl in
+                      zip(comp.log_ratio, comp.kl if comp.kl is not None else [None] * len(comp.log_ratio))]
+    unit = str((result.attack_info.get(attack) or {}).get("unit") or {"informia_token": "bits", "minkpp": "z"}.get(attack, "score"))
+    result.extra["leak_threshold"] = leak_threshold(result.token_scores[attack], [s.label for s in result.samples], attack=attack,
+                                                    unit=unit, population_tokens=pop_tokens)
 
 
 def _audit_masked(target, references, samples, attacks, attack_params, tokenizer, options, masked_opts, cache_dir,
@@ -374,6 +501,7 @@ def _audit_masked(target, references, samples, attacks, attack_params, tokenizer
                        n_bootstrap, seed, 0)
     result.settings["model_kind"] = "masked"
     result.settings["masked_pass"] = extras.settings
+    _note_left_out(result, attacks, have_reference=bool(refs), have_population=False, model_kind="masked")
     return result
 
 
@@ -387,6 +515,8 @@ def _assemble(samples, t, refs, results, bundle, names, attack_params, settings,
     for n in names:
         table[n] = results[n].scores
     scores = pd.DataFrame(table)
+    if "tier" in table and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in table["tier"] if v is not None):
+        scores["tier"] = scores["tier"].astype("Int64")  # 1, 4, 16 (not 1.0 beside the non-members' empty tier)
     labelled = [s.label is not None for s in samples]
     metrics: dict[str, AttackMetrics] = {}
     notes = list(bundle.notes)

@@ -98,6 +98,14 @@ def extract(model: torch.nn.Module, tokenizer: Any, secrets: Sequence[Secret], *
     return [results[i] for i in range(len(secrets))]
 
 
+def _tier_order(tier: Any) -> tuple:
+    """Tiers as numbers (1, 4, 16, not "1", "16", "4"), then anything else (e.g. "nonmember") by name."""
+    try:
+        return (0, float(tier), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(tier))
+
+
 def summarize(outcomes: Sequence[ExtractionOutcome], fuzzy_threshold: float = 0.8) -> dict[str, Any]:
     """Exact and fuzzy extraction rates by membership, by tier and by secret type."""
     def rates(group: list[ExtractionOutcome]) -> dict[str, float | int]:
@@ -109,7 +117,7 @@ def summarize(outcomes: Sequence[ExtractionOutcome], fuzzy_threshold: float = 0.
         groups: dict[str, list[ExtractionOutcome]] = {}
         for o in outcomes:
             groups.setdefault(str(key(o)), []).append(o)
-        return {k: rates(v) for k, v in sorted(groups.items())}
+        return {k: rates(v) for k, v in sorted(groups.items(), key=lambda kv: _tier_order(kv[0]))}
 
     members = [o for o in outcomes if o.secret.label == 1]
     nonmembers = [o for o in outcomes if o.secret.label == 0]
@@ -120,7 +128,8 @@ def summarize(outcomes: Sequence[ExtractionOutcome], fuzzy_threshold: float = 0.
         "by_tier": group_by(lambda o: o.secret.tier if o.secret.label == 1 else "nonmember"),
         "by_type_members": {t: rates([o for o in members if o.secret.type == t]) for t in sorted({o.secret.type for o in members})},
         "by_type_tier": {f"{t}@{tier}": rates([o for o in members if o.secret.type == t and o.secret.tier == tier])
-                         for t in sorted({o.secret.type for o in members}) for tier in sorted({o.secret.tier for o in members}, key=str)},
+                         for t in sorted({o.secret.type for o in members})
+                         for tier in sorted({o.secret.tier for o in members}, key=_tier_order)},
     }
 
 

@@ -33,3 +33,32 @@ def test_quick_demo_detects_extracts_and_localizes(tmp_path):
     for f in ("scores.csv", "roc.png", "token_scores.parquet", "extraction.jsonl", "texts.jsonl"):
         assert (out / f).is_file(), f
     assert (out / "testbed" / "models" / "target" / "model.safetensors").is_file()
+
+    # the output explains itself and says how to go on
+    for words in ("0.5 = chance", "TPR@1%FPR:", "tiers:", "extraction:", "report.html", "memlens show ", "memlens audit --target"):
+        assert words in r.output, words
+    # "leaked" is calibrated: at the default threshold about the stated rate of non-member texts leak
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from memlens.leakage import text_leak
+
+    lt = res["leak_threshold"]
+    assert lt["source"] == "non-member tokens" and lt["rate"] == 0.001
+    tab = pq.read_table(out / "token_scores.parquet", columns=["label", "informia_token_token"]).to_pydict()
+    non = [np.asarray(t, dtype=float) for t, y in zip(tab["informia_token_token"], tab["label"]) if y == 0]
+    flagged = np.mean([text_leak(t, lt["value"], lt["rate"])["leaking"] for t in non])
+    assert flagged <= lt["rate"] + 3 * np.sqrt(lt["rate"] / len(non)) + 1 / len(non)
+    # the extraction results are in the report
+    assert 'id="extraction"' in (out / "report.html").read_text()
+
+    # a second run reuses the trained models, says so, and is much faster
+    import time
+
+    t0 = time.perf_counter()
+    again = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert "reusing trained models from" in again.output
+    assert json.loads((out / "testbed" / "models" / "training.json").read_text())["trained"] == []
+    first_s = demo["timings"]["total_s"]
+    assert time.perf_counter() - t0 < 0.6 * first_s

@@ -369,3 +369,30 @@ def test_cli_demo_with_a_pretrained_base_end_to_end(tmp_path, base_dir):
     assert (out / "finetune-full" / "model" / "model.safetensors").is_file()
     for f in ("scores.csv", "extraction.jsonl", "report.html", "roc.png"):
         assert (out / f).is_file(), f
+
+
+def test_population_data_trains_a_format_matched_reference(tmp_path, base_dir, corpus):
+    """--data population: half the population in the tier profile plus the filler, none of the audited texts; the other half unseen."""
+    from typer.testing import CliRunner
+
+    from memlens.cli import app
+
+    root = tmp_path / "tb"
+    root.mkdir()
+    pop = [{"id": f"p{i}", "text": t} for i, t in enumerate(corpus[20:32])]
+    write_jsonl(root / "population.jsonl", pop)
+    write_jsonl(root / "members.jsonl", [{"id": "m0", "text": corpus[0], "label": 1, "tier": 4}])
+    filler = [{"id": "f0", "text": corpus[40], "source": "filler"}]
+    write_jsonl(root / "finetune_corpus.jsonl", [{"id": "m0", "text": corpus[0]}] * 4 + filler)
+    stream_path, unseen_path = ft.population_corpus(root, tmp_path / "out", seed=1)
+    stream, unseen = ft.read_jsonl(stream_path), ft.read_jsonl(unseen_path)
+    seen = {r["id"] for r in stream if r["id"].startswith("p")}
+    assert len(seen) == 6 and {r["id"] for r in unseen} == {r["id"] for r in pop} - seen
+    assert corpus[0] not in {r["text"] for r in stream} and corpus[40] in {r["text"] for r in stream}
+    # tiers (1, 4, 16) over the 6 chosen documents: 2 of each, repeated 1, 4 and 16 times
+    assert sorted(n for n in np.unique([r["id"] for r in stream if r["id"].startswith("p")], return_counts=True)[1]) == [1, 1, 4, 4, 16, 16]
+    r = CliRunner().invoke(app, ["testbed", "finetune", "--base", str(base_dir), "--testbed", str(root), "--out", str(tmp_path / "ref"),
+                                 "--data", "population", "--epochs", "1", "--max-steps", "3", "--method", "lora", "--merge"])
+    assert r.exit_code == 0, r.output
+    assert "format-matched reference" in r.output and (tmp_path / "ref" / "merged" / "config.json").is_file()
+    assert json.loads((tmp_path / "ref" / "finetune.json").read_text())["steps"] == 3

@@ -23,6 +23,29 @@ from memlens.attacks import loss, zlib, mink, minkpp, ref, rmia, informia, sama,
 # isort: on
 
 
+def left_out_of_all(*, have_reference: bool, have_population: bool, model_kind: str = "causal") -> dict[str, str]:
+    """The attacks for this kind of model that "all" leaves out, each with why (attacks for the other
+    kind of model are not listed: they never apply)."""
+    out = {}
+    for name, spec in REGISTRY.items():
+        if spec.model_kind != model_kind:
+            continue
+        if not spec.in_all:
+            out[name] = f"not in 'all': name it (--attacks {name})"
+        elif spec.needs_reference and not have_reference:
+            out[name] = "needs a reference model (--reference)"
+        elif spec.needs_population and not have_population:
+            out[name] = "needs population texts (--population)"
+    return out
+
+
+def all_note(left_out: dict[str, str]) -> str | None:
+    """One line for the audit's notes: what --attacks all left out and why."""
+    if not left_out:
+        return None
+    return "--attacks all left out " + "; ".join(f"{n} ({why})" for n, why in left_out.items())
+
+
 def resolve_attack_names(names: list[str] | str, *, have_reference: bool, have_population: bool,
                          model_kind: str = "causal") -> list[str]:
     """Expand "all" to every attack for this kind of model whose inputs are available (except those

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from memlens.attacks.base import AttackError
+from memlens.metrics import auc
 
 # Privacy Meter's grid: 0, 0.1, ..., 1.0.
 A_GRID = np.round(np.arange(11) / 10.0, 1)
@@ -80,6 +80,6 @@ def tune_offline_a(cases: list[TuneCase], score: ScoreFn = ratio_score, grid: np
             z = None
             if c.pop_target_lp is not None and c.pop_out_lp is not None:
                 z = np.asarray(c.pop_target_lp, dtype=np.float64) - offline_log_marginal(c.pop_out_lp, float(a))
-            aucs[i] += roc_auc_score(np.asarray(c.labels, dtype=bool), score(x, z))
+            aucs[i] += auc(c.labels, score(x, z))
     aucs /= len(cases)
     return float(grid[int(np.argmax(aucs))]), aucs

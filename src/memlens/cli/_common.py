@@ -48,6 +48,7 @@ def setup(verbose: bool) -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # its "Loading weights" bars, like the rest of its logging
 
 
 def parse_params(items: Optional[List[str]]) -> dict[str, dict[str, str]]:
@@ -73,4 +74,18 @@ def print_metrics(result) -> None:
     console.print(table)
     notes = sorted({n for m in result.metrics.values() for n in m.notes} | set(result.notes))
     for n in notes:
-        console.print(f"[dim]note: {n}[/]")
+        console.print(f"[dim]note: {n}[/]", highlight=False)
+    line = leak_threshold_line(result.extra.get("leak_threshold"))
+    if line:
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+def leak_threshold_line(lt: Optional[dict]) -> Optional[str]:
+    """The leak threshold in words: calibrated on which tokens, at which rate (or that it is a fixed level)."""
+    if not lt:
+        return None
+    if lt.get("rate") is None:
+        return (f"leaked tokens: {lt['attack']} above {lt['value']:g} {lt['unit']}, a fixed level (no non-member or population "
+                "texts to calibrate on)")
+    return (f"leaked tokens: {lt['attack']} above {lt['value']:.2f} {lt['unit']}, the level {lt['rate'] * 100:.2g}% of the "
+            f"{lt['n_tokens']:,} {lt['source']} exceed (calibrated on texts never trained on)")

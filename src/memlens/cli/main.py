@@ -28,6 +28,8 @@ REPORT_TEXTS_HELP = "texts with a token-level view in report.html (the rest: `me
 def audit(
     target: str = TargetOpt,
     reference: Optional[List[str]] = RefOpt,
+    reference_splits: Optional[Path] = typer.Option(None, "--reference-splits", help="JSON: which --reference trained on which text "
+                                                    "(from `memlens testbed references`); rmia/informia then run online"),
     members: Optional[Path] = typer.Option(None, "--members", help="member texts (jsonl, csv, parquet, txt or a directory of .txt)"),
     nonmembers: Optional[Path] = typer.Option(None, "--nonmembers", help="non-member texts"),
     data: Optional[Path] = typer.Option(None, "--data", help="one file of texts with a label field (1 member, 0 non-member)"),
@@ -75,13 +77,13 @@ def audit(
         device_map=device_map, batch_size=batch_size, max_length=max_length, stride=stride, temperature=temperature,
         cache_dir=None if no_cache else (cache_dir or "default"), trust_remote_code=trust_remote_code,
         allow_pickle=allow_pickle, text_field=text_field, n_bootstrap=bootstrap, seed=seed, cache_only=_cache_only,
-        model_kind=model_kind,
+        model_kind=model_kind, reference_splits=reference_splits,
         masked={"steps": mask_steps, "alpha_min": mask_min, "alpha_max": mask_max, "nested": not independent_masks,
                 "mask_token_id": mask_token_id, "auto_class": masked_auto_class},
     )
     if result is None or int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun every process scores its share; the first one writes the results
-    result.save(out)
+    result.save(out, report=False)  # the report below, with the --report-texts choice
     if report:
         with result.stage("report"):
             _write_report(result, out, report_texts)
@@ -101,6 +103,7 @@ def _write_report(result, out: Path, report_texts: int) -> None:
 def attack(
     target: str = TargetOpt,
     reference: Optional[List[str]] = RefOpt,
+    reference_splits: Optional[Path] = typer.Option(None, "--reference-splits"),
     members: Optional[Path] = typer.Option(None, "--members"),
     nonmembers: Optional[Path] = typer.Option(None, "--nonmembers"),
     data: Optional[Path] = typer.Option(None, "--data"),
@@ -128,7 +131,8 @@ def attack(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Run attacks on cached statistics only (no model runs; fails if any statistic is missing)."""
-    audit(target=target, reference=reference, members=members, nonmembers=nonmembers, data=data, population=population,
+    audit(target=target, reference=reference, reference_splits=reference_splits, members=members, nonmembers=nonmembers, data=data,
+          population=population,
           attacks=attacks, param=param, out=out, text_field=text_field, gguf_file=gguf_file, device="cpu", dtype="auto",
           device_map=None, batch_size=None, max_length=max_length, stride=stride, temperature=temperature,
           cache_dir=cache_dir, no_cache=False, trust_remote_code=False, allow_pickle=False, bootstrap=bootstrap, seed=seed,
@@ -235,8 +239,10 @@ def report(results_dir: Path = typer.Argument(..., help="an audit's output direc
 @friendly_errors
 def show(
     text_id: str = typer.Argument(..., help="id of an audited text"),
-    results_dir: Path = typer.Option(Path("out"), "--results", "-r", help="the audit's output directory"),
-    threshold: float = typer.Option(1.0, "--threshold", help="token score above which a token counts as leaked (bits)"),
+    results_dir: Path = typer.Option(Path("out"), "--results", help="the audit's output directory (its --out)"),
+    threshold: Optional[float] = typer.Option(None, "--threshold", show_default=False,
+                                              help="token score above which a token counts as leaked (default: the audit's "
+                                                   "calibrated level, which 0.1% of non-member tokens exceed)"),
 ):
     """Show one audited text in the terminal, tokens coloured by token-level leakage."""
     from memlens.report import show_text

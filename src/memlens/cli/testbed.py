@@ -43,6 +43,8 @@ def testbed_finetune(
     out: Path = typer.Option(..., "--out", "-o", help="output directory: model/, finetune.json, checkpoint/ while running"),
     gguf_file: Optional[str] = typer.Option(None, "--gguf-file", help="with --base DIR or hub id: the GGUF file in it"),
     method: str = typer.Option("full", "--method", help="full or lora"),
+    data: str = typer.Option("target", "--data", help="target: the members' stream; population: a format-matched reference "
+                                                      "trained like the target on half the population (none of the audited texts)"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N"),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="passes over the stream [default: the testbed's]"),
     lr: Optional[float] = typer.Option(None, "--lr", help="peak learning rate [default: 1e-4 full, 1e-3 lora]"),
@@ -57,14 +59,18 @@ def testbed_finetune(
 ):
     """Fine-tune a pretrained causal LM on a testbed's members (full or LoRA), resumably; saves safetensors."""
     setup(verbose)
-    from memlens.testbed.finetune import METHODS, finetune
+    from memlens.testbed.finetune import DATA, METHODS, finetune, population_corpus
 
     if method not in METHODS:
         raise typer.BadParameter(f"--method must be one of {', '.join(METHODS)}")
     if not testbed.is_dir():
         raise FileNotFoundError(f"testbed directory {testbed} does not exist")
+    if data not in DATA:
+        raise typer.BadParameter(f"--data must be one of {', '.join(DATA)}")
+    corpus, unseen = population_corpus(testbed, out, seed) if data == "population" else (None, None)
     try:
-        res = finetune(base, testbed, out, gguf_file=gguf_file, lora=method == "lora", epochs=epochs, lr=lr, batch_size=batch_size,
+        res = finetune(base, testbed, out, corpus=corpus, gguf_file=gguf_file, lora=method == "lora", epochs=epochs, lr=lr,
+                       batch_size=batch_size,
                        max_steps=max_steps, lora_r=lora_r, save_merged=merge, checkpoint_every=checkpoint_every, resume=resume,
                        device=device, seed=seed)
     except KeyboardInterrupt:
@@ -77,6 +83,33 @@ def testbed_finetune(
                   f"{s['trainable_params']:,} trainable parameters; mean loss per epoch {s['epoch_mean_loss']}")
     target = out / ("merged" if method == "lora" and merge else "model")
     console.print(f"saved {res.model_dir}" + (" (a LoRA adapter for the base)" if method == "lora" else ""))
-    if method == "full" or merge:
+    if unseen is not None:
+        console.print(f"a format-matched reference: audit the target with --reference {target} --population {unseen}")
+    elif method == "full" or merge:
         console.print(f"audit it: memlens audit --target {target} --reference {res.base} --members {testbed}/members.jsonl "
                       f"--nonmembers {testbed}/nonmembers.jsonl --population {testbed}/population.jsonl --out {out}/audit")
+
+
+@testbed_app.command("references")
+@friendly_errors
+def testbed_references(
+    testbed: Path = typer.Option(..., "--testbed", help="a testbed directory with models/base (from `memlens testbed build`)"),
+    k: int = typer.Option(4, "--k", min=2, help="reference models (even): each text is IN for exactly K/2 of them"),
+    device: str = typer.Option("cpu", "--device"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="split seed [default: the testbed's]"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+):
+    """Train K references like the target on balanced random halves of members + non-members + population; write a splits file."""
+    setup(verbose)
+    from memlens.testbed.build import TestbedPaths
+    from memlens.testbed.train import train_split_references
+
+    paths = TestbedPaths(testbed)
+    if not (paths.base / "config.json").is_file():
+        raise FileNotFoundError(f"{paths.base} has no trained base model: run `memlens testbed build --out {testbed}` first")
+    if k % 2:
+        raise typer.BadParameter("--k must be even (each text is IN for exactly K/2 references)")
+    splits = train_split_references(paths, k, device, seed=seed, progress=verbose)
+    refs = " ".join(f"--reference {paths.models}/split_ref{i}" for i in range(k))
+    console.print(f"wrote {k} references and {splits}\naudit with them: memlens audit --target {paths.target} {refs} "
+                  f"--reference-splits {splits} --members {paths.members} --nonmembers {paths.nonmembers} --population {paths.population}")

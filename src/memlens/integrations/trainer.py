@@ -207,7 +207,7 @@ class MemlensCallback(TrainerCallback):
             out = Path(args.output_dir)
             from memlens.report.html import write_report
 
-            result.save(out / "memlens")
+            result.save(out / "memlens", report=False)  # the report goes beside the trainer's output, below
             write_report(result, out)
 
     def _log(self, state, logs: dict[str, float]) -> None:

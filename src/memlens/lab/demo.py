@@ -7,10 +7,14 @@ token-level scores single out the PII tokens.
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
+import platform
+import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -24,6 +28,31 @@ MODEL_SIZES: dict[str, dict[str, int]] = {
     "base": dict(n_layer=6, d_model=384, n_head=6, d_ff=1536),
     "large": dict(n_layer=12, d_model=768, n_head=12, d_ff=3072),
 }
+
+
+def provenance() -> dict[str, Any]:
+    """Which code made a result and where: the git commit (when run from a checkout; "+dirty" when
+    it had uncommitted changes), memlens' version, the machine and its CPU count."""
+    import memlens
+
+    commit = None
+    try:
+        src = Path(memlens.__file__).resolve().parent
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=10).stdout.strip() or None
+        if commit and subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=src, capture_output=True,
+                                     text=True, timeout=10).stdout.strip():
+            commit += "+dirty"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"commit": commit, "memlens_version": memlens.__version__, "machine": f"{cpu}, {cpus} CPUs usable ({platform.system()})",
+            "python": platform.python_version()}
 
 
 def per_tier_metrics(result, n_bootstrap: int = 200, seed: int = 0) -> dict[str, dict[str, Any]]:
@@ -99,11 +128,14 @@ def localization_by_tier(result) -> dict[str, Any]:
 
 def run_demo(out_dir: str | Path = "memlens-demo", *, quick: bool = False, profiles: int | None = None,
              model_size: str | None = None, epochs: int | None = None, device: str = "cpu", seed: int = 0,
-             n_bootstrap: int | None = None, progress: bool = True) -> dict[str, Any]:
+             n_bootstrap: int | None = None, progress: bool = True, retrain: bool = False,
+             say: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Build, train, audit, extract, localize; write ``out_dir/results.json`` and the report.
 
     ``profiles``: member profiles per repetition tier; ``model_size``: a key of MODEL_SIZES;
-    ``epochs``: passes over the fine-tuning stream."""
+    ``epochs``: passes over the fine-tuning stream. Models already trained under ``out_dir`` with
+    the same configuration and data are reused (``retrain=True``: train afresh), and the audit's
+    statistics are cached in ``out_dir/cache``. ``say``: where progress lines go (default: the log)."""
     import memlens
     from memlens.data import load_samples
     from memlens.extraction import extract, secrets_from_samples, summarize, write_outcomes
@@ -123,8 +155,16 @@ def run_demo(out_dir: str | Path = "memlens-demo", *, quick: bool = False, profi
         kwargs.update(MODEL_SIZES[model_size])
     if epochs is not None:
         kwargs["finetune_epochs"] = epochs
-    paths = build(out / "testbed", **kwargs)
+    say = say or log.info
+    paths = build(out / "testbed", retrain=retrain, **kwargs)
     timings["testbed_and_training_s"] = time.perf_counter() - t0
+    training = json.loads((paths.models / "training.json").read_text())
+    reused, trained = training.get("reused", []), training.get("trained", [])
+    if reused:
+        say(f"reusing trained models from {paths.models} ({', '.join(reused)}: same configuration and data, "
+            f"fingerprint {training.get('fingerprint')}; --retrain trains them afresh)")
+    if trained:
+        say(f"trained {', '.join(trained)} in {timings['testbed_and_training_s']:.0f} s; saved in {paths.models}")
 
     t1 = time.perf_counter()
     result = memlens.audit(
@@ -147,6 +187,8 @@ def run_demo(out_dir: str | Path = "memlens-demo", *, quick: bool = False, profi
     demo = {
         "testbed": str(paths.root),
         "quick": quick, "device": device, "seed": seed,
+        "models": {"dir": str(paths.models), "fingerprint": training.get("fingerprint"), "reused": reused, "trained": trained},
+        "provenance": provenance(),
         "per_tier": per_tier_metrics(result, n_bootstrap=100 if quick else 500, seed=seed),
         "extraction": {**extraction, "pii_types": list(UNIQUE_PII_TYPES)},
         "localization": token_localization(result),
@@ -154,9 +196,6 @@ def run_demo(out_dir: str | Path = "memlens-demo", *, quick: bool = False, profi
     }
     timings["total_s"] = time.perf_counter() - t0
     result.extra["demo"] = demo
-    result.save(out)
     write_outcomes(out / "extraction.jsonl", outcomes)
-    from memlens.report import write_report
-
-    write_report(result, out)
+    result.save(out)  # with report.html
     return {"result": result, "demo": demo, "out": out}

@@ -147,7 +147,7 @@ def run_real_demo(
         demo["testbed_counts"] = json.loads(paths.manifest.read_text()).get("counts")
     timings["total_s"] = time.perf_counter() - t0
     result.extra["demo"] = demo
-    result.save(out)
+    result.save(out, report=False)  # the report below, where its failure cannot lose the numbers
     write_outcomes(out / "extraction.jsonl", outcomes)
     try:  # the numbers are saved already; a report that fails to render must not lose them
         from memlens.report import write_report

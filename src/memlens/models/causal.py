@@ -189,6 +189,7 @@ class CausalScorer:
         self.pair_reduction_names = tuple(pair_reduction_names)
         self.pair_settings = dict(pair_settings or {})
         self.progress = progress
+        self.desc = "scoring"  # the progress bar's name; compute_stats names what is scored
         if temperature <= 0:
             raise ValueError("temperature must be positive")
         # On GPUs, torch.compile fuses the vocabulary reductions into a few kernels that read each
@@ -247,7 +248,8 @@ class CausalScorer:
         partial: dict[int, list[tuple[int, dict[str, np.ndarray]]]] = {i: [] for i in range(len(toks))}
         results: dict[int, dict] = {}
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        bar = tqdm(total=sum(w.end - w.score_from for w in windows), unit="tok", desc="scoring", disable=not self.progress, leave=False)
+        bar = tqdm(total=sum(w.end - w.score_from for w in windows), unit="tok", desc=self.desc, disable=not self.progress,
+                   leave=False, smoothing=0)  # the average rate: batches run longest first, a recent rate would mislead the ETA
 
         def deliver(done: dict[int, dict]) -> None:
             if keep:

@@ -89,7 +89,8 @@ def _from_record(rec: Record) -> TokenStats:
 
 
 def _run_pass(models: list[ModelHandle], texts: list[str], hashes: list[str], spaces: list[CacheNamespace],
-              pair_space: CacheNamespace | None, settings: PassSettings, timings: dict[str, float] | None = None) -> int:
+              pair_space: CacheNamespace | None, settings: PassSettings, timings: dict[str, float] | None = None,
+              desc: str = "scoring") -> int:
     """Score the texts missing from any of ``spaces``/``pair_space`` and cache the results.
 
     In a data-parallel run the main process decides what is missing (it reads the cache; the
@@ -134,6 +135,7 @@ def _run_pass(models: list[ModelHandle], texts: list[str], hashes: list[str], sp
                               max_length=settings.max_length, stride=settings.stride, temperature=settings.temperature,
                               vocab_chunk_rows=settings.vocab_chunk_rows, progress=settings.progress,
                               pair_reduction_names=settings.pair_reductions, pair_settings=settings.pair_settings)
+        scorer.desc = desc
         all_spaces = spaces + ([pair_space] if pair_space is not None else [])
         flusher = Flusher(all_spaces, settings.flush_every)
 
@@ -219,8 +221,9 @@ def _split_shared_spans(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray,
 
 
 def compute_stats(target: ModelHandle, references: Sequence[ModelHandle], texts: Sequence[str], cache: StatsCache,
-                  settings: PassSettings) -> StatsBundle:
+                  settings: PassSettings, label: str = "texts") -> StatsBundle:
     """Per-token statistics of ``texts`` under the target and every reference, cached.
+    ``label`` names the texts in the progress bar ("scoring population (target+reference)").
 
     In a data-parallel run only the main process gets the statistics; the others score their share
     and get an empty bundle (no statistics, only ``computed`` and ``timings``)."""
@@ -237,14 +240,17 @@ def compute_stats(target: ModelHandle, references: Sequence[ModelHandle], texts:
     if paired:
         pair_ns = cache.namespace(_pair_key(target, paired, settings, ctx[id(target)]))
         ref_spaces = [cache.namespace(_single_key(r, settings, ctx[id(r)])) for r in paired]
-        computed += _run_pass([target, *paired], texts, hashes, [target_ns, *ref_spaces], pair_ns, settings, timings)
+        who = "target+reference" if len(paired) == 1 else f"target+{len(paired)} references"
+        computed += _run_pass([target, *paired], texts, hashes, [target_ns, *ref_spaces], pair_ns, settings, timings,
+                              f"scoring {label} ({who})")
     else:
         pair_ns = None
-        computed += _run_pass([target], texts, hashes, [target_ns], None, settings, timings)
+        computed += _run_pass([target], texts, hashes, [target_ns], None, settings, timings, f"scoring {label} (target)")
     for r in other:
         notes.append(f"reference {r.name} has another tokenizer than the target: token-level scores use its log-probabilities "
                      "aligned by character spans, without the D_KL term")
-        computed += _run_pass([r], texts, hashes, [cache.namespace(_single_key(r, settings, ctx[id(r)]))], None, settings, timings)
+        computed += _run_pass([r], texts, hashes, [cache.namespace(_single_key(r, settings, ctx[id(r)]))], None, settings, timings,
+                              f"scoring {label} (reference {r.name})")
     if not is_main_process():
         return StatsBundle([], [], None, computed, notes, timings=timings)
 
@@ -274,3 +280,40 @@ def compute_stats(target: ModelHandle, references: Sequence[ModelHandle], texts:
         comparison = TokenComparison(log_ratio, None, notes[0])
     timings["cache read"] = time.perf_counter() - t0
     return StatsBundle(tstats, views, comparison, computed, notes, pair_records=recs, timings=timings)
+
+
+def out_reference_comparison(target: ModelHandle, references: Sequence[ModelHandle], texts: Sequence[str], membership: np.ndarray,
+                             cache: StatsCache, settings: PassSettings) -> TokenComparison | None:
+    """The token comparison with q, per text, the mixture of the references that are OUT for it.
+
+    With reference models trained on known splits, a text is IN for about half of them; mixing all
+    of them into q (what :func:`compute_stats` does) puts the member's own memorization into the
+    reference and cancels the very signal token-level InfoRMIA measures. Texts are grouped by their
+    set of OUT references and each group gets a paired pass with exactly those references. That is
+    the same q_i as a per-row weight vector over all references would give (the mixture
+    logsumexp_r(log q_r + log w_ri) - log sum_r w_ri with w_ri = OUT), needs no change to the scorer,
+    and each group's cache key names its references, so the splits need not enter any key (with K
+    balanced references there are C(K, K/2) groups: 6 for K = 4). ``membership``: bool [R, n] in the
+    order of ``references``; a text with no OUT reference uses all of them. None when no reference
+    shares the target's tokenizer (there is no D_KL term to fix then).
+    """
+    from memlens.splits import out_groups
+
+    texts = list(texts)
+    keep = [j for j, r in enumerate(references) if r.tokenizer_fingerprint == target.tokenizer_fingerprint]
+    if not keep or not texts:
+        return None
+    groups = out_groups(np.asarray(membership, dtype=bool)[keep])
+    # only the InfoRMIA reduction: the other paired reductions (LT-MIA) keep their all-reference pass
+    s = PassSettings(**{**settings.__dict__, "pair_reductions": ("informia",), "pair_settings": {}})
+    log_ratio: list = [None] * len(texts)
+    kl: list = [None] * len(texts)
+    for out, idx in sorted(groups.items()):
+        bundle = compute_stats(target, [references[keep[j]] for j in out], [texts[i] for i in idx], cache, s)
+        if bundle.comparison is None:  # a data-parallel worker: it scored its share, the main process assembles
+            continue
+        for k, i in enumerate(idx):
+            log_ratio[i], kl[i] = bundle.comparison.log_ratio[k], bundle.comparison.kl[k]
+    if not is_main_process():
+        return None
+    return TokenComparison(log_ratio, kl, "token-level q per text: the mixture of the references OUT for it (reference splits)")

@@ -22,6 +22,15 @@ from memlens.report.html import (
 )
 from memlens.report.terminal import safe_terminal_text, show_text
 
+
+def _register() -> None:
+    from memlens.audit import register_report_writer
+
+    register_report_writer(write_report)  # AuditResult.save() writes the page as `memlens audit` does
+
+
+_register()
+
 __all__ = [
     "SavedAudit",
     "build_payload",

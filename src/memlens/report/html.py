@@ -427,7 +427,7 @@ def _metrics(res: dict[str, Any], fpr_keys: list[str]) -> list[dict[str, Any]]:
 
 
 def _studies(res: dict[str, Any]) -> dict[str, Any]:
-    """Further studies saved in results.json (the demo's per-tier metrics and token localization)."""
+    """Further studies saved in results.json (the demo's per-tier metrics, verbatim extraction and token localization)."""
     demo = res.get("demo") if isinstance(res.get("demo"), dict) else {}
     out: dict[str, Any] = {}
     per_tier = demo.get("per_tier")
@@ -441,12 +441,28 @@ def _studies(res: dict[str, Any]) -> dict[str, Any]:
             {"tier": str(t), "auc": [_finite(((row or {}).get(a) or {}).get("auc")) for a in attacks],
              "n_members": next((((row or {}).get(a) or {}).get("n_members") for a in attacks if (row or {}).get(a)), None)}
             for t, row in list(per_tier.items())[:MAX_STUDY_ROWS]]}
+    ex = demo.get("extraction")
+    if isinstance(ex, dict) and isinstance(ex.get("by_tier"), dict) and ex["by_tier"]:
+        out["extraction"] = {
+            "rows": [{"group": "non-members" if str(k) == "nonmember" else f"members {k}x", "n": (v or {}).get("n"),
+                      "exact": _finite((v or {}).get("exact")), "fuzzy": _finite((v or {}).get("fuzzy"))}
+                     for k, v in list(ex["by_tier"].items())[:MAX_STUDY_ROWS] if isinstance(v, dict)],
+            "types": [str(t) for t in ex.get("pii_types") or []], "fuzzy_threshold": _finite(ex.get("fuzzy_threshold"))}
     loc = demo.get("localization")
     if isinstance(loc, dict) and loc:
         out["localization"] = [{"scorer": str(k), "auc": _finite((v or {}).get("auc")), "topk": _finite((v or {}).get("topk_precision")),
                                 "n_texts": (v or {}).get("n_texts"), "n_secret": (v or {}).get("n_secret_tokens")}
                                for k, v in list(loc.items())[:MAX_STUDY_ROWS] if isinstance(v, dict)]
     return out
+
+
+def _leak(res: dict[str, Any]) -> dict[str, Any] | None:
+    """The calibration behind the default threshold, for the page's label (None when not saved)."""
+    lt = res.get("leak_threshold")
+    if not isinstance(lt, dict) or _finite(lt.get("value")) is None:
+        return None
+    return {"attack": str(lt.get("attack")), "value": default_threshold(res), "rate": _finite(lt.get("rate")),
+            "source": str(lt.get("source") or ""), "n_tokens": lt.get("n_tokens")}
 
 
 def _best_attack(res: dict[str, Any], score_cols: Sequence[str]) -> str | None:
@@ -501,13 +517,26 @@ def select_token_texts(saved: SavedAudit, rows: Sequence[dict[str, Any]], report
     return chosen
 
 
-def build_payload(saved: SavedAudit, threshold: float = DEFAULT_THRESHOLD, report_texts: int = DEFAULT_REPORT_TEXTS) -> dict[str, Any]:
+def default_threshold(res: dict[str, Any]) -> float:
+    """The audit's calibrated leak threshold (results.json ``leak_threshold``, memlens.leakage), rounded up
+    to 0.01 so that the page's number keeps the stated rate; the fixed 1.0 for audits saved without one."""
+    lt = res.get("leak_threshold") if isinstance(res.get("leak_threshold"), dict) else {}
+    v = _finite(lt.get("value"))
+    return DEFAULT_THRESHOLD if v is None else math.ceil(v * 100 - 1e-9) / 100
+
+
+def build_payload(saved: SavedAudit, threshold: float | None = None, report_texts: int = DEFAULT_REPORT_TEXTS) -> dict[str, Any]:
     """Everything the page shows, as plain JSON-able data (no NaN).
+
+    ``threshold``: the token-score level above which a token counts as leaked; None: the audit's
+    calibrated one (:func:`default_threshold`).
 
     ``texts``: full records (text, spans, token scores) of the texts in the token-view selection
     (:func:`select_token_texts`); ``rest``: the scores of every other text, column-wise (id, label,
     tier, scores per attack), so that the page lists every text at ~80 bytes each."""
     res = saved.results
+    if threshold is None:
+        threshold = default_threshold(res)
     settings = res.get("settings") if isinstance(res.get("settings"), dict) else {}
     first = saved.scores[0] if saved.scores else {}
     order = [a for a in (settings.get("attacks") or list(res.get("metrics") or {})) if a in first]
@@ -563,6 +592,7 @@ def build_payload(saved: SavedAudit, threshold: float = DEFAULT_THRESHOLD, repor
         "token_attacks": tok_info, "threshold": float(threshold), "pii_types": pii_types,
         "has_tiers": any(t["tier"] is not None for t in texts) or any(v is not None for v in rest["tier"]),
         "studies": _studies(res),
+        "leak": _leak(res),
     })
     payload["texts"] = texts  # already JSON-safe (walking ~10^6 token numbers again would be slow)
     payload["rest"] = rest
@@ -689,11 +719,11 @@ def _write(path: Path, html: str) -> Path:
     return atomic_write(path, html.encode("utf-8", "backslashreplace"), fsync=False)  # bytes: no newline translation
 
 
-def build_html(saved: SavedAudit, threshold: float = DEFAULT_THRESHOLD, report_texts: int = DEFAULT_REPORT_TEXTS) -> str:
+def build_html(saved: SavedAudit, threshold: float | None = None, report_texts: int = DEFAULT_REPORT_TEXTS) -> str:
     return render(build_payload(saved, threshold, report_texts), figures(saved))
 
 
-def write_report_from_dir(results_dir: str | os.PathLike, *, threshold: float = DEFAULT_THRESHOLD,
+def write_report_from_dir(results_dir: str | os.PathLike, *, threshold: float | None = None,
                           out: str | os.PathLike | None = None, report_texts: int = DEFAULT_REPORT_TEXTS) -> Path:
     """Rebuild ``report.html`` (or ``out``) from an audit's saved files (``memlens report DIR``).
 
@@ -702,7 +732,7 @@ def write_report_from_dir(results_dir: str | os.PathLike, *, threshold: float = 
     return _write(Path(out) if out is not None else Path(results_dir) / "report.html", build_html(saved, threshold, report_texts))
 
 
-def write_report(result, out_dir: str | os.PathLike, *, threshold: float = DEFAULT_THRESHOLD,
+def write_report(result, out_dir: str | os.PathLike, *, threshold: float | None = None,
                  report_texts: int = DEFAULT_REPORT_TEXTS) -> Path:
     """Write ``out_dir/report.html`` for an audit result (from memory: nothing else is written or read).
 

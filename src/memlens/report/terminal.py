@@ -12,6 +12,7 @@ import re
 import unicodedata
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -61,17 +62,24 @@ def _pick(payload: dict[str, Any], attack: str | None) -> dict[str, Any] | None:
     raise DataError(f"no token-level scores for {attack!r}; have {', '.join(a['name'] for a in ta)}")
 
 
-def show_text(results_dir: str | os.PathLike, text_id: str, threshold: float = 1.0, console: Console | None = None,
+def show_text(results_dir: str | os.PathLike, text_id: str, threshold: float | None = None, console: Console | None = None,
               attack: str | None = None, top: int = 10) -> dict[str, Any]:
     """Print one text with each token styled by its token-level score, then its most leaked tokens.
 
+    ``threshold``: None takes the audit's calibrated one (the level a stated share of non-member
+    tokens exceed, see memlens.leakage); the fixed 1.0 for audits saved without one.
     ``attack``: the token-level attack (default informia_token, else the first one saved).
     Returns what was shown: id, n_tokens, leaked_tokens, leaked_total (in the attack's unit),
-    leaked_pii_tokens, unit, attack."""
-    from memlens.report.html import build_payload, iter_token_pieces, load_one, saved_colour_scale
+    leaked_pii_tokens, unit, attack, threshold, and at the calibrated threshold expected_by_chance,
+    p_value and leaking (memlens.leakage.text_leak)."""
+    from memlens.leakage import text_leak
+    from memlens.report.html import build_payload, default_threshold, iter_token_pieces, load_one, saved_colour_scale
 
     # this one text's rows only, and the colour scale saved by the audit (as the HTML report has it)
     saved = load_one(results_dir, str(text_id))
+    calibrated = threshold is None
+    if calibrated:
+        threshold = default_threshold(saved.results)
     payload = build_payload(saved, threshold)
     t = payload["texts"][0]
     ta = _pick(payload, attack)
@@ -104,12 +112,19 @@ def show_text(results_dir: str | os.PathLike, text_id: str, threshold: float = 1
     console.print(body)
     n_pii = sum(1 for _, i in leaked if t["pii"][i] >= 0)
     bits = float(sum(v for v, _ in leaked))
+    lt = payload.get("leak") or {}
+    null = None
     if ta:
         summary = Text(f"{len(leaked)} of {len(t['start'])} tokens above {threshold:g} {unit} ({ta['name']}): "
                        f"{bits:.1f} {unit} leaked", style="bold")
         if payload["pii_types"] or any(p >= 0 for p in t["pii"]):
             summary.append(f", {n_pii} of them ground-truth PII", style="bold")
         console.print(summary)
+        if lt.get("attack") == ta["name"] and threshold == lt.get("value") and scores is not None:
+            null = text_leak(np.asarray([np.nan if v is None else v for v in scores], dtype=np.float64), threshold, lt.get("rate"))
+            console.print(Text(_null_line(null, lt, threshold, unit)))
+        elif calibrated or lt.get("attack") != ta["name"]:
+            console.print(Text(f"threshold {threshold:g} {unit}: a fixed level, not calibrated on non-members", style="dim"))
         console.print(Text("red background = target predicts the token better than the reference (bold = above the "
                            "threshold), blue = worse; underlined = ground-truth PII", style="dim"))
     else:
@@ -125,5 +140,19 @@ def show_text(results_dir: str | os.PathLike, text_id: str, threshold: float = 1
                           "" if t["lp_t"][i] is None else f"{t['lp_t'][i]:.3f}", "" if lr is None else f"{lr:.3f}",
                           Text(payload["pii_types"][t["pii"][i]] if t["pii"][i] >= 0 else ""))
         console.print(table)
-    return {"id": t["id"], "attack": ta["name"] if ta else None, "unit": unit, "n_tokens": len(t["start"]),
-            "leaked_tokens": len(leaked), "leaked_total": bits, "leaked_pii_tokens": n_pii}
+    out = {"id": t["id"], "attack": ta["name"] if ta else None, "unit": unit, "n_tokens": len(t["start"]),
+           "leaked_tokens": len(leaked), "leaked_total": bits, "leaked_pii_tokens": n_pii, "threshold": threshold}
+    if null is not None:
+        out.update({k: null[k] for k in ("expected_by_chance", "p_value", "leaking", "above_threshold")})
+    return out
+
+
+def _null_line(null: dict[str, Any], lt: dict[str, Any], threshold: float, unit: str) -> str:
+    """The text against the null, in words: what a non-member of its length shows by chance."""
+    if null["expected_by_chance"] is None:
+        return f"threshold {threshold:g} {unit}: a fixed level (no non-members to calibrate on), so no chance rate to compare with"
+    rate = f"{lt['rate'] * 100:.2g}%"
+    verdict = "leaking: more tokens above it than chance gives" if null["leaking"] else "not more than chance gives a non-member"
+    return (f"threshold {threshold:g} {unit} = the level {rate} of {lt['source']} exceed; a non-member text of "
+            f"{null['n_tokens']} tokens has {null['expected_by_chance']:.2f} above it by chance (P(>= {null['leaked_tokens']}) = "
+            f"{null['p_value']:.2g}): {verdict}; {null['above_threshold']:.1f} {unit} above the threshold in all")

@@ -39,6 +39,7 @@ def build(
     device: str = "cpu",
     progress: bool = True,
     num_threads: int | None = None,
+    retrain: bool = False,
     **overrides: Any,
 ) -> TestbedPaths:
     """Build a testbed end to end: data, tokenizer, base model, target (and references).
@@ -50,6 +51,9 @@ def build(
         device: torch device for training ("cpu", "cuda", "cuda:1", ...).
         progress: show tqdm progress bars.
         num_threads: ``torch.set_num_threads`` for CPU training (None: torch's default).
+        retrain: train every model afresh; by default models saved under ``out_dir/models`` with the
+            same configuration and data are reused and interrupted training resumes (see
+            :func:`memlens.testbed.train.train_models`).
         **overrides: any :class:`TestbedConfig` field, e.g. ``members_per_tier=32``,
             ``finetune_epochs=2``, ``n_reference_models=2``.
     """
@@ -58,7 +62,7 @@ def build(
     if train:
         from .train import train_models as _train  # torch/transformers only when training
 
-        _train(paths, cfg, device=device, progress=progress, num_threads=num_threads)
+        _train(paths, cfg, device=device, progress=progress, num_threads=num_threads, retrain=retrain)
     return paths
 
 

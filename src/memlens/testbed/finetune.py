@@ -46,7 +46,9 @@ from memlens.errors import FinetuneError  # noqa: F401  (re-exported: its old ho
 from memlens.models.adapters import AdapterDisabled, plain_copy  # noqa: F401  (re-exported: their old home)
 
 from .build import TestbedPaths, read_jsonl
-from .train import collate, length_bucketed_batches, warmup_cosine  # one batch rule and one schedule for every causal-LM training loop
+
+# one batch rule and one schedule for every causal-LM training loop; one population-reference recipe
+from .train import _population_half, collate, length_bucketed_batches, warmup_cosine
 
 log = logging.getLogger("memlens")
 
@@ -293,6 +295,37 @@ def _save_finished(model, tok, out: Path, summary: dict, *, merged: bool, keep_c
     if not keep_checkpoint:
         for p in (ckpt_dir, ckpt_dir.with_name(ckpt_dir.name + ".old")):
             shutil.rmtree(p, ignore_errors=True)
+
+
+DATA = ("target", "population")
+
+
+def population_corpus(paths: TestbedPaths | str | Path, out_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
+    """The stream of a format-matched reference: the target's stream with the members replaced by population documents.
+
+    A seeded half of the population, split into the member tiers' proportions and repeated per tier,
+    plus the target's filler documents (:func:`memlens.testbed.train._population_half`, the recipe of the
+    testbed's own population references): the same document formats, repetition profile and dilution as
+    the target's stream, and none of the audited texts. The other half stays unseen and is written to
+    ``out_dir/population_unseen.jsonl``: use it as the audit's ``--population`` (RMIA's z must be OUT for
+    the reference). Returns (the stream's path, the unseen population's path).
+    """
+    from .build import TestbedConfig, write_jsonl
+
+    paths = paths if isinstance(paths, TestbedPaths) else TestbedPaths(Path(paths))
+    if not paths.population.is_file():
+        raise FileNotFoundError(f"no population documents {paths.population}: `--data population` needs a testbed's population.jsonl")
+    cfg = paths.config() if paths.manifest.is_file() else TestbedConfig()
+    population = read_jsonl(paths.population)
+    if len(population) < 2:
+        raise FinetuneError(f"{paths.population} needs at least 2 documents (half train the reference, half stay unseen)")
+    filler = [r for r in read_jsonl(paths.finetune_corpus) if r.get("source") == "filler"] if paths.finetune_corpus.is_file() else []
+    stream, tier_of = _population_half(population, cfg.tiers, seed, 0, filler)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out / "population_stream.jsonl", stream)
+    write_jsonl(out / "population_unseen.jsonl", [r for r in population if r["id"] not in tier_of])
+    return out / "population_stream.jsonl", out / "population_unseen.jsonl"
 
 
 def finetune(

@@ -20,6 +20,7 @@ import math
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -167,11 +168,17 @@ def train_lm(
     pad_id: int = 0,
     desc: str = "train",
     progress: bool = True,
+    checkpoint: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` in place on token sequences; return a summary (losses, steps, time).
 
     AdamW with linear warm-up then cosine decay to ``min_lr_ratio * lr``. Batches are drawn in a
     seeded random order, so the same seed and data give the same run.
+
+    ``checkpoint``: a file written at the end of every epoch (model, optimizer, schedule, losses);
+    if it exists when training starts, training resumes after its last finished epoch (the batch
+    plan is drawn from the seed up front, so the resumed run sees the same batches). Deleted when
+    training finishes.
     """
     model.to(device)
     model.train()
@@ -200,8 +207,19 @@ def train_lm(
     torch.manual_seed(seed)
     t0, step, tokens, ema = time.perf_counter(), 0, 0, None
     epoch_losses: list[float] = []
-    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
-    for epoch_batches in plan:
+    done_epochs = 0
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    if ckpt is not None and ckpt.is_file():
+        state = torch.load(ckpt, map_location=device, weights_only=True)
+        if state.get("total_steps") == total:  # a checkpoint of another plan (other data or epochs) is ignored
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            done_epochs, step, tokens = int(state["epochs_done"]), int(state["step"]), int(state["tokens"])
+            epoch_losses = [float(x) for x in state["epoch_losses"]]
+    resumed_after = done_epochs or None
+    bar = tqdm(total=total, initial=step, desc=desc, disable=not progress, leave=False)
+    for epoch_batches in plan[done_epochs:]:
         loss_sum, n_batches = 0.0, 0
         for batch_idx in epoch_batches:
             batch = {
@@ -221,9 +239,17 @@ def train_lm(
             bar.update(1)
             bar.set_postfix(loss=f"{ema:.3f}")
         epoch_losses.append(loss_sum / max(1, n_batches))
+        done_epochs += 1
+        if ckpt is not None and done_epochs < len(plan):
+            _write_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                                     "epochs_done": done_epochs, "step": step, "tokens": tokens, "total_steps": total,
+                                     "epoch_losses": epoch_losses})
     bar.close()
     model.eval()
+    if ckpt is not None:
+        ckpt.unlink(missing_ok=True)
     return {
+        "resumed_after_epoch": resumed_after,
         "steps": step,
         "epochs": epochs,
         "tokens": tokens,
@@ -232,6 +258,14 @@ def train_lm(
         "epoch_mean_loss": [round(x, 4) for x in epoch_losses],
         "seconds": round(time.perf_counter() - t0, 2),
     }
+
+
+def _write_checkpoint(path: Path, state: dict) -> None:
+    # written beside and renamed: a Ctrl-C while saving leaves the previous epoch's checkpoint whole
+    tmp = path.with_name(path.name + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, tmp)
+    tmp.replace(path)
 
 
 def _save(model, tokenizer, out: Path, info: dict) -> None:
@@ -263,6 +297,28 @@ def _population_half(
     return stream, tier_of
 
 
+def _finetune(base, tokenizer, cfg: TestbedConfig, records: list[dict], out: Path, role: str, extra: dict, hp: dict,
+              seed: int | None = None, fingerprint: str | None = None, checkpoint: Path | None = None) -> dict:
+    """The target's fine-tuning recipe (a copy of ``base``, cfg's fine-tune epochs, lr and batch size) on
+    ``records``; saved to ``out`` with its training.json. Every fine-tune of the testbed goes through here.
+    ``fingerprint`` is recorded (models of the same one are reused); ``checkpoint``: see :func:`train_lm`."""
+    model = copy.deepcopy(base)
+    stats = train_lm(
+        model,
+        encode(tokenizer, [r["text"] for r in records], cfg.context),
+        epochs=cfg.finetune_epochs,
+        lr=cfg.finetune_lr,
+        batch_size=cfg.finetune_batch_size,
+        seed=cfg.seed + 1 if seed is None else seed,
+        desc=f"finetune {out.name}",
+        checkpoint=checkpoint,
+        **hp,
+    )
+    info = {"role": role, "init": "base", **extra, **({"fingerprint": fingerprint} if fingerprint else {}), **stats}
+    _save(model, tokenizer, out, info)
+    return info
+
+
 def train_models(
     paths: TestbedPaths | str | Path,
     config: TestbedConfig | None = None,
@@ -270,6 +326,7 @@ def train_models(
     *,
     progress: bool = True,
     num_threads: int | None = None,
+    retrain: bool = False,
 ) -> TestbedPaths:
     """Train the tokenizer, the base model, the target and any references of a built testbed.
 
@@ -283,7 +340,11 @@ def train_models(
 
     Writes ``models/tokenizer``, ``models/base`` (pretrained: the default reference),
     ``models/target`` (base fine-tuned on ``finetune_corpus.jsonl``), ``models/ref_pop{i}``
-    and ``models/training.json`` (a summary with timings).
+    and ``models/training.json`` (a summary with timings; ``reused`` / ``trained`` name the models).
+
+    A model already saved with the same :func:`training_fingerprint` (config + data hashes) is
+    loaded instead of trained, and a model whose training was interrupted resumes from its last
+    epoch checkpoint (``models/checkpoints``); ``retrain=True`` trains everything afresh.
     """
     paths = paths if isinstance(paths, TestbedPaths) else TestbedPaths(Path(paths))
     cfg = config or paths.config()
@@ -291,16 +352,48 @@ def train_models(
     if num_threads:
         torch.set_num_threads(num_threads)
     try:
-        return _train_models(paths, cfg, device, progress)
+        return _train_models(paths, cfg, device, progress, retrain)
     finally:
         torch.set_num_threads(prev_threads)
 
 
+TRAINING_FORMAT = "memlens-testbed-training/1"  # bump when training changes what a config produces
+
+
+def training_fingerprint(paths: TestbedPaths, cfg: TestbedConfig) -> str:
+    """What determines the trained models: the config and the hashes of the data files in the
+    manifest (and this module's format). Models saved with the same fingerprint are reused."""
+    import hashlib
+
+    files = json.loads(paths.manifest.read_text()).get("files", {}) if paths.manifest.is_file() else {}
+    key = json.dumps({"format": TRAINING_FORMAT, "config": cfg.to_dict(), "files": files}, sort_keys=True, default=list)
+    return hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+def saved_info(model_dir: Path, fingerprint: str) -> dict | None:
+    """The training record of a model saved whole with this fingerprint, else None.
+
+    ``training.json`` is written after the weights and tokenizer, so its presence means the save
+    finished; an interrupted save, or a model of another configuration, gives None."""
+    f = model_dir / "training.json"
+    if not f.is_file() or not (model_dir / "model.safetensors").is_file():
+        return None
+    try:
+        info = json.loads(f.read_text())
+    except ValueError:
+        return None
+    return info if info.get("fingerprint") == fingerprint else None
+
+
 def _train_models(
-    paths: TestbedPaths, cfg: TestbedConfig, device: str, progress: bool
+    paths: TestbedPaths, cfg: TestbedConfig, device: str, progress: bool, retrain: bool = False
 ) -> TestbedPaths:
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
     t_start = time.perf_counter()
-    summary: dict[str, Any] = {"device": str(device), "torch_threads": torch.get_num_threads()}
+    fp = training_fingerprint(paths, cfg)
+    summary: dict[str, Any] = {"device": str(device), "torch_threads": torch.get_num_threads(), "fingerprint": fp,
+                               "reused": [], "trained": []}
     pretrain_texts = [r["text"] for r in read_jsonl(paths.pretrain_corpus)]
     hp = {
         "device": device,
@@ -308,45 +401,54 @@ def _train_models(
         "weight_decay": cfg.weight_decay,
         "progress": progress,
     }
+    ckpt_dir = paths.models / "checkpoints"
 
     t0 = time.perf_counter()
-    tokenizer = train_tokenizer(pretrain_texts, cfg.vocab_size, cfg.context)
-    tokenizer.save_pretrained(paths.tokenizer)
-    summary["tokenizer"] = {
-        "vocab_size": len(tokenizer),
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
+    tok_info = None if retrain else saved_tokenizer_info(paths.tokenizer, fp)
+    if tok_info is not None:
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(paths.tokenizer))
+        summary["tokenizer"] = tok_info
+    else:
+        tokenizer = train_tokenizer(pretrain_texts, cfg.vocab_size, cfg.context)
+        tokenizer.save_pretrained(paths.tokenizer)
+        summary["tokenizer"] = {
+            "vocab_size": len(tokenizer),
+            "seconds": round(time.perf_counter() - t0, 2),
+            "fingerprint": fp,
+        }
+        (paths.tokenizer / "training.json").write_text(json.dumps(summary["tokenizer"], indent=2) + "\n")
 
     # Base: pretrained from scratch on public prose + background-profile documents.
-    base = make_model(cfg, len(tokenizer), seed=cfg.seed)
-    stats = train_lm(
-        base,
-        encode(tokenizer, pretrain_texts, cfg.context),
-        epochs=cfg.pretrain_epochs,
-        lr=cfg.pretrain_lr,
-        batch_size=cfg.batch_size,
-        seed=cfg.seed,
-        desc="pretrain base",
-        **hp,
-    )
-    base_info = {"role": "base", "data": paths.pretrain_corpus.name, "init": "random", **stats}
-    _save(base, tokenizer, paths.base, base_info)
+    base_info = None if retrain else saved_info(paths.base, fp)
+    if base_info is not None:
+        base = AutoModelForCausalLM.from_pretrained(str(paths.base))
+        summary["reused"].append("base")
+    else:
+        base = make_model(cfg, len(tokenizer), seed=cfg.seed)
+        stats = train_lm(
+            base,
+            encode(tokenizer, pretrain_texts, cfg.context),
+            epochs=cfg.pretrain_epochs,
+            lr=cfg.pretrain_lr,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            desc="pretrain base",
+            checkpoint=None if retrain else ckpt_dir / f"base-{fp}.pt",
+            **hp,
+        )
+        base_info = {"role": "base", "data": paths.pretrain_corpus.name, "init": "random", "fingerprint": fp, **stats}
+        _save(base, tokenizer, paths.base, base_info)
+        summary["trained"].append("base")
     summary["base"] = base_info
 
     def finetune(records: list[dict], name: str, role: str, extra: dict) -> dict:
-        model = copy.deepcopy(base)
-        stats = train_lm(
-            model,
-            encode(tokenizer, [r["text"] for r in records], cfg.context),
-            epochs=cfg.finetune_epochs,
-            lr=cfg.finetune_lr,
-            batch_size=cfg.finetune_batch_size,
-            seed=cfg.seed + 1,
-            desc=f"finetune {name}",
-            **hp,
-        )
-        info = {"role": role, "init": "base", **extra, **stats}
-        _save(model, tokenizer, paths.models / name, info)
+        info = None if retrain else saved_info(paths.models / name, fp)
+        if info is not None:
+            summary["reused"].append(name)
+            return info
+        info = _finetune(base, tokenizer, cfg, records, paths.models / name, role, extra, hp, fingerprint=fp,
+                         checkpoint=None if retrain else ckpt_dir / f"{name}-{fp}.pt")
+        summary["trained"].append(name)
         return info
 
     # Target: base fine-tuned on the members' repeated stream (and the filler).
@@ -371,3 +473,117 @@ def _train_models(
     summary["seconds_total"] = round(time.perf_counter() - t_start, 2)
     (paths.models / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
     return paths
+
+
+def saved_tokenizer_info(tok_dir: Path, fingerprint: str) -> dict | None:
+    """The tokenizer's record when it was trained with this fingerprint and saved whole, else None."""
+    f = tok_dir / "training.json"
+    if not f.is_file() or not (tok_dir / "tokenizer.json").is_file():
+        return None
+    try:
+        info = json.loads(f.read_text())
+    except ValueError:
+        return None
+    return info if info.get("fingerprint") == fingerprint else None
+
+
+def balanced_splits(n_texts: int, k: int, seed: int) -> list[list[int]]:
+    """For each text, the K/2 reference indices it is IN for (seeded): every text is IN for exactly
+    half of the references, so the plain mean over references is ½(mean_IN + mean_OUT), the RMIA
+    paper's online estimator, for every text (random halves would give Binomial(K, ½) IN counts)."""
+    if k < 2 or k % 2:
+        raise ValueError(f"the number of split references must be even and at least 2, got {k}")
+    rng = random.Random(f"{seed}/splits/{k}")
+    return [sorted(rng.sample(range(k), k // 2)) for _ in range(n_texts)]
+
+
+@dataclass
+class SplitPlan:
+    """K split references' data: which pool texts each trains on, and its stream (IN texts repeated per
+    tier, plus the target's filler, shuffled)."""
+
+    names: list[str]
+    streams: dict[str, list[dict]]
+    members: dict[str, list[str]]  # reference -> sha256 of its IN texts
+    pool: list[str]  # sha256 of every pool text
+    meta: dict  # k, seed, tiers, ids: recorded in the splits file
+
+    def write(self, path: str | Path) -> Path:
+        from memlens.splits import write_splits
+
+        return write_splits(path, self.names, self.members, self.pool, **self.meta)
+
+
+def split_plan(paths: TestbedPaths | str | Path, k: int = 4, seed: int | None = None) -> SplitPlan:
+    """The balanced splits of :func:`train_split_references` (also used to fine-tune real bases that way).
+
+    The pool is members + non-members + population. Each text is IN for exactly k/2 references; a text
+    IN for a reference is repeated per its tier (a member: its own; a non-member or population text: a
+    tier drawn, seeded, in the members' proportions), and every reference also gets the target's filler
+    documents, so its stream has the target's repetition profile and dilution.
+    """
+    from memlens.cache import text_hash
+
+    paths = paths if isinstance(paths, TestbedPaths) else TestbedPaths(Path(paths))
+    if seed is None:
+        seed = paths.config().seed if paths.manifest.is_file() else 0
+    members = read_jsonl(paths.members)
+    pool = members + read_jsonl(paths.nonmembers) + read_jsonl(paths.population)
+    filler = [r for r in read_jsonl(paths.finetune_corpus) if r.get("source") == "filler"]
+    rng = random.Random(f"{seed}/split-tiers")
+    member_tiers = [int(r["tier"]) for r in members]
+    tier_of = {r["id"]: int(r["tier"]) if r.get("label") == 1 and r.get("tier") is not None else rng.choice(member_tiers) for r in pool}
+    ins = balanced_splits(len(pool), k, seed)
+    names = [f"split_ref{i}" for i in range(k)]
+    trained_on = {n: [rec for rec, rs in zip(pool, ins) if i in rs] for i, n in enumerate(names)}
+    streams = {}
+    for n in names:
+        streams[n] = [rec for rec in trained_on[n] for _ in range(tier_of[rec["id"]])] + filler
+        random.Random(f"{seed}/{n}/order").shuffle(streams[n])
+    meta = {"k": k, "seed": seed, "recipe": "the target's fine-tune, from the target's base, + the target's filler",
+            "tiers": tier_of, "ids": {n: sorted(r["id"] for r in trained_on[n]) for n in names}}
+    return SplitPlan(names, streams, {n: [text_hash(r["text"]) for r in trained_on[n]] for n in names},
+                     [text_hash(r["text"]) for r in pool], meta)
+
+
+def train_split_references(
+    paths: TestbedPaths | str | Path,
+    k: int = 4,
+    device: str = "cpu",
+    *,
+    seed: int | None = None,
+    progress: bool = True,
+    num_threads: int | None = None,
+) -> Path:
+    """Train ``k`` reference models like the target on balanced random halves of the pool (:func:`split_plan`).
+
+    The recipe is the target's (:func:`_finetune` from ``models/base``). Writes ``models/split_ref{i}``
+    and ``models/splits.json`` (the format of :mod:`memlens.splits`; entries are the model folders'
+    names, relative to ``models/``). Models already trained with the same splits are reused. Returns
+    the splits file's path.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    paths = paths if isinstance(paths, TestbedPaths) else TestbedPaths(Path(paths))
+    cfg = paths.config()
+    plan = split_plan(paths, k, cfg.seed if seed is None else seed)
+    splits_path = paths.models / "splits.json"
+    prev = json.loads(splits_path.read_text()) if splits_path.is_file() else {}
+    same = all(prev.get(f) == plan.meta[f] for f in ("k", "seed", "ids"))
+    prev_threads = torch.get_num_threads()
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    try:
+        todo = [i for i, n in enumerate(plan.names) if not (same and (paths.models / n / "training.json").is_file())]
+        if todo:
+            tokenizer = AutoTokenizer.from_pretrained(paths.base)
+            base = AutoModelForCausalLM.from_pretrained(paths.base, dtype=torch.float32)
+            hp = {"device": device, "warmup_frac": cfg.warmup_frac, "weight_decay": cfg.weight_decay, "progress": progress}
+            for i in todo:
+                n = plan.names[i]
+                _finetune(base, tokenizer, cfg, plan.streams[n], paths.models / n, "split reference",
+                          {"data": "balanced half of members + nonmembers + population", "n_in": len(plan.members[n])}, hp,
+                          seed=cfg.seed + 101 + i)
+    finally:
+        torch.set_num_threads(prev_threads)
+    return plan.write(splits_path)

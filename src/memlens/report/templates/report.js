@@ -150,7 +150,7 @@
       if (!s) return;
       var v = s[i];
       L.push((a.name + "          ").slice(0, Math.max(11, a.name.length + 1)) + (isNum(v) ? fmt(v) + " " + a.unit : "n/a") +
-             (a.name === S.tok ? (isNum(v) && v > S.thr ? "   LEAKED (> " + S.thr + ")" : "   below threshold " + S.thr) : ""));
+             (a.name === S.tok ? (isNum(v) && v > S.thr ? "   above the threshold " + S.thr : "   below the threshold " + S.thr) : ""));
     });
     L.push("PII        " + (t.pii[i] >= 0 ? P.pii_types[t.pii[i]] : (P.pii_types.length ? "none" : "no ground truth")));
     return L.join("\n");
@@ -181,8 +181,15 @@
     });
     if (t && S.tok && t.tv) {
       setText("summary", t._n + " of " + t.start.length + " tokens above " + S.thr + " " + unit() + ": " + fmt(t._bits, 1) + " " + unit() +
-              " leaked" + (P.pii_types.length ? " (" + t._npii + " of them ground-truth PII)" : ""));
+              " leaked" + (P.pii_types.length ? " (" + t._npii + " of them ground-truth PII)" : "") + nullNote(t));
     }
+  }
+  // At the calibrated threshold: how many tokens a non-member text of this length has above it by chance.
+  function nullNote(t) {
+    var L = P.leak;
+    if (!L || L.rate === null || L.attack !== S.tok || S.thr !== P.threshold) return "";
+    return "; a non-member text of " + t.start.length + " tokens has " + fmt(L.rate * t.start.length, 2) + " above it by chance (" +
+           fmt(L.rate * 100, 2) + "% of " + L.source + ")";
   }
   function paint() {
     var t = S.current, s = t ? scoresOf(t) : null;
@@ -294,6 +301,9 @@
     slider.value = S.thr;
     setText("thrVal", String(S.thr));
     setText("legLo", "-" + a.scale); setText("legHi", "+" + a.scale + " " + a.unit);
+    var L = P.leak;
+    setText("thrNote", !L || L.attack !== S.tok ? "" : L.rate === null ? "(default " + L.value + ": a fixed level, no non-members to calibrate on)" :
+            "(default " + P.threshold + ": the level " + fmt(L.rate * 100, 2) + "% of the " + L.n_tokens + " " + L.source + " exceed)");
   }
   function refreshTables() {
     if (pending) return;
