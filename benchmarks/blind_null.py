@@ -16,8 +16,9 @@ from collections import Counter
 
 import numpy as np
 
-from memlens.blind import blind_baseline, shifted_pair
+from memlens.blind import blind_baseline
 from memlens.testbed import TestbedConfig, build_testbed, read_jsonl
+from memlens.testbed.shifted import shifted_pair
 
 
 def main() -> None:

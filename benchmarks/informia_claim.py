@@ -62,14 +62,23 @@ def main(argv=None) -> int:
     ap.add_argument("--k", type=int, default=4, help="split references (even)")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                    help="TestbedConfig overrides, e.g. n_nonmembers=1000 n_population=1000 (TPR at 0.1%% FPR needs 1000 non-members)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads per seed [default: CPU cores / jobs]")
     ap.add_argument("--progress", action="store_true")
     a = ap.parse_args(argv)
     from memlens.lab.informia_claim import TINY, combine, markdown
 
-    t0 = time.perf_counter()
+    size = dict(TINY) if a.tiny else {}
+    for kv in a.set:
+        k, _, v = kv.partition("=")
+        try:
+            size[k] = json.loads(v)
+        except json.JSONDecodeError:
+            size[k] = v
+    t0, sha = time.perf_counter(), commit()  # the code that runs, not what HEAD is when it ends
     threads = a.threads or max(1, (os.cpu_count() or 1) // max(1, a.jobs))
-    kws = [dict(out_dir=a.out, seed=s, quick=a.quick or a.tiny, size=TINY if a.tiny else None, device=a.device, k=a.k,
+    kws = [dict(out_dir=a.out, seed=s, quick=a.quick or a.tiny, size=size or None, device=a.device, k=a.k,
                 n_bootstrap=a.bootstrap, progress=a.progress, num_threads=threads) for s in a.seeds]
     if a.jobs > 1 and len(kws) > 1:
         import multiprocessing as mp
@@ -84,7 +93,7 @@ def main(argv=None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "informia_claim.md").write_text(md)
     (a.out / "informia_claim.json").write_text(json.dumps(
-        {"seeds": a.seeds, "quick": a.quick or a.tiny, "tiny": a.tiny, "k": a.k, "machine": machine(a.device), "commit": commit(),
+        {"seeds": a.seeds, "quick": a.quick or a.tiny, "tiny": a.tiny, "k": a.k, "machine": machine(a.device), "commit": sha,
          "seconds": round(time.perf_counter() - t0, 1), "combined": combined,
          "per_seed": {d["seed"]: {"timings": d["timings"], "info": d["info"]} for d in docs}}, indent=1))
     print(md)

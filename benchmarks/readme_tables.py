@@ -107,6 +107,46 @@ table("demo-default-extraction", "results/demo-default-2cores.json")(_demo_extra
 table("demo-default-localization", "results/demo-default-2cores.json")(_demo_localization)
 
 
+SETTINGS = {"base": "1 base reference", "format": "1 format-matched reference", "split_online": "4 split references, online",
+            "split_offline": "4 split references, offline"}
+
+
+def _claim_cell(m: dict) -> str:
+    """AUC (TPR@1%FPR) of one scope: mean ± sd over seeds, or one seed's value."""
+    auc, tpr = m["auc"], m["tpr@1%"]
+    if isinstance(auc, dict):  # several seeds: mean ± sd
+        return f"{auc['mean']:.3f} ± {auc['sd']:.3f} ({tpr['mean']:.2f})"
+    return f"{_f(auc)} ({_f(tpr, 2)})"
+
+
+def _claim(rows: dict) -> list[str]:
+    scopes = ["overall", *_tiers([k for k in next(iter(rows.values())) if k != "overall"])]
+    lines = ["| references | attack | " + " | ".join(scopes) + " |", "|---" * (len(scopes) + 2) + "|"]
+    for key, by_scope in rows.items():
+        setting, attack = key.split("/", 1)
+        lines.append(f"| {SETTINGS.get(setting, setting)} | {attack} | " + " | ".join(_claim_cell(by_scope[s]) for s in scopes) + " |")
+    return lines
+
+
+def _e2e(res: dict) -> list[str]:
+    cold, warm, bare = res["audit_cold"], res["audit_warm"], res["bare"]["seconds"]
+    lines = ["| what | seconds | vs bare forward |", "|---|---|---|",
+             f"| bare paired forward (bf16, batch 64, padded; tokenizing excluded) | {bare:.1f} | 1.00× |",
+             f"| MIMIR-style loop (one text at a time, fp32 softmax), extrapolated | {res['naive']['seconds_extrapolated']:.0f} | "
+             f"{res['naive']['seconds_extrapolated'] / bare:.0f}× |",
+             f"| memlens audit, whole command, empty cache | {cold['wall_s']:.1f} | {cold['wall_s'] / bare:.2f}× |",
+             f"| memlens audit, whole command, warm cache | {warm['wall_s']:.1f} | {warm['wall_s'] / bare:.2f}× |"]
+    for stage, s in cold["timings"].items():
+        if s >= 0.5:
+            lines.append(f"| cold run stage: {stage} | {s:.1f} | |")
+    return lines
+
+
+table("informia-claim", "results/informia-claim-h200/informia_claim.json")(lambda res: _claim(res["combined"]))
+table("smollm2-references", "results/smollm2-references-h200/smollm2_references.json")(lambda res: _claim(res["results"]))
+table("audit-e2e-135m", "results/audit-e2e-h200-135m-20k.json")(_e2e)
+
+
 def render(t: Table) -> str:
     path = ROOT / "benchmarks" / t.file
     res = json.loads(path.read_text())

@@ -32,7 +32,8 @@ def mimir(tmp_path):
 def test_wikimia_preset(wikimia):
     s = load_benchmark(wikimia, "wikimia")
     assert [x.label for x in s] == [1, 0, 1] and s[0].text.startswith("The 2014") and s[1].id == "WikiMIA_length32-1"
-    assert [x.label for x in load_benchmark(wikimia, "wikimia", limit=2)] == [1, 0]
+    assert [x.label for x in load_benchmark(wikimia, "wikimia", limit=1)] == [1, 0]  # the first member and the first non-member
+    assert [x.id for x in load_benchmark(wikimia, "wikimia", limit=2)] == [x.id for x in s]
 
 
 def test_mimir_preset(mimir):

@@ -12,13 +12,12 @@ from memlens.blind import (
     blind_baseline,
     cross_val_scores,
     judge,
-    shifted_pair,
     text_features,
-    write_shifted_pair,
 )
 from memlens.data import Sample, load_samples
 from memlens.metrics import AttackMetrics
 from memlens.testbed import TestbedConfig, build_testbed, read_jsonl
+from memlens.testbed.shifted import shifted_pair, write_shifted_pair
 
 
 def _texts_labels(members, nonmembers):

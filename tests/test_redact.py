@@ -68,3 +68,37 @@ def test_testbed_samples_redacted_leave_no_unique_pii_value(tmp_path):
     # The check itself finds what is there: the unredacted texts leak every value.
     (out / "raw.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assert {v for _, v in leaked_values(out, values)} == set(values)
+
+
+def test_remap_offsets_by_hand():
+    from memlens.redact import remap_offsets
+
+    # "call 555-0100 now": secret 5-13 (8 chars) -> a 12-char placeholder at 5-17 (shift +4)
+    old, new = [{"start": 5, "end": 13}], [{"start": 5, "end": 17}]
+    # tokens "call", " 555", "-", "0100", " now" by their starts and ends
+    assert remap_offsets([0, 4, 8, 9, 13], old, new).tolist() == [0, 4, 17, 17, 17]
+    assert remap_offsets([4, 8, 9, 13, 17], old, new).tolist() == [4, 17, 17, 17, 21]
+    # two secrets: shifts add up, an offset at a secret's start goes to its placeholder's start
+    old2, new2 = [{"start": 2, "end": 4}, {"start": 6, "end": 7}], [{"start": 2, "end": 7}, {"start": 9, "end": 12}]
+    assert remap_offsets([0, 2, 3, 4, 6, 7, 8], old2, new2).tolist() == [0, 2, 7, 7, 9, 12, 13]
+
+
+def test_redact_result_of_a_synthetic_audit():
+    from memlens.redact import leaked_values, redact_result
+    from memlens.report._synthetic import synthetic_result
+
+    res = synthetic_result(10, 30)
+    values = [s.text[p["start"]:p["end"]] for s in res.samples for p in s.meta.get("pii") or []]
+    assert values
+    red = redact_result(res)
+    for s0, s1, st, strings in zip(res.samples, red.samples, red.target_stats, red.token_strings):
+        assert not any(v in s1.text for v in values if v in s0.text) or not s0.meta.get("pii")
+        assert "".join(strings) == s1.text[st.span_start[0]:max(st.span_end)]
+    assert [len(a) for a in res.target_stats] == [len(a) for a in red.target_stats]
+    assert res.scores.equals(red.scores) and red.extra["redacted"]["spans"] > 0
+    assert res.samples[0].text != red.samples[0].text or not res.samples[0].meta.get("pii")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        res.save(d, redact=True)
+        assert leaked_values(d, [v for v in values if len(v) > 3]) == []

@@ -69,3 +69,25 @@ def test_cli_unknown_reference_is_one_line(tmp_path, gpt2, gpt2_ref):
                                  "-o", str(tmp_path / "out")])
     assert r.exit_code == 2, r.output
     assert "is not in the splits file" in r.output and "Traceback" not in r.output
+
+
+def test_cli_audit_with_splits_records_hash_and_modes(tmp_path, gpt2, gpt2_ref, gpt2_ref2):
+    texts = ["river stone lamp orchard, code 1234.", "violet copper harbor meadow, code 5678.", "lantern thistle quarry, code 4321.",
+             "falcon ember willow marble, code 8765."]
+    pop = ["cedar pebble saffron juniper, code 1111.", "tundra canyon velvet walnut, code 2222."]
+    members = {gpt2_ref.path.name: [text_hash(t) for t in texts[::2] + pop[:1]],
+               gpt2_ref2.path.name: [text_hash(t) for t in texts[1::2] + pop[1:]]}
+    splits = write_splits(tmp_path / "splits.json", list(members), members, [text_hash(t) for t in texts + pop])
+    for name, rows in (("m.jsonl", texts[:2]), ("n.jsonl", texts[2:]), ("p.jsonl", pop)):
+        (tmp_path / name).write_text("".join(json.dumps({"text": t}) + "\n" for t in rows))
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["audit", "-t", str(gpt2.path), "-r", str(gpt2_ref.path), "-r", str(gpt2_ref2.path),
+                                 "--reference-splits", str(splits), "--members", str(tmp_path / "m.jsonl"),
+                                 "--nonmembers", str(tmp_path / "n.jsonl"), "--population", str(tmp_path / "p.jsonl"),
+                                 "-a", "rmia,informia,informia_token,ref", "-p", "informia.mode=offline", "--no-cache", "--no-report",
+                                 "--bootstrap", "0", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "results.json").read_text())
+    assert res["settings"]["reference_splits"]["sha256"] == ReferenceSplits.load(splits).sha256
+    assert res["settings"]["attack_modes"]["rmia"] == "online"
+    assert res["settings"]["attack_modes"]["informia"] == "offline, a=1"

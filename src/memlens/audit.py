@@ -33,9 +33,11 @@ from memlens.data import (
     spreadsheet_escape,
 )
 from memlens.metrics import DEFAULT_FPRS, AttackMetrics, evaluate
+from memlens.models.adapters import adapter_handles, is_adapter_dir, load_adapter
 from memlens.models.handle import LoadOptions, ModelHandle
 from memlens.passes._shared import is_main_process
 from memlens.passes.causal import PassSettings, StatsBundle, compute_stats
+from memlens.scope import Scope, check_assistant_turns, is_chat, render_chats, resolve_scope, restrict, sample_spans, scatter
 from memlens.stats import TokenStats
 from memlens.tokens import colour_scale, token_strings
 
@@ -73,9 +75,18 @@ class AuditResult:
             **self.extra,
         }
 
-    def save(self, out_dir: str | os.PathLike, report: bool = True) -> Path:
+    def save(self, out_dir: str | os.PathLike, report: bool = True, *, redact: bool = False, redact_threshold: float | None = None,
+             redact_field: str = "pii") -> Path:
         """Write scores.csv, texts.jsonl, results.json, token_scores.parquet, roc.png (if there are metrics)
-        and, unless ``report=False``, report.html (as ``memlens audit`` does)."""
+        and, unless ``report=False``, report.html (as ``memlens audit`` does).
+
+        ``redact``: write a redacted copy instead (:func:`memlens.redact.redact_result`: the texts'
+        ``redact_field`` spans, and with ``redact_threshold`` every token scored above it, become
+        typed placeholders; scores unchanged), report included."""
+        if redact or redact_threshold is not None:
+            from memlens.redact import redact_result
+
+            return redact_result(self, field=redact_field, threshold=redact_threshold).save(out_dir, report=report)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         with self.stage("save: scores.csv"):
@@ -196,29 +207,61 @@ def json_default(o: Any):
     raise TypeError(type(o).__name__)
 
 
-def _handles(target, references, tokenizer, reference_tokenizers, gguf_file, options) -> tuple[ModelHandle, list[ModelHandle]]:
-    t = target if isinstance(target, ModelHandle) else ModelHandle(target, tokenizer, gguf_file=gguf_file, options=options)
+def _handles(target, references, tokenizer, reference_tokenizers, gguf_file, options, base=None) -> tuple[ModelHandle, list[ModelHandle]]:
     refs = []
     if references is None or isinstance(references, (str, os.PathLike, ModelHandle)) or hasattr(references, "forward"):
         references = [] if references is None else [references]
     references = list(references)
+    t, refs = _adapter_target(target, references, base, options)
+    if t is None:
+        t = target if isinstance(target, ModelHandle) else ModelHandle(target, tokenizer, gguf_file=gguf_file, options=options)
+    references = [r for r in references if not _is_auto(r)]
     rtoks = list(reference_tokenizers or [])
     if len(rtoks) > len(references):
         raise ValueError(f"{len(rtoks)} reference tokenizers given for {len(references)} reference models")
     rtoks += [None] * (len(references) - len(rtoks))  # zip() would silently drop the references without one
     for r, rt in zip(references, rtoks):
         rtok = rt if rt is not None else (tokenizer if hasattr(r, "forward") else None)
+        if is_adapter_dir(r):  # another fine-tune's adapter as a reference
+            model, atok = load_adapter(r, device=options.device, dtype=options.dtype, trust_remote_code=options.trust_remote_code,
+                                       allow_pickle=options.allow_pickle)
+            refs.append(ModelHandle(model, rt or atok, name=str(r), options=options))
+            continue
         refs.append(r if isinstance(r, ModelHandle) else ModelHandle(r, rtok, options=options))
     return t, refs
 
 
-def score_texts(target, references=(), texts: Sequence[str] = (), *, tokenizer=None, reference_tokenizers=None,
+def _is_auto(r) -> bool:
+    return isinstance(r, str) and r == "auto"
+
+
+def _adapter_target(target, references, base, options) -> tuple[ModelHandle | None, list[ModelHandle]]:
+    """A PEFT adapter directory as the target: its base with the adapter, and for the reference
+    ``"auto"`` the same model with the adapter disabled (one copy of the base in memory)."""
+    auto = any(_is_auto(r) for r in references)
+    if not is_adapter_dir(target):
+        if auto:
+            raise DataError(f"--reference auto needs a PEFT adapter directory as --target (the reference is its base with the "
+                            f"adapter disabled); {target if isinstance(target, (str, os.PathLike)) else type(target).__name__} "
+                            "is not one")
+        if base is not None:
+            raise DataError("--base is the base model of a PEFT adapter; the target is not an adapter directory")
+        return None, []
+    return adapter_handles(target, "auto" if auto else None, base=base, options=options)
+
+
+def score_texts(target, references=(), texts: Sequence[str | Sample] = (), *, tokenizer=None, reference_tokenizers=None,
                 gguf_file: str | None = None, cache_dir: str | os.PathLike | None = "default", settings: PassSettings | None = None,
-                options: LoadOptions | None = None) -> StatsBundle:
-    """Only the statistics pass (``memlens score``): cached TokenStats for texts."""
+                options: LoadOptions | None = None, base: str | os.PathLike | None = None) -> StatsBundle:
+    """Only the statistics pass (``memlens score``): cached TokenStats for texts (strings, or Samples:
+    chat records are rendered with the target's chat template first). ``base``: the base model of a
+    PEFT adapter directory given as ``target``."""
+    t, refs = _handles(target, references, tokenizer, reference_tokenizers, gguf_file, options or LoadOptions(), base)
+    samples = [x for x in texts if isinstance(x, Sample)]
+    render_chats(samples, t.tokenizer)
+    texts = [x.text if isinstance(x, Sample) else x for x in texts]
     for n, text in enumerate(texts):
         check_text(text, f"text {n}")
-    t, refs = _handles(target, references, tokenizer, reference_tokenizers, gguf_file, options or LoadOptions())
     cache = StatsCache(default_cache_dir() if cache_dir == "default" else cache_dir)
     return compute_stats(t, refs, texts, cache, settings or PassSettings())
 
@@ -291,6 +334,11 @@ def audit(
     load: LoadOptions | None = None,
     pass_settings: PassSettings | None = None,
     evaluation: EvalSettings | None = None,
+    base: str | os.PathLike | None = None,
+    score: str = "auto",
+    canaries=None,
+    canary_options: dict[str, Any] | None = None,
+    blind: bool | dict[str, Any] = True,
     reference_splits=None,
 ) -> AuditResult | None:
     """Run the membership audit.
@@ -306,6 +354,20 @@ def audit(
     allow_pickle, device_map, revision)``, ``pass_settings=PassSettings(batch_size, max_length, stride,
     temperature, progress, cache_only, ...)``, ``evaluation=EvalSettings(fprs, n_bootstrap, seed)``;
     the single keywords of the same names keep working (giving both is an error).
+
+    Fine-tunes: ``target`` may be a PEFT adapter directory (its base from the adapter config, or
+    ``base``), and ``references="auto"`` is then the same model with the adapter disabled.
+    ``score``: which tokens the attacks aggregate over, "completion" (prompt/completion records),
+    "assistant" (chat records, ``messages``), "all", or "auto" (what the record shape implies); an
+    attack's ``span`` parameter (``attack_params={"minkpp": {"span": "pii"}}``) overrides it with
+    any spans the records carry. The model pass always scores whole texts (same cache entries).
+    ``canaries``: a canary manifest (``memlens canary make``): their exposure under the target goes
+    into ``result.extra["canary_exposure"]``; ``canary_options``: keywords of
+    :func:`memlens.canary.exposure` (method, n_samples, max_enumerate, batch_size).
+    ``blind`` (default on): with labelled members and non-members, also run the model-free blind
+    baseline (:mod:`memlens.blind`; a dict gives its options, e.g. ``{"folds": 5, "threshold": 0.6}``):
+    results.json gets ``"blind"``, and a warning goes first into ``notes`` when the two sets differ
+    without the model (then the attack numbers do not measure memorization).
 
     Under ``torchrun``/``accelerate launch`` every process scores its share of the texts; only the
     main process returns the result, the others return None once their share is cached.
@@ -336,13 +398,21 @@ def audit(
     if model_kind not in ("causal", "masked"):
         raise DataError(f"model kind must be causal or masked, got {model_kind!r}")
     if model_kind == "masked":
-        return _audit_masked(target, references, samples, attacks, attack_params, tokenizer, options, masked or {},
-                             cache_dir, settings.max_length, settings.cache_only, settings.progress, seed, fprs, n_bootstrap)
+        if any(is_chat(x.meta) for x in samples) or resolve_scope(samples, score).mode != "all":
+            raise DataError("chat records and scoring part of a text (completion, assistant) are for causal LMs; "
+                            "give plain or prompt/completion records with --score all for a masked LM")
+        return _with_blind(_audit_masked(target, references, samples, attacks, attack_params, tokenizer, options, masked or {},
+                                         cache_dir, settings.max_length, settings.cache_only, settings.progress, seed, fprs,
+                                         n_bootstrap), blind, n_bootstrap, seed)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    t, refs = _handles(target, references, tokenizer, reference_tokenizers, gguf_file, options)
+    t, refs = _handles(target, references, tokenizer, reference_tokenizers, gguf_file, options, base)
     timings["load (handles, tokenizers)"] = time.perf_counter() - t0
+    render_chats(samples + pop, t.tokenizer)
+    scope = resolve_scope(samples, score)
+    check_assistant_turns(samples, scope)
     names = resolve_attack_names(attacks, have_reference=bool(refs), have_population=bool(pop))
+    attack_params, spans = _span_params(attack_params, names, scope, samples)
     for n in names:  # fail before any model runs
         spec = get_attack(n)
         spec.resolve_params((attack_params or {}).get(n))
@@ -376,15 +446,80 @@ def audit(
     )
     splits = _apply_splits(reference_splits, memberships, out_comparisons, inp)
     t0 = time.perf_counter()
-    results = run_attacks(inp, names, attack_params)
+    results, span_notes = _run_scoped(inp, names, attack_params, spans, samples, pop)
     timings["attacks"] = time.perf_counter() - t0
     result = _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, len(pop), timings)
+    result.settings["score"] = {**scope.to_dict(), "spans": {n: spans[n] for n in names if spans.get(n)}}
+    for n in names:
+        if spans.get(n):
+            result.settings["attack_params"][n]["span"] = spans[n]
+    result.notes = [scope.describe(), *span_notes, *result.notes]
     if splits is not None:
         result.settings["reference_splits"] = splits.describe()
     result.settings["attack_modes"] = {n: _mode(r.info) for n, r in results.items() if _mode(r.info)}
     _calibrate_leaks(result, inp.population_comparison)
     _note_left_out(result, attacks, have_reference=bool(refs), have_population=bool(pop), model_kind="causal")
+    if canaries is not None:
+        from memlens.canary import target_exposure
+
+        t0 = time.perf_counter()
+        result.extra["canary_exposure"] = target_exposure(t.model, canaries, tokenizer=t.tokenizer, seed=seed,
+                                                          **(canary_options or {})).to_dict()
+        result.extra["canary_exposure"]["settings"]["target"] = t.name  # the adapter dir, not the base the peft model names
+        result.timings["canary exposure"] = time.perf_counter() - t0
+    return _with_blind(result, blind, n_bootstrap, seed)
+
+
+def _with_blind(result: AuditResult | None, blind: bool | dict[str, Any], n_bootstrap: int, seed: int) -> AuditResult | None:
+    """The blind baseline next to the attacks (``audit(blind=...)``), with the audit's bootstrap and seed
+    (on the main process only: the others return None)."""
+    if blind and result is not None:
+        from memlens.blind import attach_blind
+
+        with result.stage("blind baseline"):
+            attach_blind(result, **{"n_bootstrap": n_bootstrap, "seed": seed, **(blind if isinstance(blind, dict) else {})})
     return result
+
+
+def _span_params(attack_params, names, scope: Scope, samples) -> tuple[dict[str, dict], dict[str, str | None]]:
+    """Split each attack's ``span`` parameter from the others: the span name it aggregates over
+    (the audit's scope when not given; None = every token), checked against the records."""
+    params = {n: dict(v) for n, v in (attack_params or {}).items()}
+    spans: dict[str, str | None] = {}
+    default = None if scope.mode == "all" else scope.mode
+    for n in names:
+        name = params.get(n, {}).pop("span", None)
+        name = default if name is None else (None if str(name) == "all" else str(name))
+        if name is not None and name != default and all(sample_spans(x.meta, name) is None for x in samples):
+            raise DataError(f"{n}.span={name}: no audited text has {name!r} spans (a field of {{start, end}} spans, "
+                            "or completion/assistant/prompt of prompt/completion and chat records)")
+        spans[n] = name
+    return params, spans
+
+
+def _run_scoped(inp: AttackInput, names, attack_params, spans: dict[str, str | None], samples,
+                pop) -> tuple[dict[str, AttackResult], list[str]]:
+    """Each attack on the input cut to its span (built once per span name); token scores are put
+    back at their tokens of the whole text, NaN where not scored."""
+    cut: dict[str, Any] = {}
+    out: dict[str, AttackResult] = {}
+    notes: list[str] = []
+    for n in names:
+        span = spans.get(n)
+        if span is None:
+            out.update(run_attacks(inp, [n], attack_params))
+            continue
+        if span not in cut:
+            pop_spans = [sample_spans(x.meta, span) for x in pop]
+            cut[span] = restrict(inp, [sample_spans(x.meta, span) for x in samples],
+                                 None if pop and all(p is None for p in pop_spans) else pop_spans)
+            if cut[span].missing:
+                notes.append(f"{cut[span].missing} audited texts have no {span!r} spans: attacks over {span} give them no score")
+        r = run_attacks(cut[span].inp, [n], attack_params)[n]
+        if r.token_scores is not None:
+            r.token_scores = scatter(r.token_scores, cut[span].masks)
+        out[n] = r
+    return out, notes
 
 
 def _mode(info: dict) -> str | None:

@@ -84,7 +84,7 @@ def load_benchmark(source: str | os.PathLike, preset: str | None = None, *, layo
 
     ``preset`` ("wikimia", "mimir") fills the layout and field names; explicit arguments override
     it. Without a preset the layout is "labelled" with fields ``text``/``label``. ``limit`` keeps
-    the first rows (of each side, for the paired layout).
+    the first ``limit`` members and the first ``limit`` non-members (rows, for the paired layout).
     """
     if preset is not None and preset not in PRESETS:
         raise DataError(f"unknown benchmark preset {preset!r}; choose from {', '.join(PRESETS)}")
@@ -97,7 +97,7 @@ def load_benchmark(source: str | os.PathLike, preset: str | None = None, *, layo
     rows = _rows(source, split, config, revision)
     if not rows:
         raise DataError(f"{source}: holds no rows")
-    if limit is not None:
+    if limit is not None and spec["layout"] == "paired":
         rows = rows[:limit]
     fields = list(rows[0].keys())
     needed = [spec["text_field"], spec["label_field"]] if spec["layout"] == "labelled" else [
@@ -114,6 +114,14 @@ def load_benchmark(source: str | os.PathLike, preset: str | None = None, *, layo
         missing = [s.id for s in samples if s.label is None]
         if missing:
             raise DataError(f"{source}: {len(missing)} rows have no {spec['label_field']!r} value (e.g. {missing[0]})")
+        if limit is not None:  # of each label: benchmarks often list all members first
+            seen: dict[int, int] = {}
+            kept = []
+            for s in samples:  # in the file's order
+                seen[s.label] = seen.get(s.label, 0) + 1
+                if seen[s.label] <= limit:
+                    kept.append(s)
+            samples = kept
         return samples
     members = [{"id": f"{name}-member-{i}", "text": r[spec["member_field"]]} for i, r in enumerate(rows)]
     nonmembers = [{"id": f"{name}-nonmember-{i}", "text": r[spec["nonmember_field"]]} for i, r in enumerate(rows)]

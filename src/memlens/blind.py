@@ -11,18 +11,14 @@ TF-IDF plus a few length / number / date / digit-share features, logistic regres
 every text with a model that never saw it (stratified K-fold, out-of-fold probabilities). The
 scores go through :func:`memlens.metrics.evaluate`, so the blind AUC and TPR are comparable to
 the attacks'. :func:`shifted_pair` builds a deliberately shifted member / non-member pair from the
-testbed's generators (non-members of other document kinds) on which the check
+testbed's generators (memlens.testbed.shifted: non-members of other document kinds) on which the check
 must trip.
 """
 from __future__ import annotations
 
-import json
-import os
-import random
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -195,49 +191,21 @@ def blind_audit(result, **kwargs) -> BlindResult:
     return blind_baseline([s.text for s in result.samples], labels, {a: m.auc for a, m in result.metrics.items()}, **kwargs)
 
 
-# --------------------------------------------------------------------------------------------
-# A deliberately shifted pair, for tests, docs and users who want to see the check trip
-# --------------------------------------------------------------------------------------------
-SHIFTS = ("kind",)
-_KINDS_A = ("wiki_bio", "forum_post", "review")
-_KINDS_B = ("listing", "email", "chat")
-
-
-def shifted_pair(n: int = 48, shift: str = "kind", *, seed: int = 0) -> tuple[list[dict], list[dict]]:
-    """Members and non-members that differ in distribution, from the testbed's generators.
-
-    ``shift="kind"``: members are wiki biographies, forum posts and reviews; non-members are
-    listings, e-mails and chat logs about other people (as when non-members are scraped from
-    another source than the training data). Each side has ``n`` records shaped like the
-    testbed's (id, text, label, kind, pii). (A date shift is not offered: only about a third of
-    the testbed's documents mention a year, so moving years shifts too few texts to trip reliably.)
-    """
-    from memlens.testbed.documents import make_document
-    from memlens.testbed.profiles import ProfileGenerator
-
-    if shift not in SHIFTS:
-        raise BlindError(f"unknown shift {shift!r}; choose from {', '.join(SHIFTS)}")
-    if n < 2:
-        raise BlindError(f"a shifted pair needs at least 2 texts per side (got {n})")
-    rng = random.Random(f"{seed}/shifted/{shift}")
-    profiles = ProfileGenerator(seed, id_prefix="shift").generate_many(2 * n)
-
-    def side(ps, kinds, label, prefix):
-        out = []
-        for i, p in enumerate(ps):
-            d = make_document(p, kinds[i % len(kinds)], rng)
-            out.append({"id": f"{prefix}-{i:04d}", "text": d.text, "label": label, "kind": d.kind, "pii": d.pii})
-        return out
-
-    return side(profiles[:n], _KINDS_A, 1, "mem"), side(profiles[n:], _KINDS_B, 0, "non")
-
-
-def write_shifted_pair(out_dir: str | os.PathLike, n: int = 48, shift: str = "kind", **kwargs) -> tuple[Path, Path]:
-    """:func:`shifted_pair` written as ``members.jsonl`` and ``nonmembers.jsonl`` under ``out_dir``
-    (audit them with ``--members``/``--nonmembers`` to see the warning)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = out / "members.jsonl", out / "nonmembers.jsonl"
-    for path, records in zip(paths, shifted_pair(n, shift, **kwargs)):
-        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    return paths
+def attach_blind(result, **kwargs) -> BlindResult | None:
+    """Run the blind check on a labelled audit and record it on ``result`` (what ``memlens.audit``
+    does by default): ``result.extra["blind"]`` gets :meth:`BlindResult.to_dict`, and a warning goes
+    first into ``result.notes`` so every output shows it before anything else. Unlabelled audits
+    (no metrics) are left alone; too few texts to cross-validate becomes a note, not an error:
+    the attacks' numbers are still worth having."""
+    labels = [s.label for s in result.samples]
+    if not result.metrics or any(v is None for v in labels) or set(labels) != {0, 1}:
+        return None
+    try:
+        b = blind_audit(result, **kwargs)
+    except BlindError as e:
+        result.notes.append(f"blind baseline skipped: {e}")
+        return None
+    result.extra["blind"] = b.to_dict()
+    if b.warning:
+        result.notes.insert(0, b.warning)
+    return b

@@ -2,7 +2,8 @@
 
 Formats: JSONL (``.jsonl``/``.ndjson``), JSON (a list of records), CSV/TSV, Parquet, and plain
 text (``.txt``: one text per line) or a directory of ``.txt`` files (one text per file). Records
-need a text field (``text`` by default) and may carry ``id``, ``label`` (1 member, 0 non-member)
+need a text field (``text`` by default), or ``prompt`` + ``completion``, or ``messages`` (a chat; see
+:mod:`memlens.scope`), and may carry ``id``, ``label`` (1 member, 0 non-member)
 and anything else, which is kept in ``meta`` (e.g. ``tier``, ``pii``).
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from memlens.errors import DataError  # noqa: F401  (re-exported: its old home)
+from memlens.scope import is_chat, record_text
 
 
 @dataclass
@@ -130,23 +132,27 @@ def load_samples(path: str | os.PathLike, *, text_field: str = "text", id_field:
     records = _read_records(path)
     if not records:
         raise DataError(f"{path}: holds no records")
-    if text_field not in records[0]:
+    if text_field not in records[0] and record_text(records[0], text_field, f"{path} record 1") is None:
         cols = ", ".join(map(str, records[0].keys()))
-        raise DataError(f"{path}: no {text_field!r} field (fields: {cols}); pass --text-field to name the text column")
+        raise DataError(f"{path}: no {text_field!r} field (fields: {cols}); pass --text-field to name the text column, "
+                        "or give prompt/completion or messages records")
     samples = []
     for n, rec in enumerate(records):
         where = f"{path} record {n + 1}"
-        text = rec.get(text_field)
+        shaped = record_text(rec, text_field, where)  # prompt/completion or chat records
+        text = rec.get(text_field) if shaped is None else shaped[0]
         if not isinstance(text, str):
             raise DataError(f"{where}: {text_field!r} is {type(text).__name__}, not a string")
-        if not text.strip():
+        if not text.strip() and (shaped is None or not is_chat(shaped[1])):
             raise DataError(f"{where}: empty text")
         rid = rec.get(id_field)
         rid = f"{id_prefix or path.stem}-{n}" if rid is None or rid == "" else str(rid)
         check_text(text, where)
         check_text(rid, f"{where} (id)")
         label = _check_label(_parse_label(rec.get(label_field), where), default_label, str(path), rid)
-        meta = {k: v for k, v in rec.items() if k not in (text_field, id_field, label_field)}
+        used = (text_field, id_field, label_field, *(shaped[2] if shaped else ()))
+        meta = {k: v for k, v in rec.items() if k not in used}
+        meta.update(shaped[1] if shaped else {})
         samples.append(Sample(rid, text, label, meta))
     return samples
 
@@ -165,19 +171,23 @@ def as_samples(data: str | os.PathLike | Sequence[str] | Sequence[Sample] | Sequ
         elif isinstance(item, str):
             s = Sample(f"{name}-{n}", item, default_label)
         elif isinstance(item, dict):
-            text = item.get(kwargs.get("text_field", "text"))
+            tf = kwargs.get("text_field", "text")
+            shaped = record_text(item, tf, f"{name} item {n}")  # prompt/completion or chat records
+            text = item.get(tf) if shaped is None else shaped[0]
             if not isinstance(text, str):
                 raise DataError(f"{name} item {n}: no text string")
             rid = str(item.get("id", f"{name}-{n}"))
             label = _check_label(_parse_label(item.get("label"), f"{name} item {n}"), default_label, name, rid)
-            s = Sample(rid, text, label, {k: v for k, v in item.items() if k not in ("id", "text", "label")})
+            used = ("id", tf, "label", *(shaped[2] if shaped else ()))
+            s = Sample(rid, text, label, {k: v for k, v in item.items() if k not in used})
+            s.meta.update(shaped[1] if shaped else {})
         else:
             raise DataError(f"{name} item {n}: expected a string, dict or Sample, got {type(item).__name__}")
         if not isinstance(s.text, str):
             raise DataError(f"{name} item {n} ({s.id}): text is {type(s.text).__name__}, not a string")
         check_text(s.text, f"{name} item {n} ({s.id!r})")
         check_text(s.id, f"{name} item {n} (id)")
-        if not s.text.strip():
+        if not s.text.strip() and not is_chat(s.meta):  # a chat's text is rendered later, with the target's tokenizer
             raise DataError(f"{name} item {n} ({s.id}): empty text")
         out.append(s)
     return out

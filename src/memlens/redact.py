@@ -112,3 +112,152 @@ def leaked_values(root: str | os.PathLike, values: Iterable[str]) -> list[tuple[
         data = path.read_bytes()
         hits += [(str(path), v) for v in vals if any(f in data for f in forms[v])]
     return hits
+
+
+# --------------------------------------------------------------------------------------------
+# Whole audits: what ``--redact`` and ``AuditResult.save(redact=True)`` write
+# --------------------------------------------------------------------------------------------
+def remap_offsets(offsets: Sequence[int], old: Sequence[dict], new: Sequence[dict]) -> np.ndarray:
+    """Character offsets of the original text moved to the redacted text (``old`` merged spans,
+    ``new`` their placeholders from :meth:`Redactor.text`). An offset at a secret's start goes to
+    its placeholder's start, one inside or at its end to the placeholder's end; the map is monotone,
+    so token spans stay ordered: the first token that touches a secret shows the whole placeholder
+    and the secret's other tokens become empty (their scores stay, one per token)."""
+    x = np.asarray(offsets, dtype=np.int64)
+    out = x.copy()
+    for o, n in zip(old, new):
+        out[x >= o["end"]] += (n["end"] - n["start"]) - (o["end"] - o["start"])
+    for o, n in zip(old, new):
+        out[(x > o["start"]) & (x < o["end"])] = n["end"]
+    return out
+
+
+def _scrub(obj, values: Sequence[str], redactor: Redactor):
+    """Any secret value inside other metadata strings (e.g. a profile record) replaced too."""
+    if isinstance(obj, str):
+        for v in values:
+            if v in obj:
+                obj = obj.replace(v, redactor.placeholder("secret", v))
+        return obj
+    if isinstance(obj, dict):
+        return {k: _scrub(v, values, redactor) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_scrub(v, values, redactor) for v in obj]
+    return obj
+
+
+def token_attack_for(result, attack: str | None = None) -> str:
+    """The token score that ``--redact-threshold`` compares with: ``attack``, else informia_token, else the first one."""
+    have = list(getattr(result, "token_scores", {}) or {})
+    if attack is not None:
+        if attack not in have:
+            raise RedactError(f"no token-level scores of {attack!r} in this audit (have: {', '.join(have) or 'none'})")
+        return attack
+    if not have:
+        raise RedactError("redacting tokens above a threshold needs token-level scores (run informia_token or minkpp)")
+    return "informia_token" if "informia_token" in have else have[0]
+
+
+def redact_result(result, *, field: str = "pii", threshold: float | None = None, attack: str | None = None,
+                  redactor: Redactor | None = None):
+    """A copy of an :class:`~memlens.audit.AuditResult` with no secret value left in it.
+
+    Secrets: each text's ``meta[field]`` spans, and with ``threshold`` every token whose ``attack``
+    token score (default informia_token) is above it. They become typed placeholders with keyed
+    hashes in the texts (and the span list), in the token strings and spans (remapped onto the new
+    text, so the report's token view lines up), in other metadata strings, and in ids that contain
+    one. The token ids of secret tokens become -1 (token ids decode back to the text). Scores,
+    metrics and per-token numbers are kept as they are. results.json gets ``"redacted"``."""
+    import dataclasses
+
+    import pandas as pd
+
+    from memlens.tokens import token_strings
+
+    r = redactor or Redactor()
+    tok_attack = token_attack_for(result, attack) if threshold is not None else None
+    samples, stats, strings, id_map, values, n_spans = [], [], [], {}, set(), 0
+    per_text = []
+    for i, (s, st) in enumerate(zip(result.samples, result.target_stats)):
+        spans = [sp for sp in (s.meta.get(field) or []) if isinstance(sp, dict)]
+        if tok_attack is not None:
+            spans += threshold_spans(st.span_start, st.span_end, result.token_scores[tok_attack][i], threshold)
+        old = _merge(spans, len(s.text), f"text {s.id}") if spans else []
+        values |= {s.text[o["start"]:o["end"]] for o in old}
+        per_text.append(old)
+    values_l = sorted((v for v in values if v.strip()), key=len, reverse=True)  # longest first: a name before its first name
+    for s, st, old in zip(result.samples, result.target_stats, per_text):
+        text, new = r.text(s.text, old, where=f"text {s.id}") if old else (s.text, [])
+        n_spans += len(new)
+        hit = np.zeros(len(st.span_start), dtype=bool)
+        for o in old:
+            hit |= (st.span_start < o["end"]) & (o["start"] < st.span_end)
+        starts, ends = remap_offsets(st.span_start, old, new), remap_offsets(st.span_end, old, new)
+        stats.append(dataclasses.replace(st, token_ids=np.where(hit, -1, st.token_ids), span_start=starts, span_end=ends))
+        strings.append(token_strings(text, starts, ends))
+        meta = {k: (v if k == field else _scrub(v, values_l, r)) for k, v in s.meta.items()}
+        if old:
+            meta[field] = new
+        meta["redacted"] = True
+        sid = s.id
+        if any(v in sid for v in values_l):
+            sid = id_map[s.id] = r.placeholder("id", s.id)
+        samples.append(Sample(sid, text, s.label, meta))
+    scores = result.scores.copy()
+    if id_map:
+        scores["id"] = scores["id"].map(lambda v: id_map.get(v, v))
+    what = f"the texts' {field!r} spans" + (f" and tokens with {tok_attack} above {threshold:g}" if tok_attack else "")
+    note = (f"redacted: {n_spans} secret spans ({what}) replaced by typed placeholders with keyed hashes (key not saved); "
+            "token ids of secret tokens set to -1; every score kept")
+    extra = dict(result.extra, redacted={"field": field, "threshold": threshold, "token_attack": tok_attack, "spans": n_spans})
+    return dataclasses.replace(result, samples=samples, scores=pd.DataFrame(scores), target_stats=stats, token_strings=strings,
+                               notes=[*result.notes, note], extra=extra)
+
+
+def redact_saved(saved, *, field: str = "pii", threshold: float | None = None, attack: str | None = None,
+                 redactor: Redactor | None = None):
+    """:func:`redact_result` for an audit read back from disk (``memlens report DIR --redact``):
+    a copy of a :class:`memlens.report.SavedAudit` whose texts, spans, token spans, metadata and ids
+    hold no secret value (the report is built from it; the files on disk are not changed)."""
+    import dataclasses
+
+    r = redactor or Redactor()
+    tok_attack = None
+    if threshold is not None:
+        have = saved.token_attacks()
+        if attack is not None and attack not in have or not have:
+            raise RedactError(f"no token-level scores{f' of {attack!r}' if attack else ''} in this audit to redact above a threshold")
+        tok_attack = attack or ("informia_token" if "informia_token" in have else have[0])
+    rows = {tid: dict(saved.tokens[tid]) for tid in saved.tokens}
+    old_by_id, values = {}, set()
+    for tid, rec in saved.texts.items():
+        text, meta, row = str(rec.get("text") or ""), rec.get("meta") if isinstance(rec.get("meta"), dict) else {}, rows.get(tid)
+        spans = [sp for sp in (meta.get(field) or []) if isinstance(sp, dict)]
+        if tok_attack and row is not None and row.get(f"{tok_attack}_token") is not None:
+            spans += threshold_spans(row["span_start"], row["span_end"], row[f"{tok_attack}_token"], threshold)
+        old_by_id[tid] = _merge(spans, len(text), f"text {tid}") if spans else []
+        values |= {text[o["start"]:o["end"]] for o in old_by_id[tid]}
+    values_l = sorted((v for v in values if v.strip()), key=len, reverse=True)
+    id_map = {tid: r.placeholder("id", tid) for tid in list(saved.texts) + [str(x.get("id")) for x in saved.scores]
+              if any(v in tid for v in values_l)}
+    texts, n_spans = {}, 0
+    for tid, rec in saved.texts.items():
+        old, meta = old_by_id[tid], rec.get("meta") if isinstance(rec.get("meta"), dict) else {}
+        text, new = r.text(str(rec.get("text") or ""), old, where=f"text {tid}") if old else (rec.get("text"), [])
+        n_spans += len(new)
+        meta = {k: (v if k == field else _scrub(v, values_l, r)) for k, v in meta.items()}
+        if old:
+            meta[field] = new
+        row = rows.get(tid)
+        if row is not None and old:
+            row["span_start"], row["span_end"] = remap_offsets(row["span_start"], old, new), remap_offsets(row["span_end"], old, new)
+        row and row.pop("tokens", None)  # the saved token strings hold the secrets; the page slices the (redacted) text
+        nid = id_map.get(tid, tid)
+        texts[nid] = {**rec, "id": nid, "text": text, "meta": {**meta, "redacted": True}}
+    tokens = {id_map.get(t, t): row for t, row in rows.items()}
+    scores = [{**x, "id": id_map.get(str(x.get("id")), x.get("id"))} for x in saved.scores]
+    what = f"the texts' {field!r} spans" + (f" and tokens with {tok_attack} above {threshold:g}" if tok_attack else "")
+    results = dict(saved.results, redacted={"field": field, "threshold": threshold, "token_attack": tok_attack, "spans": n_spans},
+                   notes=[*(saved.results.get("notes") or []),
+                          f"redacted: {n_spans} secret spans ({what}) replaced by typed placeholders with keyed hashes (key not saved)"])
+    return dataclasses.replace(saved, results=results, scores=scores, texts=texts, tokens=tokens)

@@ -103,6 +103,26 @@ def test_attach_and_reference(tmp_path, texts, tok):
     assert not (tmp_path / "attached" / "report.html").exists()
 
 
+def test_prompt_completion_members_score_the_completion(tmp_path, texts, tok):
+    """Members given as prompt/completion records: the callback's audit scores their completions only."""
+    from memlens.integrations import MemlensCallback
+
+    members, held_out = texts
+
+    def pc(ts):
+        return [{"prompt": t[:12], "completion": t[12:]} for t in ts[:10]]
+
+    cb = MemlensCallback(pc(members), pc(held_out), attacks=["loss"], report=False, cache_dir=None)
+    trainer = cb.attach(_trainer(tmp_path, "pc", tok, members, held_out[:8], max_steps=3))
+    trainer.train()
+    assert cb.last_result.settings["score"]["mode"] == "completion"
+    assert [h for h in trainer.state.log_history if "memlens/loss/auc" in h]
+    from memlens.errors import DataError
+
+    with pytest.raises(DataError, match="--score must be one of"):
+        MemlensCallback(pc(members), pc(held_out), score="prompt")
+
+
 def test_sharded_models_are_skipped_with_a_warning(tmp_path, texts, tok, caplog):
     from memlens.integrations import MemlensCallback
     from memlens.integrations.trainer import sharding

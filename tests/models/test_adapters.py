@@ -75,3 +75,19 @@ def test_adapter_whose_base_is_missing(adapter_dir, llama, tmp_path):
     (moved / "adapter_config.json").write_text(json.dumps(cfg))
     with pytest.raises(ModelLoadError, match="does not name its base"):
         load_adapter(moved)
+
+
+def test_audit_takes_an_adapter_dir_and_reference_auto(adapter_dir, corpus):
+    """memlens.audit(target=ADAPTER_DIR, references="auto") equals building the handles by hand."""
+    from memlens import audit
+    from memlens.models.adapters import adapter_handles
+
+    members, nonmembers = corpus[:6], corpus[6:12]
+    got = audit(target=adapter_dir, references="auto", members=members, nonmembers=nonmembers, attacks=["ref", "informia_token"],
+                cache_dir=None, progress=False, n_bootstrap=0, device="cpu")
+    t, refs = adapter_handles(adapter_dir, "auto")
+    want = audit(t, refs, members=members, nonmembers=nonmembers, attacks=["ref", "informia_token"], cache_dir=None,
+                 progress=False, n_bootstrap=0)
+    for a in ("ref", "informia_token"):
+        np.testing.assert_allclose(got.scores[a], want.scores[a], rtol=1e-6, atol=1e-7)
+    assert got.settings["references"][0]["name"].endswith("(adapter disabled)")

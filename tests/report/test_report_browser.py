@@ -289,3 +289,46 @@ def test_texts_outside_the_token_view_selection(browser, tmp_path):
         assert o.errors == []
     finally:
         page.close()
+
+
+def _blind_report(tmp_path, members, nonmembers) -> Path:
+    """The synthetic audit with the blind baseline of the given texts attached (as memlens.audit does)."""
+    from memlens.blind import blind_baseline
+    from memlens.report import write_report
+    from tests.report.conftest import make_synthetic
+
+    result = make_synthetic()
+    b = blind_baseline([r["text"] for r in members + nonmembers], [1] * len(members) + [0] * len(nonmembers), n_bootstrap=200)
+    result.extra["blind"] = b.to_dict()
+    if b.warning:
+        result.notes.insert(0, b.warning)
+    write_report(result, tmp_path)
+    return tmp_path / "report.html"
+
+
+def test_blind_banner_for_a_shifted_pair_and_none_for_the_testbed(browser, tmp_path):
+    from memlens.testbed import TestbedConfig, build_testbed, read_jsonl
+    from memlens.testbed.shifted import shifted_pair
+
+    shifted = Opened(browser, _blind_report(tmp_path / "shifted", *shifted_pair(24)))
+    try:
+        page = shifted.page
+        banner = page.locator("#blindBanner")
+        assert banner.is_visible() and "banner differ" in banner.get_attribute("class")
+        assert "members and non-members differ without the model" in banner.inner_text()
+        assert "cannot be read as memorization" in banner.inner_text()
+        box = banner.bounding_box()
+        assert box["y"] < page.locator("#overview").bounding_box()["y"]  # above everything else
+        row = page.locator("#blindRow")
+        assert row.locator("td").first.inner_text() == "blind (model-free)" and float(row.locator("td.auc").inner_text()) >= 0.9
+        assert shifted.errors == []
+    finally:
+        shifted.page.close()
+    tb = build_testbed(tmp_path / "tb", TestbedConfig.quick())
+    same = Opened(browser, _blind_report(tmp_path / "same", read_jsonl(tb.members), read_jsonl(tb.nonmembers)))
+    try:
+        assert same.page.locator("#blindBanner").count() == 0
+        assert abs(float(same.page.locator("#blindRow td.auc").inner_text()) - 0.5) < 0.1
+        assert same.errors == []
+    finally:
+        same.page.close()

@@ -122,3 +122,37 @@ def test_quick_testbed_memorizes(tmp_path):
     assert ex["target/member_16x"]["rate"] >= 0.4
     assert ex["base/member_16x"]["hits"] == 0
     assert ex["target/nonmember"]["rate"] <= 0.02
+
+
+def test_split_references_cli_balanced_recorded_and_reused(tmp_path):
+    from typer.testing import CliRunner
+
+    from memlens.cli import app
+    from memlens.splits import ReferenceSplits
+
+    paths = build(tmp_path, quick=True, progress=False, **{**TINY, "n_reference_models": 0})
+    run = CliRunner().invoke
+    r = run(app, ["testbed", "references", "--testbed", str(tmp_path), "--k", "2"])
+    assert r.exit_code == 0, r.output
+    splits = json.loads((paths.models / "splits.json").read_text())
+    pool = read_jsonl(paths.members) + read_jsonl(paths.nonmembers) + read_jsonl(paths.population)
+    assert len(splits["pool"]) == len(pool) and splits["k"] == 2
+    a, b = (set(splits["members"][n]) for n in ("split_ref0", "split_ref1"))
+    assert not a & b and a | b == set(splits["pool"])  # K = 2: every text IN for exactly one
+    # members keep their tier; the others got one of the members' tiers
+    tiers = splits["tiers"]
+    assert all(tiers[m["id"]] == m["tier"] for m in read_jsonl(paths.members))
+    assert set(tiers.values()) <= set(paths.config().tiers)
+    info = json.loads((paths.models / "split_ref0" / "training.json").read_text())
+    n_filler = paths.config().n_filler_docs
+    n_docs = sum(tiers[i] for i in splits["ids"]["split_ref0"]) + n_filler
+    assert info["role"] == "split reference" and info["steps"] == -(-n_docs // paths.config().finetune_batch_size)
+    # the audit reads the file with the model paths as written by the command
+    s = ReferenceSplits.load(paths.models / "splits.json")
+    m = s.membership([str(paths.models / "split_ref1"), str(paths.models / "split_ref0")], [pool[0]["text"]], None, "texts")
+    assert m[:, 0].sum() == 1
+    before = (paths.models / "split_ref0" / "model.safetensors").stat().st_mtime_ns
+    assert run(app, ["testbed", "references", "--testbed", str(tmp_path), "--k", "2"]).exit_code == 0
+    assert (paths.models / "split_ref0" / "model.safetensors").stat().st_mtime_ns == before  # reused, not retrained
+    r = run(app, ["testbed", "references", "--testbed", str(tmp_path), "--k", "3"])
+    assert r.exit_code != 0 and "even" in r.output

@@ -72,7 +72,8 @@ def print_metrics(result) -> None:
         tprs = [("n/a" if m.tpr.get(k) is None else f"{m.tpr[k]:.3f}") for k in ("0.1%", "1%", "5%")]
         table.add_row(name, f"{m.auc:.3f}", ci, *tprs)
     console.print(table)
-    notes = sorted({n for m in result.metrics.values() for n in m.notes} | set(result.notes))
+    shown = (getattr(result, "extra", {}).get("blind") or {}).get("warning")  # print_blind put it above the table
+    notes = sorted(({n for m in result.metrics.values() for n in m.notes} | set(result.notes)) - {shown})
     for n in notes:
         console.print(f"[dim]note: {n}[/]", highlight=False)
     line = leak_threshold_line(result.extra.get("leak_threshold"))

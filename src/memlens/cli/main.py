@@ -18,7 +18,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 # Options shared by audit / attack / score.
 TargetOpt = typer.Option(..., "--target", "-t", help="target model: hub id, local directory or .gguf file")
-RefOpt = typer.Option(None, "--reference", "-r", help="reference model(s) (repeat the flag for several)")
+RefOpt = typer.Option(None, "--reference", "-r", help="reference model(s) (repeat the flag for several); 'auto' with a PEFT "
+                      "adapter as --target: the same model with the adapter disabled")
+BaseOpt = typer.Option(None, "--base", help="base model of a PEFT adapter directory given as --target (default: its adapter_config)")
+ScoreOpt = typer.Option("auto", "--score", help="tokens the attacks aggregate over: completion (prompt/completion records), "
+                        "assistant (chat records), all, or auto (what the records imply)")
 # the default is memlens.report.html.DEFAULT_REPORT_TEXTS (not imported here: it would slow `memlens --help`)
 REPORT_TEXTS_HELP = "texts with a token-level view in report.html (the rest: `memlens show ID`)"
 
@@ -39,6 +43,12 @@ def audit(
     out: Path = typer.Option(Path("out"), "--out", "-o", help="output directory"),
     text_field: str = typer.Option("text", "--text-field"),
     gguf_file: Optional[str] = typer.Option(None, "--gguf-file", help="GGUF file inside the --target directory"),
+    base: Optional[str] = BaseOpt,
+    score: str = ScoreOpt,
+    canaries: Optional[Path] = typer.Option(None, "--canaries", help="canary manifest (memlens canary make): exposure in results.json"),
+    canary_method: str = typer.Option("auto", "--canary-method", help="exposure: exact rank, extrapolated (skew-normal fit), "
+                                      "or auto (exact up to 20000 fillings)"),
+    canary_samples: int = typer.Option(2000, "--canary-samples", min=10, help="sampled fillings per canary for the extrapolated exposure"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N"),
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16"),
     device_map: Optional[str] = typer.Option(None, "--device-map", help="e.g. 'auto' to spread a big model over GPUs"),
@@ -64,32 +74,78 @@ def audit(
                                           help="masked LMs: transformers class (AutoModel + --trust-remote-code for LLaDA/Dream)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
     _cache_only: bool = typer.Option(False, "--cache-only", hidden=True),
+    revision: Optional[str] = typer.Option(None, "--revision", help="target model revision (hub branch, tag or commit)"),
+    reference_revision: Optional[str] = typer.Option(None, "--reference-revision", help="reference model(s) revision"),
+    blind: bool = typer.Option(True, "--blind/--no-blind", help="also run the model-free blind baseline"),
+    blind_folds: int = typer.Option(5, "--blind-folds", min=2, help="blind baseline: cross-validation folds"),
+    blind_threshold: float = typer.Option(0.6, "--blind-threshold", help="blind baseline: AUC from which the sets count as different"),
+    redact: bool = typer.Option(False, "--redact", help="replace secret spans in every output by typed placeholders"),
+    redact_threshold: Optional[float] = typer.Option(None, "--redact-threshold", help="also redact tokens scored above this"),
+    redact_field: str = typer.Option("pii", "--redact-field", help="field listing the {type, start, end} secret spans of each text"),
+    benchmark: Optional[str] = typer.Option(None, "--benchmark", help="benchmark: Parquet/JSONL, save_to_disk dir or hub id"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="benchmark layout: wikimia (input/label) or mimir (member/nonmember)"),
+    split: Optional[str] = typer.Option(None, "--split", help="benchmark split (datasets with several)"),
+    benchmark_config: Optional[str] = typer.Option(None, "--benchmark-config", help="benchmark config name (hub datasets)"),
+    dataset_revision: Optional[str] = typer.Option(None, "--dataset-revision", help="benchmark revision (hub datasets)"),
+    label_field: Optional[str] = typer.Option(None, "--label-field", help="benchmark: label field (1 member, 0 non-member)"),
+    member_field: Optional[str] = typer.Option(None, "--member-field", help="benchmark (paired layout): member text field"),
+    nonmember_field: Optional[str] = typer.Option(None, "--nonmember-field", help="benchmark (paired layout): non-member text field"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="benchmark: the first N members and N non-members (paired: N rows)"),
 ):
     """Score member and non-member texts with every attack; write scores.csv, results.json, roc.png."""
     setup(verbose)
     import memlens
+    from memlens.cli.trust import benchmark_samples, load_options, print_blind
 
+    if benchmark is not None:
+        if members is not None or nonmembers is not None or data is not None:
+            raise typer.BadParameter("give --benchmark or --members/--nonmembers/--data, not both")
+        data = benchmark_samples(benchmark, preset, split=split, config=benchmark_config, revision=dataset_revision,
+                                 text_field=None if text_field == "text" else text_field, label_field=label_field,
+                                 member_field=member_field, nonmember_field=nonmember_field, limit=limit)
     if members is None and nonmembers is None and data is None:
         raise typer.BadParameter("give --members and --nonmembers, or --data with a label field")
+    load, refs = load_options(reference, revision, reference_revision, gguf_file=gguf_file, device=device, dtype=dtype,
+                              trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, device_map=device_map)
     result = memlens.audit(
-        target, reference or None, members=members, nonmembers=nonmembers, data=data, population=population,
-        attacks=attacks, attack_params=parse_params(param), gguf_file=gguf_file, device=device, dtype=dtype,
-        device_map=device_map, batch_size=batch_size, max_length=max_length, stride=stride, temperature=temperature,
-        cache_dir=None if no_cache else (cache_dir or "default"), trust_remote_code=trust_remote_code,
-        allow_pickle=allow_pickle, text_field=text_field, n_bootstrap=bootstrap, seed=seed, cache_only=_cache_only,
-        model_kind=model_kind, reference_splits=reference_splits,
+        target, refs, members=members, nonmembers=nonmembers, data=data, population=population,
+        attacks=attacks, attack_params=parse_params(param), gguf_file=gguf_file, load=load,
+        batch_size=batch_size, max_length=max_length, stride=stride, temperature=temperature,
+        cache_dir=None if no_cache else (cache_dir or "default"),
+        text_field=text_field, n_bootstrap=bootstrap, seed=seed, cache_only=_cache_only,
+        model_kind=model_kind, reference_splits=reference_splits, base=base, score=score, canaries=canaries,
+        canary_options={"method": canary_method, "n_samples": canary_samples} if canaries is not None else None,
         masked={"steps": mask_steps, "alpha_min": mask_min, "alpha_max": mask_max, "nested": not independent_masks,
                 "mask_token_id": mask_token_id, "auto_class": masked_auto_class},
+        blind={"folds": blind_folds, "threshold": blind_threshold} if blind else False,
     )
     if result is None or int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun every process scores its share; the first one writes the results
+    if redact or redact_threshold is not None:
+        from memlens.redact import redact_result
+
+        result = redact_result(result, field=redact_field, threshold=redact_threshold)  # once: the saved files and the report agree
     result.save(out, report=False)  # the report below, with the --report-texts choice
     if report:
         with result.stage("report"):
             _write_report(result, out, report_texts)
         result.write_results_json(out)  # again, with the report's time
+    print_blind(result)
     print_metrics(result)
+    _print_exposure(result)
     console.print(f"wrote {out}/scores.csv, results.json, roc.png" + (", report.html" if report and (out / 'report.html').exists() else ""))
+
+
+def _print_exposure(result) -> None:
+    exp = result.extra.get("canary_exposure")
+    if not exp:
+        return
+    t = Table(title="canary exposure (bits)")
+    for col in ("repetitions", "canaries", "mean", "min", "max"):
+        t.add_column(col, justify="right")
+    for r, row in exp["by_repetition"].items():
+        t.add_row("held out" if r == "0" else r, str(row["n"]), f"{row['mean']:.2f}", f"{row['min']:.2f}", f"{row['max']:.2f}")
+    console.print(t)
 
 
 def _write_report(result, out: Path, report_texts: int) -> None:
@@ -113,6 +169,8 @@ def attack(
     out: Path = typer.Option(Path("out"), "--out", "-o"),
     text_field: str = typer.Option("text", "--text-field"),
     gguf_file: Optional[str] = typer.Option(None, "--gguf-file"),
+    base: Optional[str] = BaseOpt,
+    score: str = ScoreOpt,
     max_length: Optional[int] = typer.Option(None, "--max-length", min=2),
     stride: Optional[int] = typer.Option(None, "--stride", min=1),
     temperature: float = typer.Option(1.0, "--temperature", min=1e-6),
@@ -129,16 +187,24 @@ def attack(
     mask_token_id: Optional[int] = typer.Option(None, "--mask-token-id"),
     masked_auto_class: str = typer.Option("AutoModelForMaskedLM", "--masked-auto-class"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
+    revision: Optional[str] = typer.Option(None, "--revision", help="target model revision (part of the cache key)"),
+    reference_revision: Optional[str] = typer.Option(None, "--reference-revision"),
+    blind: bool = typer.Option(True, "--blind/--no-blind", help="also run the model-free blind baseline"),
+    redact: bool = typer.Option(False, "--redact", help="replace the texts' pii spans in every output by typed placeholders"),
+    redact_threshold: Optional[float] = typer.Option(None, "--redact-threshold"),
 ):
     """Run attacks on cached statistics only (no model runs; fails if any statistic is missing)."""
     audit(target=target, reference=reference, reference_splits=reference_splits, members=members, nonmembers=nonmembers, data=data,
           population=population,
-          attacks=attacks, param=param, out=out, text_field=text_field, gguf_file=gguf_file, device="cpu", dtype="auto",
+          attacks=attacks, param=param, out=out, text_field=text_field, gguf_file=gguf_file, base=base, score=score, canaries=None,
+          canary_method="auto", canary_samples=2000, device="cpu", dtype="auto",
           device_map=None, batch_size=None, max_length=max_length, stride=stride, temperature=temperature,
           cache_dir=cache_dir, no_cache=False, trust_remote_code=False, allow_pickle=False, bootstrap=bootstrap, seed=seed,
           report=report, report_texts=report_texts, model_kind=model_kind, mask_steps=mask_steps, mask_min=mask_min, mask_max=mask_max,
           independent_masks=independent_masks, mask_token_id=mask_token_id, masked_auto_class=masked_auto_class,
-          verbose=verbose, _cache_only=True)
+          verbose=verbose, _cache_only=True, revision=revision, reference_revision=reference_revision, blind=blind, blind_folds=5,
+          blind_threshold=0.6, redact=redact, redact_threshold=redact_threshold, redact_field="pii", benchmark=None, preset=None,
+          split=None, benchmark_config=None, dataset_revision=None, label_field=None, member_field=None, nonmember_field=None, limit=None)
 
 
 @app.command()
@@ -149,6 +215,7 @@ def score(
     texts: List[Path] = typer.Argument(..., help="files of texts to score"),
     text_field: str = typer.Option("text", "--text-field"),
     gguf_file: Optional[str] = typer.Option(None, "--gguf-file"),
+    base: Optional[str] = BaseOpt,
     device: str = typer.Option("auto", "--device"),
     dtype: str = typer.Option("auto", "--dtype"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
@@ -159,20 +226,25 @@ def score(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
     allow_pickle: bool = typer.Option(False, "--allow-pickle"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
+    revision: Optional[str] = typer.Option(None, "--revision", help="target model revision (hub branch, tag or commit)"),
+    reference_revision: Optional[str] = typer.Option(None, "--reference-revision", help="reference model(s) revision"),
 ):
     """Compute and cache per-token statistics (the model pass) without running attacks."""
     setup(verbose)
     from memlens.audit import score_texts
+    from memlens.cli.trust import load_options
     from memlens.data import load_samples
-    from memlens.models.handle import LoadOptions
     from memlens.passes.causal import PassSettings
 
-    all_texts = [s.text for p in texts for s in load_samples(p, text_field=text_field)]
-    bundle = score_texts(target, reference or [], all_texts, gguf_file=gguf_file, cache_dir=cache_dir or "default",
+    all_texts = [s for p in texts for s in load_samples(p, text_field=text_field)]  # Samples: chats are rendered first
+    options, refs = load_options(reference, revision, reference_revision, device=device, dtype=dtype,
+                                 trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    bundle = score_texts(target, refs or [], all_texts, gguf_file=gguf_file, base=base, cache_dir=cache_dir or "default",
                          settings=PassSettings(batch_size=batch_size, max_length=max_length, stride=stride, temperature=temperature),
-                         options=LoadOptions(device=device, dtype=dtype, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle))
+                         options=options)
     n_tok = sum(len(s) for s in bundle.target)
-    console.print(f"{len(all_texts)} texts, {n_tok} tokens: {bundle.computed} computed, {len(set(all_texts)) - bundle.computed} from cache")
+    n_unique = len({s.text for s in all_texts})
+    console.print(f"{len(all_texts)} texts, {n_tok} tokens: {bundle.computed} computed, {n_unique - bundle.computed} from cache")
 
 
 @app.command()
@@ -183,11 +255,13 @@ def extract(
     spans_field: str = typer.Option("pii", "--spans-field", help="field listing {type, start, end} spans of each text"),
     types: Optional[List[str]] = typer.Option(None, "--type", help="only secrets of this type (repeatable)"),
     gguf_file: Optional[str] = typer.Option(None, "--gguf-file"),
+    base: Optional[str] = BaseOpt,
     device: str = typer.Option("auto", "--device"),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="write extraction.jsonl and extraction.json here"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
     allow_pickle: bool = typer.Option(False, "--allow-pickle"),
+    revision: Optional[str] = typer.Option(None, "--revision", help="target model revision (hub branch, tag or commit)"),
 ):
     """Prompt with each text up to a secret, greedy-decode, count exact and fuzzy matches."""
     setup(False)
@@ -197,15 +271,12 @@ def extract(
     from memlens.data import DataError, load_samples
     from memlens.extraction import extract as run_extract
     from memlens.extraction import secrets_from_samples, summarize
-    from memlens.models.loading import load_model, load_tokenizer, resolve_model
 
     samples = [s for p in data for s in load_samples(p)]
     secrets = secrets_from_samples(samples, field=spans_field, types=types or None)
     if not secrets:
         raise DataError(f"no secret spans found: the texts have no {spans_field!r} field with {{type, start, end}} entries")
-    ms = resolve_model(target, gguf_file=gguf_file, allow_pickle=allow_pickle)
-    tok = load_tokenizer(ms, trust_remote_code=trust_remote_code)
-    model = load_model(ms, device=device, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    model, tok = _extract_model(target, base, gguf_file, device, trust_remote_code, allow_pickle, revision)
     outcomes = run_extract(model, tok, secrets, batch_size=batch_size)
     summary = summarize(outcomes)
     t = Table(title="verbatim extraction")
@@ -224,15 +295,43 @@ def extract(
                                                 "similarity": o.similarity} for o in outcomes))
 
 
+def _extract_model(target: str, base: Optional[str], gguf_file: Optional[str], device: str, trust_remote_code: bool, allow_pickle: bool,
+                   revision: Optional[str] = None):
+    """The model and tokenizer to generate with: a PEFT adapter directory on its base, or any model."""
+    from memlens.data import DataError
+    from memlens.models.adapters import is_adapter_dir, load_adapter
+    from memlens.models.loading import load_model, load_tokenizer, resolve_model
+
+    if is_adapter_dir(target):
+        return load_adapter(target, base, device=device, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    if base is not None:
+        raise DataError("--base is the base model of a PEFT adapter; the target is not an adapter directory")
+    ms = resolve_model(target, gguf_file=gguf_file, revision=revision, allow_pickle=allow_pickle)
+    return load_model(ms, device=device, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle), \
+        load_tokenizer(ms, trust_remote_code=trust_remote_code)
+
+
 @app.command()
 @friendly_errors
-def report(results_dir: Path = typer.Argument(..., help="an audit's output directory"),
-           report_texts: int = typer.Option(200, "--report-texts", min=0, help=REPORT_TEXTS_HELP)):
+def report(
+    results_dir: Path = typer.Argument(..., help="an audit's output directory"),
+    report_texts: int = typer.Option(200, "--report-texts", min=0, help=REPORT_TEXTS_HELP),
+    redact: bool = typer.Option(False, "--redact", help="replace the texts' pii spans by typed placeholders in the report"),
+    redact_threshold: Optional[float] = typer.Option(None, "--redact-threshold", help="also redact every token scored above this"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="write the report here instead of DIR/report.html"),
+):
     """(Re)build the self-contained report.html of an audit's output directory."""
     setup(False)
     from memlens.report import write_report_from_dir
 
-    console.print(f"wrote {write_report_from_dir(results_dir, report_texts=report_texts)}")
+    if redact or redact_threshold is not None:
+        from memlens.report.html import write_redacted_report_from_dir
+
+        path = write_redacted_report_from_dir(results_dir, threshold=redact_threshold, out=out, report_texts=report_texts)
+        console.print(f"wrote {path} (redacted; the directory's texts.jsonl and token_scores.parquet still hold the secrets: "
+                      "share only the report)")
+        return
+    console.print(f"wrote {write_report_from_dir(results_dir, out=out, report_texts=report_texts)}")
 
 
 @app.command()

@@ -102,13 +102,15 @@ class MemlensCallback(TrainerCallback):
     are in the training data: their exposure is logged too, as ``memlens/exposure/rep<k>`` (mean
     over the canaries inserted k times; ``rep0``: held out), and saved in results.json.
     ``exposure_options``: keyword arguments of :func:`memlens.canary.exposure` (method, n_samples...).
+    ``score``: the tokens the attacks aggregate over, as for :func:`memlens.audit` ("auto": the
+    completion of prompt/completion records, the assistant turns of chat records, else every token).
     """
 
     def __init__(self, members, nonmembers, *, reference: Any = None, attacks: Sequence[str] | str = "all",
                  attack_params: dict[str, dict] | None = None, max_length: int | None = None, batch_size: int | None = None,
                  n_bootstrap: int = 0, cache_dir: str | Path | None = "output", text_field: str = "text",
                  on_evaluate: bool = True, on_train_end: bool = True, report: bool = True, seed: int = 0,
-                 canaries: Any = None, exposure_options: dict[str, Any] | None = None):
+                 canaries: Any = None, exposure_options: dict[str, Any] | None = None, score: str = "auto"):
         from memlens.data import as_samples
 
         # validate the texts now, not after the first hours of training
@@ -119,6 +121,13 @@ class MemlensCallback(TrainerCallback):
 
             raise DataError("MemlensCallback needs member and held-out (non-member) texts")
         self.reference = reference
+        from memlens.scope import SCORE_MODES
+
+        if score not in SCORE_MODES:  # now, not at the first evaluation
+            from memlens.data import DataError
+
+            raise DataError(f"--score must be one of {', '.join(SCORE_MODES)}, got {score!r}")
+        self.score = score  # which tokens count: completion / assistant / all / auto (see memlens.scope)
         self.attacks = attacks
         self.attack_params = attack_params
         self.max_length = max_length
@@ -229,7 +238,7 @@ class MemlensCallback(TrainerCallback):
             return audit(model, ref, members=self.members, nonmembers=self.nonmembers, attacks=self.attacks,
                          attack_params=self.attack_params, tokenizer=tokenizer, batch_size=self.batch_size,
                          max_length=self.max_length, cache_dir=cache_dir, n_bootstrap=self.n_bootstrap,
-                         seed=self.seed, progress=False)
+                         seed=self.seed, progress=False, score=self.score)
 
 
     def _exposure(self, model: torch.nn.Module, tokenizer: Any):

@@ -426,6 +426,17 @@ def _metrics(res: dict[str, Any], fpr_keys: list[str]) -> list[dict[str, Any]]:
     return out
 
 
+def _blind(res: dict[str, Any], fpr_keys: list[str]) -> dict[str, Any] | None:
+    """The blind baseline (memlens.blind) as a metrics row plus its verdict and warning, for the banner."""
+    b = res.get("blind")
+    if not isinstance(b, dict) or not isinstance(b.get("metrics"), dict):
+        return None
+    row = _metrics({"metrics": {"blind (model-free)": b["metrics"]}}, fpr_keys)[0]
+    verdict = str(b.get("verdict") or "ok")
+    return {"row": row, "verdict": verdict, "warning": None if verdict == "ok" else str(b.get("warning") or ""),
+            "folds": b.get("folds")}
+
+
 def _studies(res: dict[str, Any]) -> dict[str, Any]:
     """Further studies saved in results.json (the demo's per-tier metrics, verbatim extraction and token localization)."""
     demo = res.get("demo") if isinstance(res.get("demo"), dict) else {}
@@ -453,6 +464,12 @@ def _studies(res: dict[str, Any]) -> dict[str, Any]:
         out["localization"] = [{"scorer": str(k), "auc": _finite((v or {}).get("auc")), "topk": _finite((v or {}).get("topk_precision")),
                                 "n_texts": (v or {}).get("n_texts"), "n_secret": (v or {}).get("n_secret_tokens")}
                                for k, v in list(loc.items())[:MAX_STUDY_ROWS] if isinstance(v, dict)]
+    exp = res.get("canary_exposure") if isinstance(res.get("canary_exposure"), dict) else {}
+    by_rep = exp.get("by_repetition")
+    if isinstance(by_rep, dict) and by_rep:  # memlens audit --canaries (memlens.canary.ExposureResult.to_dict)
+        out["exposure"] = [{"repetitions": "held out" if str(r) == "0" else str(r), "n": (row or {}).get("n"),
+                            "mean": _finite((row or {}).get("mean")), "min": _finite((row or {}).get("min")),
+                            "max": _finite((row or {}).get("max"))} for r, row in list(by_rep.items())[:MAX_STUDY_ROWS]]
     return out
 
 
@@ -591,7 +608,7 @@ def build_payload(saved: SavedAudit, threshold: float | None = None, report_text
                                                      score_cols[0] if score_cols else None),
         "token_attacks": tok_info, "threshold": float(threshold), "pii_types": pii_types,
         "has_tiers": any(t["tier"] is not None for t in texts) or any(v is not None for v in rest["tier"]),
-        "studies": _studies(res),
+        "studies": _studies(res), "blind": _blind(res, fpr_keys), "redacted": bool(res.get("redacted")),
         "leak": _leak(res),
     })
     payload["texts"] = texts  # already JSON-safe (walking ~10^6 token numbers again would be slow)
@@ -730,6 +747,17 @@ def write_report_from_dir(results_dir: str | os.PathLike, *, threshold: float | 
     ``report_texts``: how many texts get a token view in the page (:func:`select_token_texts`)."""
     saved = load_saved(results_dir)
     return _write(Path(out) if out is not None else Path(results_dir) / "report.html", build_html(saved, threshold, report_texts))
+
+
+def write_redacted_report_from_dir(results_dir: str | os.PathLike, *, threshold: float | None = None, field: str = "pii",
+                                   out: str | os.PathLike | None = None, leak_threshold: float | None = None,
+                                   report_texts: int = DEFAULT_REPORT_TEXTS) -> Path:
+    """``memlens report DIR --redact``: the report of a saved audit with its secrets redacted
+    (:func:`memlens.redact.redact_saved`; ``threshold``: also every token scored above it)."""
+    from memlens.redact import redact_saved
+
+    saved = redact_saved(load_saved(results_dir), field=field, threshold=threshold)
+    return _write(Path(out) if out is not None else Path(results_dir) / "report.html", build_html(saved, leak_threshold, report_texts))
 
 
 def write_report(result, out_dir: str | os.PathLike, *, threshold: float | None = None,
