@@ -39,9 +39,12 @@ from memlens.passes._shared import is_main_process
 from memlens.passes.causal import PassSettings, StatsBundle, compute_stats
 from memlens.scope import Scope, check_assistant_turns, is_chat, render_chats, resolve_scope, restrict, sample_spans, scatter
 from memlens.stats import TokenStats
-from memlens.tokens import token_strings
+from memlens.tokens import colour_scale, token_strings
 
 log = logging.getLogger("memlens")
+
+# texts per row group of token_scores.parquet (~300 KB at 200 tokens a text and two token-level attacks)
+TOKEN_ROW_GROUP = 256
 
 
 @dataclass
@@ -146,24 +149,48 @@ class AuditResult:
         labels = self.scores["label"].to_numpy()
         plot_roc({a: (labels, self.scores[a].to_numpy()) for a in self.metrics}, path)
 
-    def _save_tokens(self, path: Path) -> None:
+    def _save_tokens(self, path: Path, rows_per_group: int = TOKEN_ROW_GROUP) -> None:
+        """token_scores.parquet, written one row group of ``rows_per_group`` texts at a time: the
+        columns of one group are built from the per-text arrays (one values buffer and one offsets
+        array each, no Python list per token) and written before the next, so the file never
+        exists twice in memory; small groups also let ``memlens show`` read one text's group only."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        cols: dict[str, list] = {
-            "id": [s.id for s in self.samples],
-            "label": [s.label for s in self.samples],
-            "token_ids": [st.token_ids for st in self.target_stats],
-            "tokens": self.token_strings,
-            "span_start": [st.span_start for st in self.target_stats],
-            "span_end": [st.span_end for st in self.target_stats],
-            "target_logprob": [st.logprob for st in self.target_stats],
-        }
+        n = len(self.samples)
+        columns: list[tuple[str, Any, Any]] = [  # name, per-text getter, value type
+            ("token_ids", lambda i: self.target_stats[i].token_ids, pa.int64()),
+            ("tokens", lambda i: self.token_strings[i], pa.string()),
+            ("span_start", lambda i: self.target_stats[i].span_start, pa.int64()),
+            ("span_end", lambda i: self.target_stats[i].span_end, pa.int64()),
+            ("target_logprob", lambda i: self.target_stats[i].logprob, pa.float32()),
+        ]
         if self.reference_logprobs is not None:
-            cols["reference_logprob"] = [a.astype(np.float32) for a in self.reference_logprobs]
+            columns.append(("reference_logprob", lambda i: self.reference_logprobs[i], pa.float32()))
         for attack, toks in self.token_scores.items():
-            cols[f"{attack}_token"] = [np.asarray(t, dtype=np.float32) for t in toks]
-        pq.write_table(pa.table(cols), path)
+            columns.append((f"{attack}_token", lambda i, toks=toks: toks[i], pa.float32()))
+        schema = pa.schema([("id", pa.string()), ("label", pa.int64())] + [(name, pa.list_(typ)) for name, _, typ in columns])
+        with pq.ParquetWriter(path, schema) as writer:
+            for lo in range(0, max(n, 1), rows_per_group):
+                idx = range(lo, min(lo + rows_per_group, n))
+                arrays = [pa.array([str(self.samples[i].id) for i in idx], pa.string()),
+                          pa.array([self.samples[i].label for i in idx], pa.int64())]
+                arrays += [_list_array([get(i) for i in idx], typ) for _, get, typ in columns]
+                writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+
+
+def _list_array(parts: list, typ: Any):
+    """A pyarrow list array of one row per text from per-text arrays (or lists of strings)."""
+    import pyarrow as pa
+
+    lengths = np.fromiter((len(p) for p in parts), dtype=np.int32, count=len(parts))
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int32))
+    if pa.types.is_string(typ):
+        values = pa.array([x for p in parts for x in p], typ)
+    else:
+        dtype = typ.to_pandas_dtype()
+        values = pa.array(np.concatenate([np.asarray(p, dtype=dtype).reshape(-1) for p in parts]) if parts else np.zeros(0, dtype))
+    return pa.ListArray.from_arrays(offsets, values)
 
 
 def peak_rss_mb() -> float:
@@ -700,7 +727,9 @@ def _assemble(samples, t, refs, results, bundle, names, attack_params, settings,
     timings["token strings"] = time.perf_counter() - t0
     ref_lp = None
     if bundle.comparison is not None:
-        ref_lp = [st.logprob.astype(np.float64) - lr for st, lr in zip(bundle.target, bundle.comparison.log_ratio)]
+        # float32, as saved and shown: a float64 copy of every token would double this list's memory
+        ref_lp = [np.subtract(st.logprob, lr, dtype=np.float64).astype(np.float32)
+                  for st, lr in zip(bundle.target, bundle.comparison.log_ratio)]
     settings_d = {
         "target": t.describe(), "references": [r.describe() for r in refs], "attacks": list(names),
         "attack_params": {n: get_attack(n).resolve_params((attack_params or {}).get(n)) for n in names},
@@ -708,8 +737,11 @@ def _assemble(samples, t, refs, results, bundle, names, attack_params, settings,
         "n_population": n_pop, "seed": seed, "n_bootstrap": n_bootstrap, "fprs": list(fprs),
         "python": platform.python_version(),
     }
+    # the token view's colour scales, saved so that `memlens show` reads one text, not all (memlens.tokens.colour_scale)
+    scales = {n: colour_scale(np.asarray(t, dtype=np.float32) for t in r.token_scores)
+              for n, r in results.items() if r.token_scores is not None}
     return AuditResult(
-        samples=samples, scores=scores, metrics=metrics,
+        samples=samples, scores=scores, metrics=metrics, extra={"token_scales": scales},
         token_scores={n: r.token_scores for n, r in results.items() if r.token_scores is not None},
         target_stats=bundle.target, token_strings=strings, settings=settings_d,
         attack_info={n: r.info for n, r in results.items()}, notes=notes, reference_logprobs=ref_lp, timings=timings,

@@ -32,3 +32,17 @@ def token_strings(text: str, span_start, span_end) -> list[str]:
     stop = np.maximum.accumulate(np.maximum(ends, starts))  # where the text shown so far ends
     begin = np.r_[starts[0], stop[:-1]]
     return [text[a:b] for a, b in zip(begin.tolist(), stop.tolist())]
+
+
+def colour_scale(values) -> float | None:
+    """The token view's colour scale of one token-level attack: the 99th percentile of |score| over
+    every finite token score of every text (1.0 where that is 0), 3 decimals; None without scores.
+
+    The report and ``memlens show`` colour by it; the audit saves it in results.json
+    (``token_scales``) so that showing one text does not read every text's scores."""
+    parts = [np.abs(np.asarray(v, dtype=np.float64)) for v in values]
+    allv = np.concatenate(parts) if parts else np.zeros(0)
+    allv = allv[np.isfinite(allv)]
+    if allv.size == 0:
+        return None
+    return round(float(np.quantile(allv, 0.99)) or 1.0, 3)

@@ -197,10 +197,10 @@ def attack(
     masked_auto_class: str = typer.Option("AutoModelForMaskedLM", "--masked-auto-class"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
     revision: Optional[str] = typer.Option(None, "--revision", help="target model revision (part of the cache key)"),
-    reference_revision: Optional[str] = typer.Option(None, "--reference-revision"),
+    reference_revision: Optional[str] = typer.Option(None, "--reference-revision", help="reference model(s) revision"),
     blind: bool = typer.Option(True, "--blind/--no-blind", help="also run the model-free blind baseline"),
     redact: bool = typer.Option(False, "--redact", help="replace the texts' pii spans in every output by typed placeholders"),
-    redact_threshold: Optional[float] = typer.Option(None, "--redact-threshold"),
+    redact_threshold: Optional[float] = typer.Option(None, "--redact-threshold", help="also redact tokens scored above this"),
 ):
     """Run attacks on cached statistics only (no model runs; fails if any statistic is missing)."""
     out = attack_out_dir(out, attacks, force)

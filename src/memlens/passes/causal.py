@@ -312,6 +312,10 @@ def out_reference_comparison(target: ModelHandle, references: Sequence[ModelHand
     kl: list = [None] * len(texts)
     for out, idx in sorted(groups.items()):
         bundle = compute_stats(target, [references[keep[j]] for j in out], [texts[i] for i in idx], cache, s)
+        if bundle.comparison is None:  # a data-parallel worker: it scored its share, the main process assembles
+            continue
         for k, i in enumerate(idx):
             log_ratio[i], kl[i] = bundle.comparison.log_ratio[k], bundle.comparison.kl[k]
+    if not is_main_process():
+        return None
     return TokenComparison(log_ratio, kl, "token-level q per text: the mixture of the references OUT for it (reference splits)")

@@ -25,6 +25,7 @@ def synthetic_result(n_texts: int = 40, n_tokens: int | tuple[int, int] = 60, *,
     from memlens.data import Sample
     from memlens.metrics import evaluate
     from memlens.stats import TokenStats
+    from memlens.tokens import colour_scale
 
     rng = np.random.default_rng(seed)
     samples, stats, strings, ref_lp = [], [], [], []
@@ -76,7 +77,9 @@ def synthetic_result(n_texts: int = 40, n_tokens: int | tuple[int, int] = 60, *,
     info = {a: ({"unit": "bits"} if a == "informia_token" else {}) for a in attacks}
     return AuditResult(samples=samples, scores=scores, metrics=metrics, token_scores=tok_scores, target_stats=stats,
                        token_strings=strings, settings=settings, attack_info=info, notes=["synthetic audit"],
-                       reference_logprobs=ref_lp if with_reference else None)
+                       reference_logprobs=ref_lp if with_reference else None,
+                       # as memlens.audit saves them (results.json "token_scales", read by `memlens show`)
+                       extra={"token_scales": {a: colour_scale(np.asarray(t, dtype=np.float32) for t in v) for a, v in tok_scores.items()}})
 
 
 def _tokenize(text: str) -> tuple[np.ndarray, np.ndarray]:

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from memlens.tokens import colour_scale
+
 PREFERRED_TOKEN_ATTACK = "informia_token"
 KNOWN_UNITS = {"informia_token": "bits", "minkpp": "z"}
 # token_scores.parquet columns that are not an attack's token scores (those are "<attack>_token")
@@ -224,6 +226,86 @@ def _check_saved(d: Path, results: dict, columns: list[str], scores: list[dict],
             raise DataError(f"{d / name} lacks {len(absent)} of the {len(ids)} texts of scores.csv (e.g. id {absent[0]!r}): {hint}")
 
 
+def load_one(results_dir: str | os.PathLike, text_id: str) -> SavedAudit:
+    """:func:`load_saved` for one text (``memlens show``): results.json, that text's scores.csv row,
+    its texts.jsonl record and its token_scores.parquet row, which is found through the id column
+    and read from its row group only, so showing a text costs about the same at any audit size.
+
+    Raises DataError when there is no such text. Without texts.jsonl it falls back to
+    :func:`load_saved` (the text is then rebuilt from its token strings)."""
+    import pandas as pd
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from memlens.data import DataError, spreadsheet_unescape
+
+    d = Path(results_dir)
+    tid = str(text_id)
+    if not (d / "texts.jsonl").is_file():
+        full = load_saved(d)
+        rows = [r for r in full.scores if str(r["id"]) == tid]
+        if not rows:
+            raise DataError(f"no text with id {tid!r} in {d}")
+        return SavedAudit(full.results, rows, full.texts, full.tokens, full.notes)
+    full = load_saved_meta(d)
+    scores = pd.read_csv(d / "scores.csv", dtype={"id": str}, keep_default_na=True)
+    hit = scores[scores["id"].map(spreadsheet_unescape) == tid]
+    if hit.empty:
+        raise DataError(f"no text with id {tid!r} in {d}")
+    row = {k: spreadsheet_unescape(v) for k, v in hit.iloc[0].to_dict().items()}
+    texts = {}
+    keys = {json.dumps(tid), json.dumps(tid, ensure_ascii=False)}  # how json.dumps may have written the id
+    with open(d / "texts.jsonl", encoding="utf-8") as f:
+        for line in f:
+            if any(k in line for k in keys):
+                rec = json.loads(line)
+                if str(rec.get("id")) == tid:
+                    texts[tid] = rec
+                    break
+    tokens: Mapping[str, dict[str, Any]] = {}
+    notes = list(full.notes)
+    path = d / "token_scores.parquet"
+    if path.is_file():
+        pf = pq.ParquetFile(path)
+        where = pc.index(pf.read(columns=["id"]).column("id"), tid).as_py()
+        if where >= 0:
+            starts = np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)])
+            g = int(np.searchsorted(starts, where, side="right") - 1)
+            tokens = TokenRows(pf.read_row_group(g).slice(where - int(starts[g]), 1))
+    else:
+        notes.append("token_scores.parquet is missing: no token view")
+    return SavedAudit(full.results, [row], texts, tokens, notes)
+
+
+def load_saved_meta(results_dir: str | os.PathLike) -> SavedAudit:
+    """results.json alone (checked as :func:`load_saved` checks it), as a SavedAudit without texts."""
+    from memlens.data import DataError
+
+    d = Path(results_dir)
+    if not d.is_dir():
+        raise DataError(f"{d} is not a directory")
+    missing = [f for f in ("results.json", "scores.csv") if not (d / f).is_file()]
+    if missing:
+        raise DataError(f"{d} is not an audit output directory: it lacks {', '.join(missing)}")
+    try:
+        results = json.loads((d / "results.json").read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise DataError(f"{d / 'results.json'} is not valid JSON: {e}") from None
+    return SavedAudit(results, [], {}, {}, [])
+
+
+def saved_colour_scale(results_dir: str | os.PathLike, results: dict[str, Any], attack: str) -> float:
+    """The colour scale of ``attack``'s token scores: as the audit saved it in results.json
+    (``token_scales``), else (an older output directory) from that one column of every text."""
+    saved = (results.get("token_scales") or {}).get(attack) if isinstance(results.get("token_scales"), dict) else None
+    if isinstance(saved, (int, float)):
+        return float(saved)
+    import pyarrow.parquet as pq
+
+    col = pq.read_table(Path(results_dir) / "token_scores.parquet", columns=[f"{attack}_token"]).column(0).combine_chunks()
+    return float(colour_scale([col.values.to_numpy(zero_copy_only=False)]) or 4.0)
+
+
 # ---------------------------------------------------------------------------------------------
 # payload
 
@@ -321,8 +403,7 @@ def _slider(values: list[np.ndarray], threshold: float) -> dict[str, float]:
     hi = math.ceil(max(hi, threshold + 1, lo + 1))
     span = hi - lo
     step = 0.01 if span <= 4 else 0.05 if span <= 20 else 0.1 if span <= 40 else 0.5
-    scale = float(np.quantile(np.abs(allv), 0.99)) or 1.0
-    return {"min": float(lo), "max": float(hi), "step": step, "scale": round(scale, 3)}
+    return {"min": float(lo), "max": float(hi), "step": step, "scale": colour_scale([allv])}
 
 
 def _text_record(tid: str, row: dict[str, Any], saved: SavedAudit, score_cols: Sequence[str], token_attacks: Sequence[str],

@@ -72,29 +72,20 @@ def show_text(results_dir: str | os.PathLike, text_id: str, threshold: float | N
     Returns what was shown: id, n_tokens, leaked_tokens, leaked_total (in the attack's unit),
     leaked_pii_tokens, unit, attack, threshold, and at the calibrated threshold expected_by_chance,
     p_value and leaking (memlens.leakage.text_leak)."""
-    from memlens.data import DataError
     from memlens.leakage import text_leak
-    from memlens.report.html import SavedAudit, _slider, build_payload, default_threshold, iter_token_pieces, load_saved
+    from memlens.report.html import build_payload, default_threshold, iter_token_pieces, load_one, saved_colour_scale
 
-    saved = load_saved(results_dir)
+    # this one text's rows only, and the colour scale saved by the audit (as the HTML report has it)
+    saved = load_one(results_dir, str(text_id))
     calibrated = threshold is None
     if calibrated:
         threshold = default_threshold(saved.results)
-    tid = str(text_id)
-    row = next((r for r in saved.scores if str(r["id"]) == tid), None)
-    if row is None:
-        raise DataError(f"no text with id {safe_terminal_text(tid)!r} in {results_dir}")
-    # the payload of this one text only; the colour scale comes from all texts, as in the HTML report
-    payload = build_payload(SavedAudit(saved.results, [row], saved.texts, saved.tokens, saved.notes), threshold)
+    payload = build_payload(saved, threshold)
     t = payload["texts"][0]
     ta = _pick(payload, attack)
     scores = t["s"].get(ta["name"]) if ta else None
     unit = ta["unit"] if ta else ""
-    scale = 1.0
-    if ta:
-        col = f"{ta['name']}_token"
-        scale = float(_slider([np.asarray(r[col], dtype=np.float64) for r in saved.tokens.values() if r.get(col) is not None],
-                              threshold)["scale"])
+    scale = saved_colour_scale(results_dir, saved.results, ta["name"]) if ta else 1.0
     console = console or Console(highlight=False)
 
     body = Text()
