@@ -172,7 +172,7 @@ def run_audit(work: Path, target: Path, reference: Path, device: str, nproc: int
            "--nonmembers", str(work / "nonmembers.jsonl"), "--attacks", "all", "--device", device,
            "--cache-dir", str(work / "cache"), "--out", str(out), *extra]
     if nproc > 1:
-        argv = [shutil.which("torchrun") or "torchrun", f"--nproc-per-node={nproc}", "-m", "memlens.cli", "audit", *cmd]
+        argv = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "-m", "memlens.cli", "audit", *cmd]
     else:
         argv = [sys.executable, "-m", "memlens.cli", "audit", *cmd]
     if (work / "population.jsonl").exists():
