@@ -135,3 +135,14 @@ def test_blind_audit_takes_texts_labels_and_attack_aucs_from_a_result():
     result.samples[0].label = None
     with pytest.raises(BlindError, match="labels"):
         blind_audit(result)
+
+
+def test_large_audits_are_checked_on_a_balanced_seeded_sample():
+    members, nonmembers = shifted_pair(30)
+    texts, labels = _texts_labels(members, nonmembers)
+    r = blind_baseline(texts, labels, max_texts=24, folds=3, n_bootstrap=50)
+    scored = ~np.isnan(r.scores)
+    assert scored.sum() == 24 and np.asarray(labels)[scored].sum() == 12  # 12 per class
+    assert any("sample of 24 of the 60 texts" in n for n in r.metrics.notes)
+    again = blind_baseline(texts, labels, max_texts=24, folds=3, n_bootstrap=50)
+    assert np.array_equal(scored, ~np.isnan(again.scores))  # seeded
