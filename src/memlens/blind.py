@@ -30,7 +30,7 @@ from memlens.metrics import AttackMetrics, evaluate
 #: baselines reach far more, up to about 0.99, on the benchmarks they debunk, while
 #: same-distribution sets sit at 0.5 up to sampling noise).
 DEFAULT_THRESHOLD = 0.6
-DEFAULT_MAX_TEXTS = 4000  # texts the blind check samples from a larger audit (both classes balanced)
+DEFAULT_MAX_TEXTS = 1000  # texts the blind check samples from a larger audit (both classes balanced)
 DEFAULT_FOLDS = 5
 
 _YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)\b")
