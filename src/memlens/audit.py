@@ -621,7 +621,8 @@ def check_duplicate_texts(samples: Sequence[Sample]) -> list[str]:
     first: dict[str, Sample] = {}
     repeats: list[tuple[Sample, Sample]] = []
     for smp in samples:
-        h = text_hash(smp.text)
+        # a chat's text is rendered later (with the target's chat template): compare its messages
+        h = text_hash(json.dumps(smp.meta.get("messages"), sort_keys=True) if is_chat(smp.meta) else smp.text)
         seen = first.setdefault(h, smp)
         if seen is smp:
             continue

@@ -185,7 +185,8 @@ def test_token_attack_switch(synth):
     page.select_option("#tokAttackSel", "minkpp")
     assert page.locator("#thrVal + .unit").inner_text() == "z"
     page.locator("#tokens .tok").nth(3).hover()
-    assert "LEAKED" in page.locator("#tip").inner_text() or "below threshold" in page.locator("#tip").inner_text()
+    tip = page.locator("#tip").inner_text()
+    assert "minkpp" in tip and ("above the threshold" in tip or "below the threshold" in tip)  # the switched attack's own test
     page.select_option("#tokAttackSel", "informia_token")
     assert page.locator("#thrVal + .unit").inner_text() == "bits"
 

@@ -287,6 +287,9 @@ def load_saved_meta(results_dir: str | os.PathLike) -> SavedAudit:
     missing = [f for f in ("results.json", "scores.csv") if not (d / f).is_file()]
     if missing:
         raise DataError(f"{d} is not an audit output directory: it lacks {', '.join(missing)}")
+    from memlens.outputs import verify_set
+
+    verify_set(d)  # `memlens show` reads one text, but never from a set that is not one run's
     try:
         results = json.loads((d / "results.json").read_text(encoding="utf-8"))
     except ValueError as e:
