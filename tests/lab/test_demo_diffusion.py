@@ -310,8 +310,9 @@ def test_cli_demo_family_diffusion(tmp_path, monkeypatch):
     (["--family", "hybrid"], "--family must be one of"),
     (["--family", "diffusion", "--condition", "sideways"], "--condition must be one of"),
     (["--family", "diffusion", "--model-size", "tiny"], "--model-size"),
-    (["--condition", "shift"], "go with --family diffusion"),
-    (["--retrain"], "go with --family diffusion"),
+    (["--condition", "shift"], "goes with --family diffusion"),
+    # --retrain is an option of the causal demo too now (it reuses trained models by default)
+    (["--base", "smollm2", "--retrain"], "--retrain goes with the tiny from-scratch models"),
 ])
 def test_cli_demo_family_bad_input(tmp_path, args, msg):
     from memlens.cli import app

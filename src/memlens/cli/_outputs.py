@@ -26,7 +26,9 @@ def preflight_cli(out: Optional[Path], cache_dir: Optional[Path | str], inputs: 
     from memlens.cache import default_cache_dir
     from memlens.outputs import preflight
 
-    n_chars = sum(_text_chars(Path(p)) for p in inputs if p is not None)
+    # inputs are paths, or (from --benchmark) lists of records already read: those count by their texts
+    n_chars = sum(_text_chars(Path(p)) if isinstance(p, (str, os.PathLike)) else sum(len(str(r)) for r in p)
+                  for p in inputs if p is not None)
     root = None if cache_dir is None else (default_cache_dir() if cache_dir == "default" else Path(cache_dir))
     preflight(out, root, n_chars, n_models)
 
