@@ -134,15 +134,8 @@ def load_saved(results_dir: str | os.PathLike) -> SavedAudit:
     import pandas as pd
 
     from memlens.data import DataError, spreadsheet_unescape
-    from memlens.outputs import verify_set
 
-    d = Path(results_dir)
-    if not d.is_dir():
-        raise DataError(f"{d} is not a directory")
-    missing = [f for f in ("results.json", "scores.csv") if not (d / f).is_file()]
-    if missing:
-        raise DataError(f"{d} is not an audit output directory: it lacks {', '.join(missing)}")
-    verify_set(d)
+    d = _checked_output_dir(results_dir)
     try:
         results = json.loads((d / "results.json").read_text(encoding="utf-8"))
     except ValueError as e:
@@ -277,9 +270,11 @@ def load_one(results_dir: str | os.PathLike, text_id: str) -> SavedAudit:
     return SavedAudit(full.results, [row], texts, tokens, notes)
 
 
-def load_saved_meta(results_dir: str | os.PathLike) -> SavedAudit:
-    """results.json alone (checked as :func:`load_saved` checks it), as a SavedAudit without texts."""
+def _checked_output_dir(results_dir: str | os.PathLike) -> Path:
+    """An audit's output directory, refused in one line when it is not one (no results.json or
+    scores.csv) or when its files do not match its manifest (memlens.outputs.verify_set)."""
     from memlens.data import DataError
+    from memlens.outputs import verify_set
 
     d = Path(results_dir)
     if not d.is_dir():
@@ -287,9 +282,15 @@ def load_saved_meta(results_dir: str | os.PathLike) -> SavedAudit:
     missing = [f for f in ("results.json", "scores.csv") if not (d / f).is_file()]
     if missing:
         raise DataError(f"{d} is not an audit output directory: it lacks {', '.join(missing)}")
-    from memlens.outputs import verify_set
+    verify_set(d)
+    return d
 
-    verify_set(d)  # `memlens show` reads one text, but never from a set that is not one run's
+
+def load_saved_meta(results_dir: str | os.PathLike) -> SavedAudit:
+    """results.json alone (checked as :func:`load_saved` checks it), as a SavedAudit without texts."""
+    from memlens.data import DataError
+
+    d = _checked_output_dir(results_dir)  # `memlens show` reads one text, but never from a set that is not one run's
     try:
         results = json.loads((d / "results.json").read_text(encoding="utf-8"))
     except ValueError as e:

@@ -370,19 +370,24 @@ def training_fingerprint(paths: TestbedPaths, cfg: TestbedConfig) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
-def saved_info(model_dir: Path, fingerprint: str) -> dict | None:
-    """The training record of a model saved whole with this fingerprint, else None.
+def _saved_record(d: Path, fingerprint: str, payload: str) -> dict | None:
+    """``d/training.json`` when ``d/payload`` exists beside it and the record has this fingerprint, else None.
 
-    ``training.json`` is written after the weights and tokenizer, so its presence means the save
-    finished; an interrupted save, or a model of another configuration, gives None."""
-    f = model_dir / "training.json"
-    if not f.is_file() or not (model_dir / "model.safetensors").is_file():
+    ``training.json`` is written after what it describes, so its presence means the save finished; an
+    interrupted save, or one of another configuration, gives None."""
+    f = d / "training.json"
+    if not f.is_file() or not (d / payload).is_file():
         return None
     try:
         info = json.loads(f.read_text())
     except ValueError:
         return None
     return info if info.get("fingerprint") == fingerprint else None
+
+
+def saved_info(model_dir: Path, fingerprint: str) -> dict | None:
+    """The training record of a model saved whole with this fingerprint, else None."""
+    return _saved_record(model_dir, fingerprint, "model.safetensors")
 
 
 def _train_models(
@@ -477,14 +482,7 @@ def _train_models(
 
 def saved_tokenizer_info(tok_dir: Path, fingerprint: str) -> dict | None:
     """The tokenizer's record when it was trained with this fingerprint and saved whole, else None."""
-    f = tok_dir / "training.json"
-    if not f.is_file() or not (tok_dir / "tokenizer.json").is_file():
-        return None
-    try:
-        info = json.loads(f.read_text())
-    except ValueError:
-        return None
-    return info if info.get("fingerprint") == fingerprint else None
+    return _saved_record(tok_dir, fingerprint, "tokenizer.json")
 
 
 def balanced_splits(n_texts: int, k: int, seed: int) -> list[list[int]]:
