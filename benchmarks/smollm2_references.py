@@ -58,6 +58,30 @@ def plain_base(base: str, out: Path) -> str:
     return str(out)
 
 
+def export_ltmia_features(dest: Path, target, base, tokenizer, paths, batch_size: int, seed: int) -> None:
+    """The shipped classifier's input windows (first window per text, as the authors score) of the target with its
+    base as reference, with the labels and the baselines' scores: real-model training or test data for LT-MIA."""
+    import numpy as np
+
+    from memlens._io import read_jsonl
+    from memlens.lab.ltmia.generate import score_run
+    from memlens.ltmia import load_classifier
+    from memlens.ltmia.features import pad
+
+    spec = load_classifier("default").spec
+    members = [r["text"] for r in read_jsonl(paths.members)]
+    nonmembers = [r["text"] for r in read_jsonl(paths.nonmembers)]
+    population = [r["text"] for r in read_jsonl(paths.population)]
+    chunks, scores, meta = score_run(target, base, tokenizer, members, nonmembers, population, spec, batch_size)
+    x, lengths = pad(chunks, spec.max_tokens, chunks[0].shape[1], dtype=np.float16)
+    labels = np.r_[np.ones(len(members), np.int8), np.zeros(len(nonmembers), np.int8)]
+    tiers = np.asarray([str(r.get("tier", "")) for r in read_jsonl(paths.members)] + ["nonmember"] * len(nonmembers))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(dest, features=x, lengths=lengths, labels=labels, tiers=tiers, seed=seed,
+                        **{f"score_{k}": v for k, v in scores.items()})
+    print(f"LT-MIA features {x.shape} -> {dest} ({meta})")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", default="smollm2", help="a .gguf file, a saved model directory, a hub id, or smollm2 (the wheel)")
@@ -76,6 +100,9 @@ def main(argv=None) -> int:
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=Path("out/smolref"))
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--export-ltmia", type=Path, default=None, metavar="NPZ",
+                    help="also write the shipped LT-MIA classifier's input features of the target/base pair (members + non-members) "
+                         "to NPZ, for training LT-MIA with real-model runs")
     ap.add_argument("--save-base", type=Path, default=None, metavar="DIR", help="only write --base as a plain safetensors model to DIR")
     a = ap.parse_args(argv)
     if a.save_base:
@@ -131,6 +158,8 @@ def main(argv=None) -> int:
     results, info = audit_rows(target_h, settings, str(paths.members), str(paths.nonmembers), rows, device=a.device,
                                cache_dir=out / "cache", seed=a.seed, n_bootstrap=a.bootstrap, progress=a.progress, tokenizer=tok)
     timings["audits_s"] = round(time.perf_counter() - t1, 1)
+    if a.export_ltmia:
+        export_ltmia_features(a.export_ltmia, tgt.model, tgt.reference(), tok, paths, a.batch_size, a.seed)
     timings["total_s"] = round(time.perf_counter() - t0, 1)
     gpu = torch.cuda.get_device_name(0) if a.device.startswith("cuda") and torch.cuda.is_available() else None
     machine = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
