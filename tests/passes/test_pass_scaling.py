@@ -10,8 +10,9 @@ import torch
 
 import memlens
 from memlens.cache import CacheNamespace, StatsCache
-from memlens.models.causal import CausalScorer, tokenize, tokenize_many
+from memlens.models.causal import CausalScorer, TokenFeed, tokenize, tokenize_many
 from memlens.passes._shared import Flusher
+from memlens.stats import TOKEN_FIELDS
 
 TEXTS = [
     "Amber stone by the river, code 101.",
@@ -128,3 +129,57 @@ def test_audit_records_stage_timings_and_peak_memory(gpt2, gpt2_ref, tokenizer, 
     assert {"save: scores.csv", "save: token_scores.parquet", "attacks"} <= set(saved["timings"])
     assert all(isinstance(v, float) for v in saved["timings"].values())  # the benchmark prints every entry as seconds
     assert saved["peak_rss_mb"] > 10
+
+
+def _assert_results_equal(a: dict, b: dict, exact: bool) -> None:
+    assert sorted(a) == sorted(b)
+    check = np.testing.assert_array_equal if exact else (lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6))
+    for i in a:
+        for sa, sb in zip(a[i]["stats"], b[i]["stats"]):
+            for k in TOKEN_FIELDS:
+                (np.testing.assert_array_equal if TOKEN_FIELDS[k].kind == "i" else check)(getattr(sa, k), getattr(sb, k))
+        assert sorted(a[i]["pair"]) == sorted(b[i]["pair"])
+        for k in a[i]["pair"]:
+            check(a[i]["pair"][k], b[i]["pair"][k])
+
+
+def test_streamed_tokenization_scores_as_tokenizing_everything_first(gpt2, gpt2_ref, tokenizer, corpus):
+    """The pass fed chunk by chunk from the background tokenizer gives every text the statistics it gets
+    when every text is tokenized first; one chunk gives the very same batches, hence the same bits."""
+    # long texts too (several windows of the 64-position model), so windows of one text span batches
+    texts = corpus[:25] + TEXTS[:5] + [" ".join(corpus[i:i + 6]) for i in range(0, 18, 6)]
+    models = [gpt2.model, gpt2_ref.model]
+    before = CausalScorer(models, tokenizer, batch_size=4, progress=False).score_tokenized(tokenize_many(tokenizer, texts))
+    longest_first = sorted(range(len(texts)), key=lambda j: -len(texts[j]))
+    delivered: list[int] = []
+    for chunk, exact in ((len(texts), True), (5, False), (1, False)):
+        scorer = CausalScorer(models, tokenizer, batch_size=4, progress=False)
+        with TokenFeed(tokenizer, texts, longest_first, chunk=chunk) as feed:
+            got = scorer.score(texts, on_batch_done=lambda done: delivered.extend(done), feed=feed)
+        assert sorted(delivered) == list(range(len(texts)))  # every text delivered once
+        delivered.clear()
+        _assert_results_equal(before, got, exact)
+        assert feed.timings["tokenize (background)"] > 0 and feed.timings["wait for tokens"] >= 0
+
+
+def test_token_feed_yields_every_text_once_and_reraises_a_tokenizer_error(tokenizer, corpus):
+    texts = corpus[:11]
+    with TokenFeed(tokenizer, texts, list(reversed(range(11))), chunk=4, prefetch=1) as feed:
+        got = list(feed)
+    assert [idx for idx, _ in got] == [[7, 8, 9, 10], [3, 4, 5, 6], [0, 1, 2]]  # chunks in the given order, each in index order
+    for idx, toks in got:
+        for i, tk in zip(idx, toks):
+            assert tk.ids == tokenize(tokenizer, texts[i]).ids
+
+    class Broken:
+        def __call__(self, *a, **k):
+            raise RuntimeError("tokenizer broke (simulated)")
+
+    with pytest.raises(RuntimeError, match="tokenizer broke"), TokenFeed(Broken(), texts, range(11), chunk=4) as feed:
+        list(feed)
+    assert not feed._thread.is_alive()
+    # a consumer that stops early stops the thread (it does not block on a full queue)
+    feed = TokenFeed(tokenizer, texts, range(11), chunk=1, prefetch=1)
+    next(iter(feed))
+    feed.close()
+    assert not feed._thread.is_alive()
