@@ -423,6 +423,18 @@ def audit(
                                          n_bootstrap), blind, n_bootstrap, seed)
         result.notes.extend(dup_notes)
         return result
+    blind_job = _start_blind(samples, blind, seed, cache_dir)
+    try:
+        return _audit_causal(**locals())
+    except BaseException:
+        if blind_job is not None:
+            blind_job.cancel()
+        raise
+
+
+def _audit_causal(*, target, references, tokenizer, reference_tokenizers, gguf_file, options, base, samples, pop, score, attacks,
+                  attack_params, reference_splits, cache_dir, settings, fprs, n_bootstrap, seed, canaries, canary_options, dup_notes,
+                  blind, blind_job, **_) -> AuditResult | None:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     t, refs = _handles(target, references, tokenizer, reference_tokenizers, gguf_file, options, base)
@@ -488,18 +500,37 @@ def audit(
                                                           **(canary_options or {})).to_dict()
         result.extra["canary_exposure"]["settings"]["target"] = t.name  # the adapter dir, not the base the peft model names
         result.timings["canary exposure"] = time.perf_counter() - t0
-    return _with_blind(result, blind, n_bootstrap, seed)
+    return _with_blind(result, blind, n_bootstrap, seed, blind_job)
 
 
-def _with_blind(result: AuditResult | None, blind: bool | dict[str, Any], n_bootstrap: int, seed: int) -> AuditResult | None:
+def _with_blind(result: AuditResult | None, blind: bool | dict[str, Any], n_bootstrap: int, seed: int,
+                job: Any = None) -> AuditResult | None:
     """The blind baseline next to the attacks (``audit(blind=...)``), with the audit's bootstrap and seed
-    (on the main process only: the others return None)."""
+    (on the main process only: the others return None). ``job``: its classifier, started by
+    :func:`_start_blind` before the pass; the timings then say how long it ran beside the audit and how
+    long the audit waited for it."""
     if blind and result is not None:
         from memlens.blind import attach_blind
 
-        with result.stage("blind baseline"):
-            attach_blind(result, **{"n_bootstrap": n_bootstrap, "seed": seed, **(blind if isinstance(blind, dict) else {})})
+        stage = "blind baseline" if job is None else "blind baseline: waited for it"
+        with result.stage(stage):
+            attach_blind(result, job=job, **{"n_bootstrap": n_bootstrap, "seed": seed, **(blind if isinstance(blind, dict) else {})})
+        if job is not None and job.seconds is not None:
+            name = "blind baseline: read from the cache" if job.cached and job._proc is None else \
+                "blind baseline: own process, overlapping the pass (its wall time)"
+            result.timings[name] = job.seconds
     return result
+
+
+def _start_blind(samples, blind: bool | dict[str, Any], seed: int, cache_dir) -> Any:
+    """The blind baseline's classifier started now, in a process of its own, on the main process only: it
+    needs only the texts and labels, so it runs while the models load and score (memlens.blind.BlindJob)."""
+    if not blind or not is_main_process():
+        return None
+    from memlens.blind import start_blind
+
+    root = default_cache_dir() if cache_dir == "default" else cache_dir
+    return start_blind(samples, {"seed": seed, **(blind if isinstance(blind, dict) else {})}, root)
 
 
 def _span_params(attack_params, names, scope: Scope, samples) -> tuple[dict[str, dict], dict[str, str | None]]:

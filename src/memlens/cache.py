@@ -17,6 +17,7 @@ content hashes of model files (paths and hashes only, see memlens.models.loading
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -196,8 +197,11 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2) or "d"]
 
 
+BLIND_DIR = "blind"  # the blind baseline's cached out-of-fold scores (memlens.blind.BlindJob), beside the namespaces
+
+
 def _namespace_dirs(root: Path) -> list[Path]:
-    return sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
+    return sorted(d for d in root.iterdir() if d.is_dir() and d.name != BLIND_DIR) if root.is_dir() else []
 
 
 def cache_info(root: str | os.PathLike | None = None) -> CacheInfo:
@@ -248,8 +252,8 @@ def clear_cache(root: str | os.PathLike | None = None, *, older_than: float | No
     Safe beside running audits: only finished shards are removed (a writer's ``.tmp-*`` file is left
     alone unless older than an hour, i.e. left by a killed run); a reader that loses a shard
     recomputes its texts; a writer whose namespace directory disappears makes it again. Files that
-    are not memlens's (anything but shards, key.json, set-aside and unfinished files, and the file
-    hash memo) are never touched, so pointing this at a wrong directory removes nothing else.
+    are not memlens's (anything but shards, key.json, set-aside and unfinished files, the blind
+    baseline's cached scores and the file hash memo) are never touched, so pointing this at a wrong directory removes nothing else.
     """
     root = Path(root) if root is not None else default_cache_dir()
     res = ClearResult()
@@ -287,6 +291,13 @@ def clear_cache(root: str | os.PathLike | None = None, *, older_than: float | No
                 res.namespaces += 1
             except OSError:
                 pass
+    blind = root / BLIND_DIR
+    if blind.is_dir():
+        for p in blind.glob("*.json"):
+            if old(p, older_than):
+                remove(p)
+        with contextlib.suppress(OSError):
+            blind.rmdir()  # left when it still holds newer entries (or foreign files)
     memo = root / "file-hashes.json"
     if older_than is None and memo.is_file():
         remove(memo)

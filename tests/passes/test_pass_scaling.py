@@ -122,8 +122,11 @@ def test_audit_records_stage_timings_and_peak_memory(gpt2, gpt2_ref, tokenizer, 
                         tokenizer=tokenizer, attacks=["loss", "rmia", "informia_token"], cache_dir=tmp_path / "cache",
                         device="cpu", n_bootstrap=10, progress=False)
     for stage in ("load (handles, tokenizers)", "texts: pass", "texts: load models", "texts: cache read", "population: pass",
-                  "attacks", "metrics", "token strings"):
+                  "attacks", "metrics", "token strings", "texts: tokenize (background, overlaps load and pass)",
+                  "texts: pass: waited for tokens", "blind baseline: waited for it"):
         assert res.timings[stage] >= 0, stage
+    # the blind baseline's classifier ran in its own process while the models scored
+    assert res.timings["blind baseline: own process, overlapping the pass (its wall time)"] > 0 and "blind" in res.extra
     res.save(tmp_path / "out")
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert {"save: scores.csv", "save: token_scores.parquet", "attacks"} <= set(saved["timings"])

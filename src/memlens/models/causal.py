@@ -49,8 +49,18 @@ def tokenize_many(tokenizer: Any, texts: Sequence[str], add_context_token: bool 
     a batch in Rust without the GIL, so this can run on a thread beside the model loading or the
     pass), in chunks so the intermediate Python lists stay small."""
     out: list[Tokenized] = []
+    # The backend (Rust) tokenizer directly, where it truncates and pads nothing (then it is what the call
+    # through transformers runs): the same ids and offsets without building a BatchEncoding, whose Python
+    # work holds the GIL that the pass on the main thread needs.
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    direct = backend is not None and getattr(tokenizer, "is_fast", False) and backend.truncation is None and backend.padding is None
     for lo in range(0, len(texts), chunk):
-        enc = tokenizer(list(texts[lo:lo + chunk]), add_special_tokens=False, return_offsets_mapping=True)
+        batch = list(texts[lo:lo + chunk])
+        if direct:
+            out.extend(_tokenized(tokenizer, e.ids, e.offsets, add_context_token)
+                       for e in backend.encode_batch(batch, add_special_tokens=False))
+            continue
+        enc = tokenizer(batch, add_special_tokens=False, return_offsets_mapping=True)
         out.extend(_tokenized(tokenizer, list(ids), offs, add_context_token)
                    for ids, offs in zip(enc["input_ids"], enc["offset_mapping"]))
     return out
