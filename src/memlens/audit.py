@@ -10,6 +10,7 @@ import os
 import platform
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,8 +116,17 @@ class AuditResult:
             if _REPORT_WRITER is not None:
                 writers["report.html"] = timed("report", lambda p: _REPORT_WRITER(self, p.parent))
         writers.update(extra or {})
-        writers["results.json"] = self._write_results_file  # last, so its timings include the other writes (the report's too)
-        return write_set(out_dir, writers, info)
+        t0 = time.perf_counter()
+
+        def results_json(path: Path) -> None:
+            self.timings["save: every file but results.json (concurrently, wall)"] = time.perf_counter() - t0
+            self._write_results_file(path)
+
+        writers["results.json"] = results_json  # last, so its timings include the other writes (the report's too)
+        # The files are independent: written on threads at once (the stage timings above are each file's own
+        # wall time, overlapping). roc.png and the report share one thread: both draw with matplotlib.
+        return write_set(out_dir, writers, info, concurrent=[["token_scores.parquet"], ["scores.csv", "texts.jsonl"],
+                                                             ["report.html", "roc.png"]])
 
     def write_results_json(self, out_dir: str | os.PathLike) -> None:
         self._write_results_file(Path(out_dir) / "results.json")
@@ -743,20 +753,33 @@ def _assemble(samples, t, refs, results, bundle, names, attack_params, settings,
     labelled = [s.label is not None for s in samples]
     metrics: dict[str, AttackMetrics] = {}
     notes = list(bundle.notes)
-    if all(labelled) and {s.label for s in samples} == {0, 1}:
-        labels = np.array([s.label for s in samples])
-        for n in names:
-            sc = results[n].scores
-            bad = ~np.isfinite(sc)
-            if bad.any():
-                notes.append(f"{n}: {int(bad.sum())} texts got no finite score and count as the least likely members")
-                sc = np.where(bad, np.nanmin(np.where(bad, np.nan, sc)) - 1 if (~bad).any() else 0.0, sc)
-            metrics[n] = evaluate(labels, sc, fprs=fprs, n_bootstrap=n_bootstrap, seed=seed)
-    timings["metrics"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    # from the character spans, not one tokenizer.decode per token (memlens.tokens says why)
-    strings = [token_strings(s.text, st.span_start, st.span_end) for s, st in zip(samples, bundle.target)]
-    timings["token strings"] = time.perf_counter() - t0
+    # Each attack's metrics (a vectorized bootstrap: numpy, which releases the GIL in its sorts and array
+    # work) on a thread of a pool, while this thread builds the token strings (pure Python): the two overlap,
+    # and on a machine with several cores the attacks' bootstraps do too. Timings: "metrics" from the start
+    # to the last attack's metrics, "token strings" its own, and the wall time of both together.
+    pending = {}
+    ends: list[float] = []
+    pool = ThreadPoolExecutor(max(1, min(len(names), os.cpu_count() or 1)), thread_name_prefix="memlens-metrics")
+    try:
+        if all(labelled) and {s.label for s in samples} == {0, 1}:
+            labels = np.array([s.label for s in samples])
+            for n in names:
+                sc = results[n].scores
+                bad = ~np.isfinite(sc)
+                if bad.any():
+                    notes.append(f"{n}: {int(bad.sum())} texts got no finite score and count as the least likely members")
+                    sc = np.where(bad, np.nanmin(np.where(bad, np.nan, sc)) - 1 if (~bad).any() else 0.0, sc)
+                pending[n] = pool.submit(evaluate, labels, sc, fprs=fprs, n_bootstrap=n_bootstrap, seed=seed)
+                pending[n].add_done_callback(lambda f: ends.append(time.perf_counter()))
+        t1 = time.perf_counter()
+        # from the character spans, not one tokenizer.decode per token (memlens.tokens says why)
+        strings = [token_strings(s.text, st.span_start, st.span_end) for s, st in zip(samples, bundle.target)]
+        timings["token strings"] = time.perf_counter() - t1
+        metrics = {n: f.result() for n, f in pending.items()}  # in the attacks' order
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    timings["metrics"] = max(ends, default=t0) - t0
+    timings["metrics and token strings, overlapped (wall)"] = time.perf_counter() - t0
     ref_lp = None
     if bundle.comparison is not None:
         # float32, as saved and shown: a float64 copy of every token would double this list's memory
