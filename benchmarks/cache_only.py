@@ -118,7 +118,7 @@ def attack_bench(a) -> dict:
         print(f"memlens attack, {a.texts} texts + {a.population} population, {tag}: wall {r['wall_s']:.1f} s, "
               f"cpu {r['cpu_s']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
         for stage, s in r["timings"].items():
-            print(f"    {stage:<34}{s:7.2f} s")
+            print(f"    {stage:<66}{s:7.2f} s")
     return res
 
 

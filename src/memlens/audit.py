@@ -40,7 +40,7 @@ from memlens.passes._shared import is_main_process
 from memlens.passes.causal import PassSettings, StatsBundle, compute_stats
 from memlens.scope import Scope, check_assistant_turns, is_chat, render_chats, resolve_scope, restrict, sample_spans, scatter
 from memlens.stats import TokenStats
-from memlens.tokens import colour_scale, token_strings
+from memlens.tokens import colour_scale, token_strings_many
 
 log = logging.getLogger("memlens")
 
@@ -773,7 +773,8 @@ def _assemble(samples, t, refs, results, bundle, names, attack_params, settings,
                 pending[n].add_done_callback(lambda f: ends.append(time.perf_counter()))
         t1 = time.perf_counter()
         # from the character spans, not one tokenizer.decode per token (memlens.tokens says why)
-        strings = [token_strings(s.text, st.span_start, st.span_end) for s, st in zip(samples, bundle.target)]
+        strings = token_strings_many([s.text for s in samples], [st.span_start for st in bundle.target],
+                                     [st.span_end for st in bundle.target])
         timings["token strings"] = time.perf_counter() - t1
         metrics = {n: f.result() for n, f in pending.items()}  # in the attacks' order
     finally:
