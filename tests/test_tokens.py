@@ -82,6 +82,7 @@ def test_many_texts_at_once_are_each_text_alone(tokenizer, corpus):
     ends += [np.array([], dtype=np.int64), np.array([1, 9, 2], dtype=np.int64), np.array([1, 1, 3, 0], dtype=np.int64)]
     many = token_strings_many(texts, starts, ends)
     assert many == [token_strings(t, a, b) for t, a, b in zip(texts, starts, ends)]
+    assert token_strings_many(texts, starts, ends, group=4) == many  # in groups (the last one short)
     assert token_strings_many([], [], []) == []
     with pytest.raises(ValueError, match="1-d of one length"):
         token_strings_many(["ab"], [np.array([0, 1])], [np.array([1])])

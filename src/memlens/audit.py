@@ -759,7 +759,8 @@ def _assemble(samples, t, refs, results, bundle, names, attack_params, settings,
     # to the last attack's metrics, "token strings" its own, and the wall time of both together.
     pending = {}
     ends: list[float] = []
-    pool = ThreadPoolExecutor(max(1, min(len(names), os.cpu_count() or 1)), thread_name_prefix="memlens-metrics")
+    # at most 4 at once: each bootstrap chunk holds ~100 MB of temporaries (metrics.BOOTSTRAP_CELLS)
+    pool = ThreadPoolExecutor(max(1, min(len(names), os.cpu_count() or 1, 4)), thread_name_prefix="memlens-metrics")
     try:
         if all(labelled) and {s.label for s in samples} == {0, 1}:
             labels = np.array([s.label for s in samples])
