@@ -186,3 +186,17 @@ def test_token_feed_yields_every_text_once_and_reraises_a_tokenizer_error(tokeni
     next(iter(feed))
     feed.close()
     assert not feed._thread.is_alive()
+
+
+def test_oom_on_the_first_batch_of_a_streamed_pass_backs_off_too(gpt2, tokenizer, corpus, monkeypatch):
+    texts = corpus[:20]
+    clean = CausalScorer([gpt2.model], tokenizer, batch_size=2, progress=False).score(texts)
+    calls: list[int] = []
+    monkeypatch.setattr(gpt2.model, "forward", _oom_above(gpt2.model, 2, calls))
+    scorer = CausalScorer([gpt2.model], tokenizer, batch_size=8, progress=False)
+    delivered: list[int] = []
+    with TokenFeed(tokenizer, texts, range(len(texts)), chunk=3) as feed:  # the first batch needs three chunks
+        got = scorer.score(texts, on_batch_done=lambda done: delivered.extend(done), feed=feed)
+    assert scorer.batch_size == 2 and calls[:3] == [8, 4, 2] and max(calls[2:]) <= 2
+    assert sorted(delivered) == list(range(len(texts)))
+    _assert_results_equal(clean, got, exact=False)
