@@ -70,7 +70,7 @@ def test_many_texts_at_once_are_each_text_alone(tokenizer, corpus):
     with real spans, hand-made odd ones (gaps, nested, out of range, empty) and texts without tokens."""
     import numpy as np
 
-    from memlens.tokens import token_strings_many
+    from memlens.tokens import TokenStrings, token_strings_many
 
     texts = corpus[:30] + ["héllo wörld ✓ café", "", "ab", "xyz"]
     starts, ends = [], []
@@ -83,6 +83,10 @@ def test_many_texts_at_once_are_each_text_alone(tokenizer, corpus):
     many = token_strings_many(texts, starts, ends)
     assert many == [token_strings(t, a, b) for t, a, b in zip(texts, starts, ends)]
     assert token_strings_many(texts, starts, ends, group=4) == many  # in groups (the last one short)
+    lazy = TokenStrings(texts, starts, ends)  # what an audit keeps: made when asked for
+    assert len(lazy) == len(texts) and lazy == many and lazy[3] == many[3] and lazy[-2:] == many[-2:]
+    for idx in ([0, 1, 2], list(range(len(texts))), [31, 30], [31], []):  # ASCII and not, empty texts, no texts
+        assert lazy.arrow(idx).to_pylist() == [many[i] for i in idx]
     assert token_strings_many([], [], []) == []
     with pytest.raises(ValueError, match="1-d of one length"):
         token_strings_many(["ab"], [np.array([0, 1])], [np.array([1])])

@@ -40,7 +40,7 @@ from memlens.passes._shared import is_main_process
 from memlens.passes.causal import PassSettings, StatsBundle, compute_stats
 from memlens.scope import Scope, check_assistant_turns, is_chat, render_chats, resolve_scope, restrict, sample_spans, scatter
 from memlens.stats import TokenStats
-from memlens.tokens import colour_scale, token_strings_many
+from memlens.tokens import TokenStrings, colour_scale
 
 log = logging.getLogger("memlens")
 
@@ -55,7 +55,7 @@ class AuditResult:
     metrics: dict[str, AttackMetrics]
     token_scores: dict[str, list[np.ndarray]]  # attack -> per text per-token scores
     target_stats: list[TokenStats]  # per text; spans and token ids for the token-level view
-    token_strings: list[list[str]]
+    token_strings: Sequence[list[str]]  # a list, or memlens.tokens.TokenStrings (made when asked for)
     settings: dict[str, Any]
     attack_info: dict[str, dict] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -185,7 +185,8 @@ class AuditResult:
                 idx = range(lo, min(lo + rows_per_group, n))
                 arrays = [pa.array([str(self.samples[i].id) for i in idx], pa.string()),
                           pa.array([self.samples[i].label for i in idx], pa.int64())]
-                arrays += [_list_array([get(i) for i in idx], typ) for _, get, typ in columns]
+                arrays += [self.token_strings.arrow(idx) if name == "tokens" and isinstance(self.token_strings, TokenStrings)
+                           else _list_array([get(i) for i in idx], typ) for name, get, typ in columns]
                 writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
 
 
@@ -774,8 +775,10 @@ def _assemble(samples, t, refs, results, bundle, names, attack_params, settings,
                 pending[n].add_done_callback(lambda f: ends.append(time.perf_counter()))
         t1 = time.perf_counter()
         # from the character spans, not one tokenizer.decode per token (memlens.tokens says why)
-        strings = token_strings_many([s.text for s in samples], [st.span_start for st in bundle.target],
-                                     [st.span_end for st in bundle.target])
+        # made when asked for (the report's few texts; token_scores.parquet from the texts' bytes): no Python
+        # string per token is kept
+        strings = TokenStrings([s.text for s in samples], [st.span_start for st in bundle.target],
+                               [st.span_end for st in bundle.target])
         timings["token strings"] = time.perf_counter() - t1
         metrics = {n: f.result() for n, f in pending.items()}  # in the attacks' order
     finally:

@@ -18,6 +18,8 @@ So ``"".join(token_strings(...)) == text[span_start[0]:max(span_end)]``.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 
@@ -51,6 +53,73 @@ def token_strings_many(texts, span_starts, span_ends, group: int = 1024) -> list
 
 
 def _token_strings_group(texts: list[str], span_starts: list, span_ends: list) -> list[list[str]]:
+    begin, stop, counts = _pieces(texts, span_starts, span_ends)
+    joined = "".join(texts)
+    pieces = [joined[a:b] for a, b in zip(begin.tolist(), stop.tolist())]
+    bounds = np.cumsum(counts).tolist()
+    return [pieces[b - c:b] for b, c in zip(bounds, counts.tolist())]
+
+
+class TokenStrings(Sequence):
+    """Every text's :func:`token_strings`, made when asked for: a list-like of lists of strings
+    (``AuditResult.token_strings``) that holds only the texts and the spans, not a Python string per
+    token (5.5 M of them at 20,000 texts: seconds and hundreds of MB). The report asks for a few
+    texts; token_scores.parquet gets whole groups through :meth:`arrow`, built from the texts' UTF-8
+    bytes without any per-token Python object."""
+
+    def __init__(self, texts, span_starts, span_ends):
+        self.texts, self.starts, self.ends = list(texts), list(span_starts), list(span_ends)
+        if not (len(self.texts) == len(self.starts) == len(self.ends)):
+            raise ValueError(f"{len(self.texts)} texts but {len(self.starts)} span starts and {len(self.ends)} span ends")
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return token_strings(self.texts[i], self.starts[i], self.ends[i])
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Sequence) and len(other) == len(self) and all(a == b for a, b in zip(self, other))
+
+    def arrow(self, idx):
+        """A pyarrow list<string> array, one row per text of ``idx``: the same strings as ``self[i]``."""
+        import pyarrow as pa
+
+        idx = list(idx)
+        texts = [self.texts[i] for i in idx]
+        begin, stop, counts = _pieces(texts, [self.starts[i] for i in idx], [self.ends[i] for i in idx])
+        joined = "".join(texts)
+        try:
+            data = joined.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: pyarrow refuses the string the slow way too, with its own error
+            return pa.array([self[i] for i in idx], pa.list_(pa.string()))
+        if len(data) == len(joined):  # ASCII: a character is a byte
+            byte_at = np.arange(len(joined) + 1, dtype=np.int64)
+        else:
+            cp = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
+            width = 1 + (cp >= 0x80).astype(np.int64) + (cp >= 0x800) + (cp >= 0x10000)
+            byte_at = np.concatenate([[0], np.cumsum(width)])
+        b_begin, b_stop = byte_at[begin], byte_at[stop]
+        # a text's pieces are contiguous (each begins where the one before stopped): its bytes from the first
+        # piece's start to the last one's stop, one text after another, are the values buffer
+        first = np.cumsum(counts) - counts
+        has = counts > 0
+        lo, hi = b_begin[first[has]], b_stop[(first + counts - 1)[has]]
+        raw = np.frombuffer(data, dtype=np.uint8)
+        values = np.concatenate([raw[a:b] for a, b in zip(lo.tolist(), hi.tolist())]) if has.any() else np.zeros(0, np.uint8)
+        shift = np.zeros(len(texts), dtype=np.int64)
+        shift[has] = lo - (np.cumsum(hi - lo) - (hi - lo))  # where each text's bytes start in the buffer
+        offsets = np.concatenate([b_begin - np.repeat(shift, counts), [len(values)]]).astype(np.int32)
+        strings = pa.StringArray.from_buffers(len(begin), pa.py_buffer(offsets.tobytes()), pa.py_buffer(values.tobytes()))
+        list_offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+        return pa.ListArray.from_arrays(list_offsets, strings)
+
+
+def _pieces(texts: list[str], span_starts: list, span_ends: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each token's piece begins and stops in ``"".join(texts)`` (character positions), and the
+    tokens per text: :func:`token_strings`' rule on all texts at once (see :func:`token_strings_many`)."""
     starts_l, ends_l = [], []
     for a, b in zip(span_starts, span_ends):
         a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
@@ -58,9 +127,9 @@ def _token_strings_group(texts: list[str], span_starts: list, span_ends: list) -
             raise ValueError(f"span_start and span_end must be 1-d of one length, got {a.shape} and {b.shape}")
         starts_l.append(a)
         ends_l.append(b)
-    if not texts:
-        return []
     counts = np.fromiter((len(a) for a in starts_l), dtype=np.int64, count=len(texts))
+    if not counts.sum():
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), counts
     sizes = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
     offsets = np.cumsum(sizes) - sizes
     size_of, offset_of = np.repeat(sizes, counts), np.repeat(offsets, counts)
@@ -71,10 +140,7 @@ def _token_strings_group(texts: list[str], span_starts: list, span_ends: list) -
     begin[1:] = stop[:-1]
     first = (np.cumsum(counts) - counts)[counts > 0]  # each text's first token starts at its own span start
     begin[first] = starts[first]
-    joined = "".join(texts)
-    pieces = [joined[a:b] for a, b in zip(begin.tolist(), stop.tolist())]
-    bounds = np.cumsum(counts).tolist()
-    return [pieces[b - c:b] for b, c in zip(bounds, counts.tolist())]
+    return begin, stop, counts
 
 
 def colour_scale(values) -> float | None:
