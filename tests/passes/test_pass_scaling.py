@@ -200,3 +200,36 @@ def test_oom_on_the_first_batch_of_a_streamed_pass_backs_off_too(gpt2, tokenizer
     assert scorer.batch_size == 2 and calls[:3] == [8, 4, 2] and max(calls[2:]) <= 2
     assert sorted(delivered) == list(range(len(texts)))
     _assert_results_equal(clean, got, exact=False)
+
+
+def test_under_data_parallelism_a_process_tokenizes_only_its_own_share(gpt2, tokenizer, corpus, tmp_path, monkeypatch):
+    """Process 1 of 2 feeds the tokenizer thread every second missing text (in the main process's order) and
+    no other: the split comes before tokenizing."""
+    import memlens.models.causal as mc
+    import memlens.passes.causal as pc
+    from memlens.cache import text_hash
+    from memlens.models.handle import ModelHandle
+
+    class Rank1:
+        process_index, num_processes, is_main_process = 1, 2, True  # it plans here (the broadcast is the identity)
+
+        def wait_for_everyone(self):
+            pass
+
+    fed: list[str] = []
+    real_feed = mc.TokenFeed
+
+    class SpyFeed(real_feed):
+        def __init__(self, tok, texts, order, **kw):
+            fed.extend(texts)
+            super().__init__(tok, texts, order, **kw)
+
+    monkeypatch.setattr(pc, "distributed_state", lambda: Rank1())
+    monkeypatch.setattr(mc, "TokenFeed", SpyFeed)
+    texts = corpus[:9]
+    handle = ModelHandle(str(gpt2.path))
+    ns = StatsCache(tmp_path).namespace({"kind": "test-data-parallel"})
+    n = pc._run_pass([handle], texts, [text_hash(t) for t in texts], [ns], None, pc.PassSettings(progress=False, batch_size=4))
+    missing = sorted(texts, key=text_hash)  # the work list: missing texts by hash
+    assert fed == missing[1::2] and n == len(fed)
+    assert sorted(ns.get([text_hash(t) for t in texts])) == sorted(text_hash(t) for t in fed)  # it scored its share only
