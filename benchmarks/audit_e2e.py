@@ -52,10 +52,20 @@ def make_texts(n: int, tokens: int, seed: int) -> list[str]:
     words = " ".join(stdlib_prose()).split()
     rng = random.Random(seed)
     n_words = max(8, int(tokens * 0.75))
+    positions = max(1, len(words) - n_words)
+    # one run of words per text gives at most `positions` distinct texts (~29k): beyond 80% of that (e.g. the
+    # 100,000 texts of a memory run), each text joins two runs of half the length instead (the texts of
+    # smaller runs are unchanged)
+    two = n > 0.8 * positions
+    half = n_words // 2
     out, seen = [], set()
     while len(out) < n:
-        i = rng.randrange(0, max(1, len(words) - n_words))
-        text = " ".join(words[i:i + n_words])
+        i = rng.randrange(0, positions)
+        if two:
+            j = rng.randrange(0, positions)
+            text = " ".join(words[i:i + half] + words[j:j + n_words - half])
+        else:
+            text = " ".join(words[i:i + n_words])
         if text not in seen:
             seen.add(text)
             out.append(text)
