@@ -190,3 +190,22 @@ def test_mann_whitney_keeps_its_power_on_heavy_tailed_scores():
         for test in hits:
             hits[test] += set_inference(s, u, test=test, seed=d).p_value < 0.05
     assert hits["mannwhitney"] > hits["welch"]
+
+
+def test_fits_run_on_one_blas_thread_and_the_limit_is_lifted_after(monkeypatch):
+    # Tiny fits: extra BLAS threads only slow them (10x on a loaded 2-core box); the caller's setting comes back.
+    from threadpoolctl import threadpool_info
+
+    import memlens.setinfer as si
+
+    before = [i["num_threads"] for i in threadpool_info()]
+    seen, split = [], si.split_scores
+
+    def spy(*args, **kwargs):
+        seen.append(max(i["num_threads"] for i in threadpool_info()))
+        return split(*args, **kwargs)
+
+    monkeypatch.setattr(si, "split_scores", spy)
+    pvalue_curve(synthetic_scores(20, seed=1), synthetic_scores(20, seed=2), sizes=[10], draws=2)
+    set_inference(synthetic_scores(20, seed=1), synthetic_scores(20, seed=2))
+    assert seen == [1, 1, 1] and [i["num_threads"] for i in threadpool_info()] == before

@@ -39,7 +39,9 @@ the note :func:`set_inference` adds; ``test="welch"`` is there for those.
 """
 from __future__ import annotations
 
+import functools
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +56,31 @@ TESTS = ("welch", "mannwhitney")
 METHODS = ("split", "crossfit")
 #: Columns of an audit's score table that are not attack scores.
 NON_ATTACK_COLUMNS = ("id", "label", "tier", "kind")
+
+
+_state = threading.local()
+
+
+def _one_blas_thread(fn):
+    """Run ``fn`` with BLAS/OpenMP limited to one thread. Every fit here is tiny (a few hundred texts,
+    a handful of attacks), so extra threads only add synchronisation: on a 2-core box shared with
+    other work a permutation p-value (199 x 2 fits) took 15 s with the default threads and 1.5 s with
+    one. Nested calls (curves of many tests) enter the limit once."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if getattr(_state, "limited", False):
+            return fn(*args, **kwargs)
+        from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
+        _state.limited = True
+        try:
+            with threadpool_limits(1):
+                return fn(*args, **kwargs)
+        finally:
+            _state.limited = False
+
+    return wrapper
 
 
 def _matrix(df: pd.DataFrame | np.ndarray, attacks: Sequence[str] | None, what: str) -> tuple[np.ndarray, list[str]]:
@@ -223,6 +250,7 @@ class SetInferenceResult:
                 "mean_weights": self.weights.mean().to_dict(), "summary": self.summary(), "notes": self.notes}
 
 
+@_one_blas_thread
 def set_inference(suspect: pd.DataFrame | np.ndarray, unseen: pd.DataFrame | np.ndarray, attacks: Sequence[str] | None = None, *,
                   method: str = "split", folds: int = 2, n_permutations: int = 199, test: str = "mannwhitney", alpha: float = 0.01,
                   seed: int = 0, C: float = 1.0, nonnegative: bool = True) -> SetInferenceResult:
@@ -310,6 +338,7 @@ class PValueCurve:
         return {"alpha": self.alpha, "n_needed": self.n_needed, "curve": self.table.to_dict(orient="records")}
 
 
+@_one_blas_thread
 def pvalue_curve(suspect, unseen, attacks: Sequence[str] | None = None, *, sizes: Sequence[int] | None = None, draws: int = 20,
                  alpha: float = 0.01, seed: int = 0, **kwargs) -> PValueCurve:
     """p-value against the number of texts: for each size n, ``draws`` random subsets of n suspect
@@ -340,6 +369,7 @@ def pvalue_curve(suspect, unseen, attacks: Sequence[str] | None = None, *, sizes
     return PValueCurve(table, alpha, int(table["size"].iloc[ok_from[0]]) if ok_from else None)
 
 
+@_one_blas_thread
 def false_positive_rate(unseen, attacks: Sequence[str] | None = None, *, n_splits: int = 200, size: int | None = None,
                         alpha: float = 0.05, seed: int = 0, **kwargs) -> tuple[float, np.ndarray]:
     """Null check on texts all known to be unseen: split them at random into a fake "suspect"
