@@ -307,7 +307,7 @@ def set_inference(suspect: pd.DataFrame | np.ndarray, unseen: pd.DataFrame | np.
         floor = 1 / math.comb(len(s) + len(u), len(s))  # every suspect score above every unseen one
         if floor >= alpha:
             notes.append(f"with {len(s)} + {len(u)} tested texts the smallest possible Mann-Whitney p-value is {floor:.3g} "
-                         f"(not below alpha {alpha:g}): use more texts, test='welch' or method='crossfit'")
+                         f"(not below alpha {alpha:g}): use more texts, the Welch test or the crossfit method")
     if min(len(xs), len(xu)) < 20:
         notes.append(f"only {min(len(xs), len(xu))} texts in the smaller set: the aggregator is fitted on very few texts")
     return SetInferenceResult(p, stat, test, method, alpha, len(xs), len(xu), names, pd.DataFrame(w, columns=names), s, u, notes)
