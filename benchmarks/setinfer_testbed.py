@@ -193,6 +193,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", message="Precision loss occurred in moment calculation")
 
     t0 = time.perf_counter()
+    prov = provenance()  # at the start: the code that runs is the code loaded now
     df = pd.read_csv(args.scores)
     attacks = [c for c in df.columns if c not in NON_ATTACK_COLUMNS and pd.api.types.is_numeric_dtype(df[c])]
     members = df[(df["label"] == 1) & (df["tier"] == args.tier)]
@@ -228,7 +229,7 @@ def main() -> None:
     if args.out:
         raw = Path(args.scores).read_bytes()
         result = {
-            "benchmark": "setinfer_testbed", "provenance": provenance(),
+            "benchmark": "setinfer_testbed", "provenance": prov,
             "inputs": {"scores": str(args.scores), "scores_sha256": hashlib.sha256(raw).hexdigest(), "label": args.label,
                        "tier": args.tier, "n_members": len(xm), "n_nonmembers": len(xn), "attacks": attacks, "groups": groups,
                        "auc_all_texts": aucs},
