@@ -59,7 +59,7 @@ def test_non_member_texts_flag_at_the_stated_rate(gpt2, gpt2_ref, corpus, tmp_pa
     assert shown["null_n"] == len(non) - 1 and shown["leaking"] == flags[last]
     said = " ".join(console.export_text().split())
     assert "of non-member tokens exceed" in said and f"of {len(non) - 1} non-member texts have as many above it" in said
-    assert payload["texts"][last]["flag"] == {"leaking": flags[last], "m": shown["null_as_extreme"], "n": len(non) - 1}
+    assert payload["texts"][last]["flag"] == {"leaking": flags[last], "m": shown["null_as_extreme"], "n": len(non) - 1, "exact": True}
     assert "a text is flagged as leaking when at most" in html
     fixed = show_text(tmp_path / "a", result.samples[-1].id, threshold=1.0, console=Console(record=True))
     assert fixed["threshold"] == 1.0 and "expected_by_chance" not in fixed

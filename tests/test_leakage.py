@@ -156,3 +156,26 @@ def test_calibrated_flag_holds_its_rate_where_the_binomial_tail_does_not():
         for start in rng.choice(len(t) - 4, size=2, replace=False):
             t[start:start + 4] += 10.0
     assert np.mean(flag_texts(mem, [f"m{i}" for i in range(200)], [1] * 200, thr, rate, null)) >= 0.9
+
+
+def test_kept_null_rows_decide_every_flag(monkeypatch):
+    # 200 null texts, most with tokens above 0.5 (k = 0..6, bits all different); results.json keeps only the most
+    # extreme rows, enough that every flag (leave-one-out included) is what the full null gives
+    rng = np.random.default_rng(3)
+    null_toks = [np.r_[0.6 + rng.random(i % 7), np.zeros(60 - i % 7)] for i in range(200)]
+    ids = [f"n{i}" for i in range(200)]
+    others = [np.r_[0.6 + rng.random(k), np.zeros(60 - k)] for k in range(12)]
+    full = text_null(null_toks, 0.5, 0.01, source="non-member texts", ids=ids)
+    assert full["n_above"] == len(full["null"]) == 171
+    import memlens.leakage as leakage
+
+    monkeypatch.setattr(leakage, "MAX_NULL_ROWS", 5)
+    kept = text_null(null_toks, 0.5, 0.01, source="non-member texts", ids=ids)
+    assert kept["n_above"] == 171 and kept["null"] == full["null"][:5]  # floor(0.01 * 201) + 2 = 4 < 5 rows
+    labels = [0] * 200 + [1] * 12
+    assert flag_texts(null_toks + others, ids + [f"m{k}" for k in range(12)], labels, 0.5, 0.01, kept) == \
+        flag_texts(null_toks + others, ids + [f"m{k}" for k in range(12)], labels, 0.5, 0.01, full)
+    # a text less extreme than every kept row: the count is a lower bound, said so
+    r = text_leak(others[1], 0.5, 0.01, kept)
+    assert (r["null_as_extreme"], r["null_exact"], r["leaking"]) == (5, False, False)
+    assert text_leak(others[1], 0.5, 0.01, full)["null_exact"] is True

@@ -32,6 +32,8 @@ DEFAULT_NULL_RATE = 1e-3
 DEFAULT_TEXT_RATE = 0.01  # of null texts flagged as leaking
 MAX_TEXT_RATE = 0.05  # a coarser flag is not worth showing: fewer than 19 null texts flag nothing
 FIXED_THRESHOLD = 1.0  # bits; used only when nothing is known not to be memorized
+# results.json keeps the most extreme null texts only (at least this many; always enough to decide every flag)
+MAX_NULL_ROWS = 1000
 
 
 def null_threshold(null_tokens: Sequence[np.ndarray] | np.ndarray, rate: float = DEFAULT_NULL_RATE) -> float | None:
@@ -112,20 +114,26 @@ def text_null(null_tokens: Sequence[np.ndarray], threshold: float, rate: float |
         if k:
             rows.append([tid, float(st), float(b)])
     rows.sort(key=lambda r: (r[1], r[2]), reverse=True)
-    return {**out, "rate": eff, "null": rows}
+    # a text is flagged only when fewer than eff * (n + 1) null texts are as extreme: the rows past that decide
+    # nothing, and for a large audit would fill results.json; counts beyond the kept rows are said as "at least"
+    keep = max(MAX_NULL_ROWS, int(np.floor(eff * (n + 1))) + 2)
+    return {**out, "rate": eff, "n_above": len(rows), "null": rows[:keep]}
 
 
-def null_rank(s: float, b: float, k: int, null: dict[str, Any], self_id: str | None = None) -> tuple[int, int]:
-    """``(m, N)``: how many of the ``N`` null texts (less the text ``self_id`` itself when it is one of
-    them: leave-one-out) are at least as extreme as a text with statistic ``(s, b)`` and ``k`` tokens above."""
+def null_rank(s: float, b: float, k: int, null: dict[str, Any], self_id: str | None = None) -> tuple[int, int, bool]:
+    """``(m, N, exact)``: how many of the ``N`` null texts (less the text ``self_id`` itself when it is one of
+    them: leave-one-out) are at least as extreme as a text with statistic ``(s, b)`` and ``k`` tokens above;
+    ``exact`` False when ``m`` is only a lower bound (the text is less extreme than every null row kept)."""
     rows = null["null"]
     n = int(null["n_texts"])
+    truncated = len(rows) < int(null.get("n_above", len(rows)))
     if self_id is not None:
         n -= 1
         rows = [r for r in rows if r[0] != self_id]
     if k == 0:  # every null text is at least as extreme as one with no token above
-        return n, n
-    return sum(1 for r in rows if (r[1], r[2]) >= (s, b)), n
+        return n, n, True
+    m = sum(1 for r in rows if (r[1], r[2]) >= (s, b))
+    return m, n, not (truncated and m == len(rows))
 
 
 def text_leak(tokens: np.ndarray, threshold: float, rate: float | None, null: dict[str, Any] | None = None,
@@ -135,23 +143,23 @@ def text_leak(tokens: np.ndarray, threshold: float, rate: float | None, null: di
     tail of seeing this many if tokens were independent (``tail``: a score, not a p-value).
 
     With the text-level null (:func:`text_null`): ``null_as_extreme`` of ``null_n`` null texts have a
-    tail at least as small, ``p_value`` = (1 + that) / (null_n + 1), and ``leaking`` = p_value <= the
-    null's rate. ``self_id``: the text's id when it is itself a null text (a non-member), which is then
-    left out of its own null. ``leaking`` is None without a calibrated null."""
+    tail at least as small (``null_exact`` False: at least that many, and p_value at least that), ``p_value``
+    = (1 + that) / (null_n + 1), and ``leaking`` = p_value <= the null's rate. ``self_id``: the text's id
+    when it is itself a null text (a non-member), which is then left out of its own null. ``leaking`` is None without a calibrated null."""
     k, n, st, b = tail_statistic(tokens, threshold, rate) if rate is not None else (None, None, 0.0, 0.0)
     v = np.asarray(tokens, dtype=np.float64)
     v = v[np.isfinite(v)]
     above = v[v > threshold]
     out: dict[str, Any] = {"n_tokens": int(v.size), "leaked_tokens": int(above.size), "leaked_total": float(above.sum()),
                            "above_threshold": float((above - threshold).sum()), "expected_by_chance": None, "tail": None,
-                           "p_value": None, "null_as_extreme": None, "null_n": None, "leaking": None}
+                           "p_value": None, "null_as_extreme": None, "null_n": None, "null_exact": None, "leaking": None}
     if rate is None:  # a fixed threshold: no null to compare with
         return out
     out.update(expected_by_chance=rate * n, tail=float(10.0 ** -st))
     if null is not None and null.get("rate") is not None:
-        m, nn = null_rank(st, b, k, null, self_id)
+        m, nn, exact = null_rank(st, b, k, null, self_id)
         p = (1 + m) / (nn + 1)
-        out.update(null_as_extreme=m, null_n=nn, p_value=p, leaking=bool(p <= null["rate"]))
+        out.update(null_as_extreme=m, null_n=nn, null_exact=exact, p_value=p, leaking=bool(p <= null["rate"]))
     return out
 
 

@@ -437,7 +437,7 @@ def _text_record(tid: str, row: dict[str, Any], saved: SavedAudit, score_cols: S
         "id": tid, "label": label, "tier": tier,
         # the text-level flag at the calibrated level: m of the n null texts have as many tokens above it for their length
         "flag": None if lk is None or lk["leaking"] is None else {"leaking": lk["leaking"], "m": lk["null_as_extreme"],
-                                                                  "n": lk["null_n"]},
+                                                                  "n": lk["null_n"], "exact": lk["null_exact"]},
         "scores": {a: (None if _finite(row.get(a)) is None else round(float(row[a]), SCORE_DIGITS)) for a in score_cols},
         "text": text, "start": starts.tolist(), "end": ends.tolist(),
         "lp_t": _round_list(tok.get("target_logprob"), TOKEN_DIGITS),

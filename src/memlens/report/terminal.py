@@ -143,8 +143,8 @@ def show_text(results_dir: str | os.PathLike, text_id: str, threshold: float | N
     out = {"id": t["id"], "attack": ta["name"] if ta else None, "unit": unit, "n_tokens": len(t["start"]),
            "leaked_tokens": len(leaked), "leaked_total": bits, "leaked_pii_tokens": n_pii, "threshold": threshold}
     if null is not None:
-        out.update({k: null[k] for k in ("expected_by_chance", "tail", "p_value", "null_as_extreme", "null_n", "leaking",
-                                         "above_threshold")})
+        out.update({k: null[k] for k in ("expected_by_chance", "tail", "p_value", "null_as_extreme", "null_n", "null_exact",
+                                         "leaking", "above_threshold")})
     return out
 
 
@@ -160,5 +160,6 @@ def _null_line(null: dict[str, Any], lt: dict[str, Any], threshold: float, unit:
         return line + "No calibrated text-level flag in this audit."
     text_rate = f"{lt['text_rate'] * 100:.2g}%" if lt.get("text_rate") else "the stated share"
     verdict = "LEAKING" if null["leaking"] else "not flagged as leaking"
-    return line + (f"{verdict}: {null['null_as_extreme']} of {null['null_n']} {lt.get('text_source') or 'null texts'} have as many "
+    m = f"{'' if null.get('null_exact', True) else 'at least '}{null['null_as_extreme']}"
+    return line + (f"{verdict}: {m} of {null['null_n']} {lt.get('text_source') or 'null texts'} have as many "
                    f"above it for their length (p = {null['p_value']:.2g}; flagged at {text_rate} or less)")

@@ -192,7 +192,7 @@
               fmt(L.rate * 100, 2) + "% of " + L.source + ")";
     // the calibrated text-level flag: how many null texts (the other non-members) have as many above it for their length
     var f = t.flag;
-    if (f) out += (f.leaking ? "; LEAKING: only " : "; not flagged as leaking: ") + f.m + " of " + f.n + " " + L.text_source +
+    if (f) out += (f.leaking ? "; LEAKING: only " : "; not flagged as leaking: ") + (f.exact ? "" : "at least ") + f.m + " of " + f.n + " " + L.text_source +
                   " have as many above it for their length";
     return out;
   }
