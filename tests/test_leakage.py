@@ -105,7 +105,8 @@ def test_text_null_and_the_conformal_flag_by_hand():
 def test_text_rate_raised_to_what_the_null_resolves():
     null = text_null(_texts([0] * 48), 0.5, 0.01, source="non-member texts", ids=[str(i) for i in range(48)])
     assert null["requested_rate"] == DEFAULT_TEXT_RATE and null["rate"] == 1 / 49  # 48 texts: nothing finer than 1/49
-    assert "1% asked; 48 texts resolve no finer" in text_flag_words(null)
+    words = text_flag_words(null)
+    assert "at most 2.04% of the 48 non-member texts" in words and "(1% asked; 48 texts resolve no finer)" in words
     assert text_null(_texts([0] * 144), 0.5, 0.01, source="non-member texts")["rate"] == 0.01
     few = text_null(_texts([0] * 10), 0.5, 0.01, source="population texts")
     assert few["rate"] is None and "10 population texts" in few["reason"]

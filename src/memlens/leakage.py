@@ -177,9 +177,9 @@ def text_flag_words(null: dict[str, Any] | None) -> str | None:
         return None
     if null.get("rate") is None:
         return f"texts are not flagged as leaking: {null.get('reason') or 'no calibrated null'}"
-    rate = f"{null['rate'] * 100:.2g}%"
+    rate = f"{null['rate'] * 100:.3g}%"
     asked = "" if null["rate"] <= null.get("requested_rate", null["rate"]) else \
-        f" ({null['requested_rate'] * 100:.2g}% asked; {null['n_texts']} texts resolve no finer)"
+        f" ({null['requested_rate'] * 100:.3g}% asked; {null['n_texts']} texts resolve no finer)"
     words = (f"a text is flagged as leaking when at most {rate} of the {null['n_texts']} {null['source']} have as many tokens "
              f"above the threshold for their length{asked}")
     if null["source"] == "non-member texts":

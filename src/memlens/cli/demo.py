@@ -227,7 +227,7 @@ def print_next_steps(run: dict, out: Path) -> None:
 
 
 def _pct(rate: float) -> str:
-    return f"{rate * 100:.2g}%"
+    return f"{rate * 100:.3g}%"
 
 
 def _example_text(result) -> str | None:

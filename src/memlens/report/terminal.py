@@ -158,7 +158,7 @@ def _null_line(null: dict[str, Any], lt: dict[str, Any], threshold: float, unit:
             f"{unit} above the threshold in all). ")
     if null["leaking"] is None:
         return line + "No calibrated text-level flag in this audit."
-    text_rate = f"{lt['text_rate'] * 100:.2g}%" if lt.get("text_rate") else "the stated share"
+    text_rate = f"{lt['text_rate'] * 100:.3g}%" if lt.get("text_rate") else "the stated share"
     verdict = "LEAKING" if null["leaking"] else "not flagged as leaking"
     m = f"{'' if null.get('null_exact', True) else 'at least '}{null['null_as_extreme']}"
     return line + (f"{verdict}: {m} of {null['null_n']} {lt.get('text_source') or 'null texts'} have as many "
