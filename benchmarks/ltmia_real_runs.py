@@ -18,7 +18,7 @@ non-members), AUC and TPR@1%FPR with bootstrap intervals (:mod:`memlens.metrics`
       (each real window weighing as one synthetic window).
 
   Each is trained with ``--train-seeds`` seeds (the synthetic ones with ``--synthetic-seeds``); the table's
-  intervals are those of training seed 0, the spread over training seeds is reported beside. Training
+  intervals are those of the first training seed (--seed-offset), the spread over seeds is reported beside. Training
   settings are fixed before looking at any test run (``SETTINGS``), and nothing of run B is used in
   training or model selection (the best epoch is chosen on 10% of the training windows).
 
@@ -149,7 +149,7 @@ def markdown(doc: dict) -> str:
     for run, res in doc["zero_shot"].items():
         for att, sc in res.items():
             lines.append(f"| {run} | {att} | " + " | ".join(_fmt(sc[c]) for c in cols) + " |")
-    lines += ["", "**Trained on run A, tested on run B** (AUC [95% CI] / TPR@1%FPR in %, training seed 0; "
+    lines += ["", "**Trained on run A, tested on run B** (AUC [95% CI] / TPR@1%FPR in %, first training seed; "
               "AUC over training seeds: mean, min-max)", "",
               "| A -> B | classifier | " + " | ".join(cols) + " | AUC over training seeds |", "|---|---|" + "---|" * (len(cols) + 1)]
     for pair, res in doc["transfer"].items():
@@ -172,6 +172,7 @@ def main(argv=None) -> int:
     ap.add_argument("--audit", type=Path, nargs="*", default=None, help="smollm2_references.json of each run, same order (zero-shot check)")
     ap.add_argument("--train-seeds", type=int, default=2)
     ap.add_argument("--synthetic-seeds", type=int, default=1)
+    ap.add_argument("--seed-offset", type=int, default=0, help="training seeds start here (more seeds in another run)")
     ap.add_argument("--methods", nargs="*", default=None, help="a subset of finetune, scratch, synthetic, synthetic+A")
     ap.add_argument("--max-steps", type=int, default=None, help="cap every fit at this many steps (a smoke test only)")
     ap.add_argument("--bootstrap", type=int, default=1000)
@@ -199,6 +200,7 @@ def main(argv=None) -> int:
         "inputs": {str(p): sha256(p) for p in a.runs},
         "classifier": {"path": str(DEFAULT_CLASSIFIER), "weights_sha256": shipped.meta.get("weights_sha256")},
         "settings": {"train": SETTINGS, "max_steps": a.max_steps, "train_seeds": a.train_seeds, "synthetic_seeds": a.synthetic_seeds,
+                     "seed_offset": a.seed_offset,
                      "bootstrap": a.bootstrap,
                      "scopes": "overall, and each tier's members against all non-members"},
         "runs": {r["name"]: {"texts": int(len(r["labels"])), "members": int(r["labels"].sum()),
@@ -252,7 +254,8 @@ def main(argv=None) -> int:
             for m in methods:
                 t1 = time.perf_counter()
                 aucs, first = [], None
-                for seed in range(a.synthetic_seeds if m.startswith("synthetic") else a.train_seeds):
+                n_seeds = a.synthetic_seeds if m.startswith("synthetic") else a.train_seeds
+                for seed in range(a.seed_offset, a.seed_offset + n_seeds):
                     if m == "synthetic":  # no real run in its training: the same classifiers for every pair
                         if seed not in synthetic_only:
                             synthetic_only[seed] = train(m, tr, seed, synthetic)
@@ -260,11 +263,12 @@ def main(argv=None) -> int:
                     else:
                         clf = train(m, tr, seed, synthetic)
                     s = clf.decision_function(te["x"], te["lengths"])
-                    sc = scopes(s, te, a.bootstrap if seed == 0 else 0)
+                    sc = scopes(s, te, a.bootstrap if seed == a.seed_offset else 0)
                     aucs.append(sc["overall"]["auc"])
-                    if seed == 0:
+                    if seed == a.seed_offset:
                         first, hist = sc, {k: v for k, v in clf.history.items() if k != "log"}
-                res[m] = {"scopes": first, "auc_by_train_seed": aucs, "history_seed0": hist, "seconds": round(time.perf_counter() - t1, 1)}
+                res[m] = {"scopes": first, "auc_by_train_seed": aucs, "history_first_seed": hist,
+                          "seconds": round(time.perf_counter() - t1, 1)}
                 print(f"{pair} {m}: AUC {first['overall']['auc']:.3f} (seeds {', '.join(f'{x:.3f}' for x in aucs)}) "
                       f"{time.perf_counter() - t1:.0f}s", flush=True)
                 doc["transfer"][pair] = res
