@@ -245,8 +245,10 @@ def main() -> None:
         r = res[f"audit_{tag}"]
         print(f"  memlens audit, {tag:<5}   {r['wall_s']:8.1f} s  ({r['wall_s'] / bare_s:.2f}x bare), "
               f"peak RSS <= {r['peak_rss_mb_max_so_far']:,.0f} MB, report {r['report_mb'] or 0:.1f} MB")
+        # every stage the audit recorded, in its order; stages whose names say "background", "overlap", "beside"
+        # or "concurrently" ran at the same time as others: their seconds are not to be added up
         for stage, s in r["timings"].items():
-            print(f"      {stage:<22}{s:8.2f} s")
+            print(f"      {stage:<66}{s:8.2f} s")
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2))
     if not a.work:

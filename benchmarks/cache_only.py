@@ -55,7 +55,7 @@ def fill_cache(cache: Path, texts: list[str], tokenizer_dir: Path, seed: int = 0
     hashes = [text_hash(t) for t in texts]
     rng = np.random.default_rng(seed)
     added = 0
-    for d in sorted(p for p in cache.iterdir() if p.is_dir()):
+    for d in sorted(p for p in cache.iterdir() if (p / "key.json").is_file()):  # namespaces (not the blind baseline's folder)
         key = json.loads((d / "key.json").read_text())
         assert key_hash(key) == d.name, "key.json does not give its namespace's name"
         ns = CacheNamespace(cache, key)
@@ -118,7 +118,7 @@ def attack_bench(a) -> dict:
         print(f"memlens attack, {a.texts} texts + {a.population} population, {tag}: wall {r['wall_s']:.1f} s, "
               f"cpu {r['cpu_s']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
         for stage, s in r["timings"].items():
-            print(f"    {stage:<34}{s:7.2f} s")
+            print(f"    {stage:<66}{s:7.2f} s")
     return res
 
 

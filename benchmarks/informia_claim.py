@@ -60,6 +60,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--jobs", type=int, default=1, help="seeds run as parallel processes")
     ap.add_argument("--k", type=int, default=4, help="split references (even)")
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="split references repeat every IN text N times [default: members by their true tier, non-members by a drawn tier]")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
@@ -79,7 +81,7 @@ def main(argv=None) -> int:
     t0, sha = time.perf_counter(), commit()  # the code that runs, not what HEAD is when it ends
     threads = a.threads or max(1, (os.cpu_count() or 1) // max(1, a.jobs))
     kws = [dict(out_dir=a.out, seed=s, quick=a.quick or a.tiny, size=size or None, device=a.device, k=a.k,
-                n_bootstrap=a.bootstrap, progress=a.progress, num_threads=threads) for s in a.seeds]
+                n_bootstrap=a.bootstrap, progress=a.progress, num_threads=threads, repeats=a.repeats) for s in a.seeds]
     if a.jobs > 1 and len(kws) > 1:
         import multiprocessing as mp
 
@@ -93,7 +95,8 @@ def main(argv=None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "informia_claim.md").write_text(md)
     (a.out / "informia_claim.json").write_text(json.dumps(
-        {"seeds": a.seeds, "quick": a.quick or a.tiny, "tiny": a.tiny, "k": a.k, "machine": machine(a.device), "commit": sha,
+        {"seeds": a.seeds, "quick": a.quick or a.tiny, "tiny": a.tiny, "k": a.k, "repeats": a.repeats or "true tier",
+         "machine": machine(a.device), "commit": sha,
          "seconds": round(time.perf_counter() - t0, 1), "combined": combined,
          "per_seed": {d["seed"]: {"timings": d["timings"], "info": d["info"]} for d in docs}}, indent=1))
     print(md)

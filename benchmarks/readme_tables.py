@@ -143,7 +143,7 @@ def _e2e(res: dict) -> list[str]:
 
 
 table("informia-claim", "results/informia-claim-h200/informia_claim.json")(lambda res: _claim(res["combined"]))
-table("smollm2-references", "results/smollm2-references-h200/smollm2_references.json")(lambda res: _claim(res["results"]))
+table("smollm2-references", "results/smollm2-references-h200/smollm2_references.json")(lambda res: _claim(res["combined"]))
 table("audit-e2e-135m", "results/audit-e2e-h200-135m-20k.json")(_e2e)
 
 

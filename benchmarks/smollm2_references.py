@@ -82,6 +82,30 @@ def export_ltmia_features(dest: Path, target, base, tokenizer, paths, batch_size
     print(f"LT-MIA features {x.shape} -> {dest} ({meta})")
 
 
+def combine_seeds(files: list[Path], out: Path) -> dict:
+    """Several seeds' result files -> one document (per_seed, combined: mean ± sd) and its markdown."""
+    from memlens.lab.informia_claim import combine, markdown
+
+    docs = sorted((json.loads(Path(f).read_text()) for f in files), key=lambda d: d["seed"])
+    if len({d["seed"] for d in docs}) != len(docs):
+        raise SystemExit("two result files have the same seed")
+    md = markdown(docs).replace(f"K = {docs[0]['k']} split references.",
+                                f"K = {docs[0]['k']} split references; SmolLM2-135M LoRA, {docs[0]['epochs']} epochs.")
+    for key, label in docs[0]["settings"].items():
+        md = md.replace(f"| {key} |", f"| {label} |")
+    doc = {"seeds": [d["seed"] for d in docs], "k": docs[0]["k"], "epochs": docs[0]["epochs"], "settings": docs[0]["settings"],
+           "combined": combine(docs), "per_seed": {str(d["seed"]): Path(f).name for d, f in zip(docs, files)},
+           "per_seed_provenance": {str(d["seed"]): d.get("provenance") or {"commit": d.get("commit"), "machine": d.get("machine")}
+                                   for d in docs}}
+    doc["provenance"] = {"commit": "; ".join(f"seed {s}: {str(p['commit']).split(' ')[0]}" for s, p in doc["per_seed_provenance"].items()),
+                         "machine": "; ".join(dict.fromkeys(str(p["machine"]) for p in doc["per_seed_provenance"].values()))}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "smollm2_references.json").write_text(json.dumps(doc, indent=1))
+    (out / "smollm2_references.md").write_text(md)
+    print(md)
+    return doc
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", default="smollm2", help="a .gguf file, a saved model directory, a hub id, or smollm2 (the wheel)")
@@ -103,8 +127,13 @@ def main(argv=None) -> int:
     ap.add_argument("--export-ltmia", type=Path, default=None, metavar="NPZ",
                     help="also write the shipped LT-MIA classifier's input features of the target/base pair (members + non-members) "
                          "to NPZ, for training LT-MIA with real-model runs")
+    ap.add_argument("--combine", type=Path, nargs="+", default=None, metavar="JSON",
+                    help="only combine finished seeds' result files into OUT/smollm2_references.{json,md} (mean ± sd over seeds)")
     ap.add_argument("--save-base", type=Path, default=None, metavar="DIR", help="only write --base as a plain safetensors model to DIR")
     a = ap.parse_args(argv)
+    if a.combine:
+        combine_seeds(a.combine, a.out)
+        return 0
     if a.save_base:
         print(f"plain base in {plain_base(a.base, a.save_base)}")
         return 0

@@ -8,6 +8,7 @@ import pytest
 
 from memlens.blind import (
     BlindError,
+    BlindJob,
     blind_audit,
     blind_baseline,
     cross_val_scores,
@@ -146,3 +147,29 @@ def test_large_audits_are_checked_on_a_balanced_seeded_sample():
     assert any("sample of 24 of the 60 texts" in n for n in r.metrics.notes)
     again = blind_baseline(texts, labels, max_texts=24, folds=3, n_bootstrap=50)
     assert np.array_equal(scored, ~np.isnan(again.scores))  # seeded
+
+
+def test_background_job_gives_the_inline_result_and_keeps_it_in_the_cache(tmp_path):
+    """The classifier in its own process (what memlens.audit starts before the pass) gives the very scores
+    of the inline check; a second job on the same texts and labels reads them from the cache."""
+    members, nonmembers = shifted_pair(20)
+    texts, labels = _texts_labels(members, nonmembers)
+    inline = blind_baseline(texts, labels, folds=3, max_texts=30, n_bootstrap=50, attack_aucs={"loss": 0.7})
+    job = BlindJob(texts, labels, folds=3, max_texts=30, cache_dir=tmp_path)
+    assert job._proc is not None  # a worker process, not this one
+    got = job.result({"loss": 0.7}, n_bootstrap=50)
+    np.testing.assert_array_equal(got.scores, inline.scores)
+    assert (got.verdict, got.metrics.auc, got.folds) == (inline.verdict, inline.metrics.auc, inline.folds)
+    assert job.seconds > 0 and len(list((tmp_path / "blind").glob("*.json"))) == 1
+    again = BlindJob(texts, labels, folds=3, max_texts=30, cache_dir=tmp_path)
+    assert again.cached and again._proc is None
+    np.testing.assert_array_equal(again.result(n_bootstrap=50).scores, inline.scores)
+    other = BlindJob(texts, labels[::-1], folds=3, max_texts=30, cache_dir=tmp_path)  # other labels: not the cached entry
+    assert not other.cached
+    other.cancel()
+
+
+def test_background_job_reports_the_blind_error_of_its_worker():
+    job = BlindJob(["a b c", "d e f", "g h i", "j k l"], [1, 0, 0, 0])
+    with pytest.raises(BlindError, match="at least 2 members"):
+        job.scores()

@@ -331,3 +331,41 @@ def test_in_memory_cache_writes_nothing(handles, tmp_path, monkeypatch):
 def test_text_hash_is_content_address():
     assert text_hash("abc") == text_hash("abc") != text_hash("abc ")
     assert key_hash({"a": 1, "b": 2}) == key_hash({"b": 2, "a": 1})
+
+
+def test_a_shard_is_hashed_once_until_it_changes(tmp_path, monkeypatch):
+    """Reading a namespace verifies each shard's SHA-256 once: later reads (other processes: fresh
+    namespaces) trust the shard while its size and modification time are those it was verified with."""
+    import memlens.cache as mc
+
+    key = {"kind": "test-memo"}
+    ns = CacheNamespace(tmp_path, key)
+    for i in range(3):
+        ns.put({f"h{i}": {"x": np.arange(i + 1, dtype=np.float32)}})
+    hashed: list[int] = []
+    real = hashlib.sha256
+
+    def counting(data=b""):
+        if bytes(data[:4]) == b"PAR1":  # a Parquet file (the patch is global: key hashes pass here too)
+            hashed.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(mc.hashlib, "sha256", counting)
+
+    def read_fresh() -> dict:
+        mc._MEMOS.clear()  # as in a new process: the memo comes from its file
+        return CacheNamespace(tmp_path, key).get(["h0", "h1", "h2"])
+
+    assert sorted(read_fresh()) == ["h0", "h1", "h2"] and len(hashed) == 3
+    assert (tmp_path / mc.VERIFIED_MEMO).is_file()
+    hashed.clear()
+    got = read_fresh()
+    assert hashed == [] and sorted(got) == ["h0", "h1", "h2"]
+    np.testing.assert_array_equal(got["h2"]["x"], np.arange(3, dtype=np.float32))
+    changed = shards(tmp_path)[0]
+    st = changed.stat()
+    os.utime(changed, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # touched: verified again
+    read_fresh()
+    assert len(hashed) == 1
+    mc.clear_cache(tmp_path)
+    assert not (tmp_path / mc.VERIFIED_MEMO).exists()

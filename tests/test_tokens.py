@@ -63,3 +63,26 @@ def test_audit_token_strings_come_from_the_spans(gpt2, tokenizer):
         assert len(strings) == len(st.token_ids)
         assert "".join(strings) == s.text  # a BOS is prepended, so every token of the text is scored
         assert "\ufffd" not in "".join(strings)
+
+
+def test_many_texts_at_once_are_each_text_alone(tokenizer, corpus):
+    """token_strings_many (one running maximum over all texts) gives every text token_strings' list,
+    with real spans, hand-made odd ones (gaps, nested, out of range, empty) and texts without tokens."""
+    import numpy as np
+
+    from memlens.tokens import token_strings_many
+
+    texts = corpus[:30] + ["héllo wörld ✓ café", "", "ab", "xyz"]
+    starts, ends = [], []
+    for t in texts[:31]:
+        enc = tokenizer(t, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        starts.append(np.array([a for a, _ in enc], dtype=np.int64))
+        ends.append(np.array([b for _, b in enc], dtype=np.int64))
+    starts += [np.array([], dtype=np.int64), np.array([0, 5, 1], dtype=np.int64), np.array([-3, 1, 1, 2], dtype=np.int64)]
+    ends += [np.array([], dtype=np.int64), np.array([1, 9, 2], dtype=np.int64), np.array([1, 1, 3, 0], dtype=np.int64)]
+    many = token_strings_many(texts, starts, ends)
+    assert many == [token_strings(t, a, b) for t, a, b in zip(texts, starts, ends)]
+    assert token_strings_many(texts, starts, ends, group=4) == many  # in groups (the last one short)
+    assert token_strings_many([], [], []) == []
+    with pytest.raises(ValueError, match="1-d of one length"):
+        token_strings_many(["ab"], [np.array([0, 1])], [np.array([1])])

@@ -10,6 +10,7 @@ import os
 import platform
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,7 @@ from memlens.passes._shared import is_main_process
 from memlens.passes.causal import PassSettings, StatsBundle, compute_stats
 from memlens.scope import Scope, check_assistant_turns, is_chat, render_chats, resolve_scope, restrict, sample_spans, scatter
 from memlens.stats import TokenStats
-from memlens.tokens import colour_scale, token_strings
+from memlens.tokens import colour_scale, token_strings_many
 
 log = logging.getLogger("memlens")
 
@@ -115,8 +116,17 @@ class AuditResult:
             if _REPORT_WRITER is not None:
                 writers["report.html"] = timed("report", lambda p: _REPORT_WRITER(self, p.parent))
         writers.update(extra or {})
-        writers["results.json"] = self._write_results_file  # last, so its timings include the other writes (the report's too)
-        return write_set(out_dir, writers, info)
+        t0 = time.perf_counter()
+
+        def results_json(path: Path) -> None:
+            self.timings["save: every file but results.json (concurrently, wall)"] = time.perf_counter() - t0
+            self._write_results_file(path)
+
+        writers["results.json"] = results_json  # last, so its timings include the other writes (the report's too)
+        # The files are independent: written on threads at once (the stage timings above are each file's own
+        # wall time, overlapping). roc.png and the report share one thread: both draw with matplotlib.
+        return write_set(out_dir, writers, info, concurrent=[["token_scores.parquet"], ["scores.csv", "texts.jsonl"],
+                                                             ["report.html", "roc.png"]])
 
     def write_results_json(self, out_dir: str | os.PathLike) -> None:
         self._write_results_file(Path(out_dir) / "results.json")
@@ -423,6 +433,18 @@ def audit(
                                          n_bootstrap), blind, n_bootstrap, seed)
         result.notes.extend(dup_notes)
         return result
+    blind_job = _start_blind(samples, blind, seed, cache_dir)
+    try:
+        return _audit_causal(**locals())
+    except BaseException:
+        if blind_job is not None:
+            blind_job.cancel()
+        raise
+
+
+def _audit_causal(*, target, references, tokenizer, reference_tokenizers, gguf_file, options, base, samples, pop, score, attacks,
+                  attack_params, reference_splits, cache_dir, settings, fprs, n_bootstrap, seed, canaries, canary_options, dup_notes,
+                  blind, blind_job, **_) -> AuditResult | None:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     t, refs = _handles(target, references, tokenizer, reference_tokenizers, gguf_file, options, base)
@@ -488,18 +510,37 @@ def audit(
                                                           **(canary_options or {})).to_dict()
         result.extra["canary_exposure"]["settings"]["target"] = t.name  # the adapter dir, not the base the peft model names
         result.timings["canary exposure"] = time.perf_counter() - t0
-    return _with_blind(result, blind, n_bootstrap, seed)
+    return _with_blind(result, blind, n_bootstrap, seed, blind_job)
 
 
-def _with_blind(result: AuditResult | None, blind: bool | dict[str, Any], n_bootstrap: int, seed: int) -> AuditResult | None:
+def _with_blind(result: AuditResult | None, blind: bool | dict[str, Any], n_bootstrap: int, seed: int,
+                job: Any = None) -> AuditResult | None:
     """The blind baseline next to the attacks (``audit(blind=...)``), with the audit's bootstrap and seed
-    (on the main process only: the others return None)."""
+    (on the main process only: the others return None). ``job``: its classifier, started by
+    :func:`_start_blind` before the pass; the timings then say how long it ran beside the audit and how
+    long the audit waited for it."""
     if blind and result is not None:
         from memlens.blind import attach_blind
 
-        with result.stage("blind baseline"):
-            attach_blind(result, **{"n_bootstrap": n_bootstrap, "seed": seed, **(blind if isinstance(blind, dict) else {})})
+        stage = "blind baseline" if job is None else "blind baseline: waited for it"
+        with result.stage(stage):
+            attach_blind(result, job=job, **{"n_bootstrap": n_bootstrap, "seed": seed, **(blind if isinstance(blind, dict) else {})})
+        if job is not None and job.seconds is not None:
+            name = "blind baseline: read from the cache" if job.cached and job._proc is None else \
+                "blind baseline: own process, overlapping the pass (its wall time)"
+            result.timings[name] = job.seconds
     return result
+
+
+def _start_blind(samples, blind: bool | dict[str, Any], seed: int, cache_dir) -> Any:
+    """The blind baseline's classifier started now, in a process of its own, on the main process only: it
+    needs only the texts and labels, so it runs while the models load and score (memlens.blind.BlindJob)."""
+    if not blind or not is_main_process():
+        return None
+    from memlens.blind import start_blind
+
+    root = default_cache_dir() if cache_dir == "default" else cache_dir
+    return start_blind(samples, {"seed": seed, **(blind if isinstance(blind, dict) else {})}, root)
 
 
 def _span_params(attack_params, names, scope: Scope, samples) -> tuple[dict[str, dict], dict[str, str | None]]:
@@ -712,20 +753,35 @@ def _assemble(samples, t, refs, results, bundle, names, attack_params, settings,
     labelled = [s.label is not None for s in samples]
     metrics: dict[str, AttackMetrics] = {}
     notes = list(bundle.notes)
-    if all(labelled) and {s.label for s in samples} == {0, 1}:
-        labels = np.array([s.label for s in samples])
-        for n in names:
-            sc = results[n].scores
-            bad = ~np.isfinite(sc)
-            if bad.any():
-                notes.append(f"{n}: {int(bad.sum())} texts got no finite score and count as the least likely members")
-                sc = np.where(bad, np.nanmin(np.where(bad, np.nan, sc)) - 1 if (~bad).any() else 0.0, sc)
-            metrics[n] = evaluate(labels, sc, fprs=fprs, n_bootstrap=n_bootstrap, seed=seed)
-    timings["metrics"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    # from the character spans, not one tokenizer.decode per token (memlens.tokens says why)
-    strings = [token_strings(s.text, st.span_start, st.span_end) for s, st in zip(samples, bundle.target)]
-    timings["token strings"] = time.perf_counter() - t0
+    # Each attack's metrics (a vectorized bootstrap: numpy, which releases the GIL in its sorts and array
+    # work) on a thread of a pool, while this thread builds the token strings (pure Python): the two overlap,
+    # and on a machine with several cores the attacks' bootstraps do too. Timings: "metrics" from the start
+    # to the last attack's metrics, "token strings" its own, and the wall time of both together.
+    pending = {}
+    ends: list[float] = []
+    # at most 4 at once: each bootstrap chunk holds ~100 MB of temporaries (metrics.BOOTSTRAP_CELLS)
+    pool = ThreadPoolExecutor(max(1, min(len(names), os.cpu_count() or 1, 4)), thread_name_prefix="memlens-metrics")
+    try:
+        if all(labelled) and {s.label for s in samples} == {0, 1}:
+            labels = np.array([s.label for s in samples])
+            for n in names:
+                sc = results[n].scores
+                bad = ~np.isfinite(sc)
+                if bad.any():
+                    notes.append(f"{n}: {int(bad.sum())} texts got no finite score and count as the least likely members")
+                    sc = np.where(bad, np.nanmin(np.where(bad, np.nan, sc)) - 1 if (~bad).any() else 0.0, sc)
+                pending[n] = pool.submit(evaluate, labels, sc, fprs=fprs, n_bootstrap=n_bootstrap, seed=seed)
+                pending[n].add_done_callback(lambda f: ends.append(time.perf_counter()))
+        t1 = time.perf_counter()
+        # from the character spans, not one tokenizer.decode per token (memlens.tokens says why)
+        strings = token_strings_many([s.text for s in samples], [st.span_start for st in bundle.target],
+                                     [st.span_end for st in bundle.target])
+        timings["token strings"] = time.perf_counter() - t1
+        metrics = {n: f.result() for n, f in pending.items()}  # in the attacks' order
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    timings["metrics"] = max(ends, default=t0) - t0
+    timings["metrics and token strings, overlapped (wall)"] = time.perf_counter() - t0
     ref_lp = None
     if bundle.comparison is not None:
         # float32, as saved and shown: a float64 copy of every token would double this list's memory

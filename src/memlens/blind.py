@@ -179,12 +179,153 @@ def blind_baseline(texts: Sequence[str], labels: Sequence[int], attack_aucs: Map
             texts per class (the others get a NaN score): the verdict needs a few thousand texts, not all
             of a large audit (TF-IDF cross-validation on 20,000 texts takes minutes on a CPU). None: all.
     """
-    labels = np.asarray(labels)
+    job = BlindJob(texts, labels, folds=folds, repeats=repeats, seed=seed, max_texts=max_texts, background=False)
+    return job.result(attack_aucs, threshold=threshold, n_bootstrap=n_bootstrap)
+
+
+def _sample(labels: np.ndarray, max_texts: int | None, seed: int) -> np.ndarray:
+    """Indices the check runs on: all, or a seeded sample of at most ``max_texts // 2`` per class."""
     keep = np.arange(len(labels))
     if max_texts is not None and len(labels) > max_texts:
         rng = np.random.default_rng(seed)
         keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[: max_texts // 2] for c in (0, 1)]))
-    sub_scores, k = cross_val_scores([texts[i] for i in keep], labels[keep], folds=folds, repeats=repeats, seed=seed)
+    return keep
+
+
+class BlindJob:
+    """The model-free part of the blind baseline (the cross-validated classifier, which needs only the
+    texts and labels), started as soon as they are known: ``memlens.audit`` starts it before the
+    statistics pass and collects it after the attacks (:meth:`result`), so it costs no wall time of its own.
+
+    ``background``: in a separate Python process (``python -m memlens._blind_worker``), not a thread:
+    TF-IDF and scikit-learn hold the GIL, which the pass's many small torch calls on the main thread
+    need (a thread would stall the pass about as long as it runs). ``cache_dir``: the out-of-fold
+    scores are kept there under a hash of the texts, labels, settings and scikit-learn version, so a
+    rerun on the same sets (``memlens attack`` with other attack parameters) reads them back.
+    A worker that cannot start or fails for another reason than a BlindError is run again here."""
+
+    def __init__(self, texts: Sequence[str], labels: Sequence[int], *, folds: int = DEFAULT_FOLDS, repeats: int = 1, seed: int = 0,
+                 max_texts: int | None = DEFAULT_MAX_TEXTS, cache_dir: Any = None, background: bool = True):
+        import time
+
+        self.t0 = time.perf_counter()
+        self.labels = np.asarray(labels)
+        self.keep = _sample(self.labels, max_texts, seed)
+        self.texts = [texts[i] for i in self.keep]
+        self.folds, self.repeats, self.seed = folds, repeats, seed
+        self.seconds: float | None = None  # the job's own wall time, from its start to its end
+        self.cached = False
+        self._proc: Any = None
+        self._path = None if cache_dir is None else _cache_path(cache_dir, self.texts, self.labels[self.keep], folds, repeats, seed)
+        self._done: tuple[np.ndarray, int] | BaseException | None = None
+        if self._path is not None and self._path.is_file():
+            try:
+                d = __import__("json").loads(self._path.read_text())
+                self._done, self.cached = (np.asarray(d["scores"], dtype=np.float64), int(d["folds"])), True
+                self.seconds = time.perf_counter() - self.t0
+                return
+            except (ValueError, KeyError, OSError):  # a damaged entry: computed again
+                self._done = None
+        if background:
+            self._start()
+
+    def _start(self) -> None:
+        import os
+        import pickle
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        src = str(Path(__file__).resolve().parent.parent)  # where this memlens is imported from, for the child too
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])])}
+        try:
+            self._proc = subprocess.Popen([sys.executable, "-m", "memlens._blind_worker"], stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+            # a pipe's buffer is small: the texts go in on a thread, so a large set does not block the caller
+            import threading
+
+            payload = pickle.dumps((self.texts, self.labels[self.keep], self.folds, self.repeats, self.seed))
+            self._feeder = threading.Thread(target=_feed, args=(self._proc, payload), daemon=True)
+            self._feeder.start()
+        except OSError:
+            self._proc = None
+
+    def scores(self) -> tuple[np.ndarray, int]:
+        """(out-of-fold scores of the sampled texts, folds used); waits for the worker. Raises BlindError."""
+        import pickle
+        import time
+
+        if self._done is None and self._proc is not None:
+            self._feeder.join()  # the worker reads all of its input before it writes anything
+            self._proc.stdin = None  # closed by the feeder: communicate() must not touch it
+            out, err = self._proc.communicate()
+            try:
+                status, value = pickle.loads(out) if self._proc.returncode == 0 else (None, None)
+                self._done = value if status == "ok" else BlindError(value) if status == "error" else None
+            except Exception:  # no or broken output: run here below
+                self._done = None
+            if self._done is None:
+                import logging
+
+                logging.getLogger("memlens").warning("blind baseline worker failed (%s); running it here",
+                                                     (err.decode(errors="replace").strip().splitlines() or ["no output"])[-1])
+        if self._done is None:
+            try:
+                self._done = cross_val_scores(self.texts, self.labels[self.keep], folds=self.folds, repeats=self.repeats, seed=self.seed)
+            except BlindError as e:
+                self._done = e
+        if self.seconds is None:
+            self.seconds = time.perf_counter() - self.t0
+        if isinstance(self._done, BaseException):
+            raise self._done
+        if self._path is not None and not self.cached:
+            from memlens._io import atomic_write
+
+            try:
+                self._path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(self._path, __import__("json").dumps({"scores": self._done[0].tolist(), "folds": self._done[1]}))
+                self.cached = True
+            except OSError:  # a read-only cache: the result is only not kept
+                pass
+        return self._done
+
+    def result(self, attack_aucs: Mapping[str, float] | None = None, *, threshold: float = DEFAULT_THRESHOLD,
+               n_bootstrap: int = 1000) -> BlindResult:
+        sub_scores, k = self.scores()
+        labels, keep, folds, seed = self.labels, self.keep, self.folds, self.seed
+        return _finish(labels, keep, sub_scores, k, folds, seed, attack_aucs, threshold, n_bootstrap)
+
+    def cancel(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._feeder.join()
+            self._proc.stdin = None
+            self._proc.communicate()
+
+
+def _feed(proc: Any, payload: bytes) -> None:
+    try:
+        proc.stdin.write(payload)
+        proc.stdin.close()
+    except OSError:  # the worker died; scores() runs the check here
+        pass
+
+
+def _cache_path(cache_dir: Any, texts: Sequence[str], labels: np.ndarray, folds: int, repeats: int, seed: int):
+    import hashlib
+    from importlib.metadata import version
+    from pathlib import Path
+
+    h = hashlib.sha256()
+    h.update(repr(("blind-v1", version("scikit-learn"), folds, repeats, seed, labels.astype(int).tolist())).encode())
+    for t in texts:
+        h.update(hashlib.sha256(t.encode("utf-8")).digest())
+    from memlens.cache import BLIND_DIR
+
+    return Path(cache_dir) / BLIND_DIR / f"{h.hexdigest()[:32]}.json"
+
+
+def _finish(labels, keep, sub_scores, k, folds, seed, attack_aucs, threshold, n_bootstrap) -> BlindResult:
     m = evaluate(labels[keep], sub_scores, n_bootstrap=n_bootstrap, seed=seed)
     scores = np.full(len(labels), np.nan)
     scores[keep] = sub_scores
@@ -204,7 +345,17 @@ def blind_audit(result, **kwargs) -> BlindResult:
     return blind_baseline([s.text for s in result.samples], labels, {a: m.auc for a, m in result.metrics.items()}, **kwargs)
 
 
-def attach_blind(result, **kwargs) -> BlindResult | None:
+def start_blind(samples, options: Mapping[str, Any], cache_dir: Any = None) -> BlindJob | None:
+    """A :class:`BlindJob` on labelled samples (``options``: those of :func:`attach_blind`), running in the
+    background; None where :func:`attach_blind` would not run the check (labels missing or of one class)."""
+    labels = [s.label for s in samples]
+    if any(v is None for v in labels) or set(labels) != {0, 1}:
+        return None
+    kw = {k: options[k] for k in ("folds", "repeats", "seed", "max_texts") if k in options}
+    return BlindJob([s.text for s in samples], labels, cache_dir=cache_dir, **kw)
+
+
+def attach_blind(result, job: BlindJob | None = None, **kwargs) -> BlindResult | None:
     """Run the blind check on a labelled audit and record it on ``result`` (what ``memlens.audit``
     does by default): ``result.extra["blind"]`` gets :meth:`BlindResult.to_dict`, and a warning goes
     first into ``result.notes`` so every output shows it before anything else. Unlabelled audits
@@ -214,7 +365,11 @@ def attach_blind(result, **kwargs) -> BlindResult | None:
     if not result.metrics or any(v is None for v in labels) or set(labels) != {0, 1}:
         return None
     try:
-        b = blind_audit(result, **kwargs)
+        if job is not None:  # started earlier (start_blind) on the same samples: its scores, judged against these attacks
+            b = job.result({a: m.auc for a, m in result.metrics.items()}, threshold=kwargs.get("threshold", DEFAULT_THRESHOLD),
+                           n_bootstrap=kwargs.get("n_bootstrap", 1000))
+        else:
+            b = blind_audit(result, **kwargs)
     except BlindError as e:
         result.notes.append(f"blind baseline skipped: {e}")
         return None

@@ -17,6 +17,7 @@ content hashes of model files (paths and hashes only, see memlens.models.loading
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -83,22 +84,29 @@ class CacheNamespace:
         self._loaded = True
         if not self.dir.is_dir():
             return
+        memo = _verified_memo(self.dir.parent)
         for shard in sorted(self.dir.glob("*.parquet")):
             if shard.name.startswith(_TMP_PREFIX) or shard.name in self._seen:
                 continue  # a write that a killed run never finished (pathlib's glob matches dot-files), or read already
             try:
-                data = shard.read_bytes()
+                st = shard.stat()
+                # checked before with this size and modification time: read without hashing it again
+                source = shard if memo.known(shard, st) else shard.read_bytes()
             except FileNotFoundError:  # removed meanwhile (``memlens cache clear``): its texts are recomputed
                 continue
-            if hashlib.sha256(data).hexdigest()[:32] != shard.stem:
-                self._quarantine(shard, "its contents do not match its checksum")
-                continue
+            if not isinstance(source, Path):
+                if hashlib.sha256(source).hexdigest()[:32] != shard.stem:
+                    self._quarantine(shard, "its contents do not match its checksum")
+                    continue
+                memo.add(shard, st)
             try:
-                table = pq.read_table(pa.BufferReader(data))
+                table = pq.read_table(source if isinstance(source, Path) else pa.BufferReader(source))  # not memory-mapped
                 self._mem.update(_table_to_records(table))
                 self._seen.add(shard.name)
             except Exception as e:  # a valid checksum but unreadable file: written by another version?
+                memo.forget(shard)
                 self._quarantine(shard, f"it cannot be read ({type(e).__name__}: {e})")
+        memo.save()
 
     def _quarantine(self, shard: Path, why: str) -> None:
         log.warning("cache shard %s is not used: %s; it is renamed to .corrupt and its texts will be recomputed", shard, why)
@@ -144,6 +152,68 @@ class CacheNamespace:
         key_file = self.dir / "key.json"
         if not key_file.exists():
             _atomic_write(key_file, json.dumps(self.key, indent=2, sort_keys=True, default=str).encode())
+
+
+VERIFIED_MEMO = "verified-shards.json"
+
+
+class _VerifiedMemo:
+    """Shards whose SHA-256 matched their name, by (namespace/shard name) -> [size, mtime in ns], kept in
+    the cache root: a shard is hashed once, not at every read (``memlens attack`` reads every shard of
+    20,000 texts each time). A shard changed since has another size or time and is hashed again; one
+    rewritten in place with the same size and a restored time would not be (as with the model files'
+    hash memo). Several processes may save it: the last one wins, and a lost entry only costs a rehash."""
+
+    def __init__(self, root: Path):
+        self.path = root / VERIFIED_MEMO
+        self._lock = threading.Lock()
+        self._dirty = False
+        try:
+            self.entries: dict[str, list[int]] = json.loads(self.path.read_text())
+            if not isinstance(self.entries, dict):
+                raise ValueError("not a mapping")
+        except (OSError, ValueError):
+            self.entries = {}
+
+    @staticmethod
+    def _name(shard: Path) -> str:
+        return f"{shard.parent.name}/{shard.name}"
+
+    def known(self, shard: Path, st: os.stat_result) -> bool:
+        return self.entries.get(self._name(shard)) == [st.st_size, st.st_mtime_ns]
+
+    def add(self, shard: Path, st: os.stat_result) -> None:
+        with self._lock:
+            self.entries[self._name(shard)] = [st.st_size, st.st_mtime_ns]
+            self._dirty = True
+
+    def forget(self, shard: Path) -> None:
+        with self._lock:
+            self._dirty = self.entries.pop(self._name(shard), None) is not None or self._dirty
+
+    def save(self) -> None:
+        with self._lock:
+            if not self._dirty:
+                return
+            # entries of shards that are gone (cleared, set aside) are dropped
+            self.entries = {k: v for k, v in self.entries.items() if (self.path.parent / k).is_file()}
+            try:
+                atomic_write(self.path, json.dumps(self.entries), fsync=False)
+                self._dirty = False
+            except OSError:  # a read-only cache: shards are hashed at every read, as before
+                pass
+
+
+_MEMOS: dict[Path, _VerifiedMemo] = {}
+_MEMOS_LOCK = threading.Lock()
+
+
+def _verified_memo(root: Path) -> _VerifiedMemo:
+    with _MEMOS_LOCK:
+        key = root.resolve()
+        if key not in _MEMOS or not _MEMOS[key].path.parent.is_dir():
+            _MEMOS[key] = _VerifiedMemo(root)
+        return _MEMOS[key]
 
 
 class StatsCache:
@@ -196,8 +266,11 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2) or "d"]
 
 
+BLIND_DIR = "blind"  # the blind baseline's cached out-of-fold scores (memlens.blind.BlindJob), beside the namespaces
+
+
 def _namespace_dirs(root: Path) -> list[Path]:
-    return sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
+    return sorted(d for d in root.iterdir() if d.is_dir() and d.name != BLIND_DIR) if root.is_dir() else []
 
 
 def cache_info(root: str | os.PathLike | None = None) -> CacheInfo:
@@ -248,8 +321,9 @@ def clear_cache(root: str | os.PathLike | None = None, *, older_than: float | No
     Safe beside running audits: only finished shards are removed (a writer's ``.tmp-*`` file is left
     alone unless older than an hour, i.e. left by a killed run); a reader that loses a shard
     recomputes its texts; a writer whose namespace directory disappears makes it again. Files that
-    are not memlens's (anything but shards, key.json, set-aside and unfinished files, and the file
-    hash memo) are never touched, so pointing this at a wrong directory removes nothing else.
+    are not memlens's (anything but shards, key.json, set-aside and unfinished files, the blind
+    baseline's cached scores and the file and shard hash memos) are never touched, so pointing this at
+    a wrong directory removes nothing else.
     """
     root = Path(root) if root is not None else default_cache_dir()
     res = ClearResult()
@@ -287,9 +361,19 @@ def clear_cache(root: str | os.PathLike | None = None, *, older_than: float | No
                 res.namespaces += 1
             except OSError:
                 pass
-    memo = root / "file-hashes.json"
-    if older_than is None and memo.is_file():
-        remove(memo)
+    blind = root / BLIND_DIR
+    if blind.is_dir():
+        for p in blind.glob("*.json"):
+            if old(p, older_than):
+                remove(p)
+        with contextlib.suppress(OSError):
+            blind.rmdir()  # left when it still holds newer entries (or foreign files)
+    for name in ("file-hashes.json", VERIFIED_MEMO):
+        memo = root / name
+        if older_than is None and memo.is_file():
+            remove(memo)
+    with _MEMOS_LOCK:
+        _MEMOS.pop(root.resolve(), None)
     return res
 
 

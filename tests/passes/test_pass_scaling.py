@@ -10,8 +10,9 @@ import torch
 
 import memlens
 from memlens.cache import CacheNamespace, StatsCache
-from memlens.models.causal import CausalScorer, tokenize, tokenize_many
+from memlens.models.causal import CausalScorer, TokenFeed, tokenize, tokenize_many
 from memlens.passes._shared import Flusher
+from memlens.stats import TOKEN_FIELDS
 
 TEXTS = [
     "Amber stone by the river, code 101.",
@@ -121,10 +122,81 @@ def test_audit_records_stage_timings_and_peak_memory(gpt2, gpt2_ref, tokenizer, 
                         tokenizer=tokenizer, attacks=["loss", "rmia", "informia_token"], cache_dir=tmp_path / "cache",
                         device="cpu", n_bootstrap=10, progress=False)
     for stage in ("load (handles, tokenizers)", "texts: pass", "texts: load models", "texts: cache read", "population: pass",
-                  "attacks", "metrics", "token strings"):
+                  "attacks", "metrics", "token strings", "texts: tokenize (background, overlaps load and pass)",
+                  "texts: pass: waited for tokens", "blind baseline: waited for it"):
         assert res.timings[stage] >= 0, stage
+    # the blind baseline's classifier ran in its own process while the models scored
+    assert res.timings["blind baseline: own process, overlapping the pass (its wall time)"] > 0 and "blind" in res.extra
     res.save(tmp_path / "out")
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert {"save: scores.csv", "save: token_scores.parquet", "attacks"} <= set(saved["timings"])
     assert all(isinstance(v, float) for v in saved["timings"].values())  # the benchmark prints every entry as seconds
     assert saved["peak_rss_mb"] > 10
+
+
+def _assert_results_equal(a: dict, b: dict, exact: bool) -> None:
+    assert sorted(a) == sorted(b)
+    check = np.testing.assert_array_equal if exact else (lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6))
+    for i in a:
+        for sa, sb in zip(a[i]["stats"], b[i]["stats"]):
+            for k in TOKEN_FIELDS:
+                (np.testing.assert_array_equal if TOKEN_FIELDS[k].kind == "i" else check)(getattr(sa, k), getattr(sb, k))
+        assert sorted(a[i]["pair"]) == sorted(b[i]["pair"])
+        for k in a[i]["pair"]:
+            check(a[i]["pair"][k], b[i]["pair"][k])
+
+
+def test_streamed_tokenization_scores_as_tokenizing_everything_first(gpt2, gpt2_ref, tokenizer, corpus):
+    """The pass fed chunk by chunk from the background tokenizer gives every text the statistics it gets
+    when every text is tokenized first; one chunk gives the very same batches, hence the same bits."""
+    # long texts too (several windows of the 64-position model), so windows of one text span batches
+    texts = corpus[:25] + TEXTS[:5] + [" ".join(corpus[i:i + 6]) for i in range(0, 18, 6)]
+    models = [gpt2.model, gpt2_ref.model]
+    before = CausalScorer(models, tokenizer, batch_size=4, progress=False).score_tokenized(tokenize_many(tokenizer, texts))
+    longest_first = sorted(range(len(texts)), key=lambda j: -len(texts[j]))
+    delivered: list[int] = []
+    for chunk, exact in ((len(texts), True), (5, False), (1, False)):
+        scorer = CausalScorer(models, tokenizer, batch_size=4, progress=False)
+        with TokenFeed(tokenizer, texts, longest_first, chunk=chunk) as feed:
+            got = scorer.score(texts, on_batch_done=lambda done: delivered.extend(done), feed=feed)
+        assert sorted(delivered) == list(range(len(texts)))  # every text delivered once
+        delivered.clear()
+        _assert_results_equal(before, got, exact)
+        assert feed.timings["tokenize (background)"] > 0 and feed.timings["wait for tokens"] >= 0
+
+
+def test_token_feed_yields_every_text_once_and_reraises_a_tokenizer_error(tokenizer, corpus):
+    texts = corpus[:11]
+    with TokenFeed(tokenizer, texts, list(reversed(range(11))), chunk=4, prefetch=1) as feed:
+        got = list(feed)
+    assert [idx for idx, _ in got] == [[7, 8, 9, 10], [3, 4, 5, 6], [0, 1, 2]]  # chunks in the given order, each in index order
+    for idx, toks in got:
+        for i, tk in zip(idx, toks):
+            assert tk.ids == tokenize(tokenizer, texts[i]).ids
+
+    class Broken:
+        def __call__(self, *a, **k):
+            raise RuntimeError("tokenizer broke (simulated)")
+
+    with pytest.raises(RuntimeError, match="tokenizer broke"), TokenFeed(Broken(), texts, range(11), chunk=4) as feed:
+        list(feed)
+    assert not feed._thread.is_alive()
+    # a consumer that stops early stops the thread (it does not block on a full queue)
+    feed = TokenFeed(tokenizer, texts, range(11), chunk=1, prefetch=1)
+    next(iter(feed))
+    feed.close()
+    assert not feed._thread.is_alive()
+
+
+def test_oom_on_the_first_batch_of_a_streamed_pass_backs_off_too(gpt2, tokenizer, corpus, monkeypatch):
+    texts = corpus[:20]
+    clean = CausalScorer([gpt2.model], tokenizer, batch_size=2, progress=False).score(texts)
+    calls: list[int] = []
+    monkeypatch.setattr(gpt2.model, "forward", _oom_above(gpt2.model, 2, calls))
+    scorer = CausalScorer([gpt2.model], tokenizer, batch_size=8, progress=False)
+    delivered: list[int] = []
+    with TokenFeed(tokenizer, texts, range(len(texts)), chunk=3) as feed:  # the first batch needs three chunks
+        got = scorer.score(texts, on_batch_done=lambda done: delivered.extend(done), feed=feed)
+    assert scorer.batch_size == 2 and calls[:3] == [8, 4, 2] and max(calls[2:]) <= 2
+    assert sorted(delivered) == list(range(len(texts)))
+    _assert_results_equal(clean, got, exact=False)

@@ -70,8 +70,11 @@ def test_clear_all_removes_shards_keys_and_namespaces_but_nothing_foreign(filled
     root, a, b, old = filled
     (root / "notes.txt").write_text("mine")
     (root / "file-hashes.json").write_text("{}")
+    (root / "blind").mkdir()
+    (root / "blind" / "0123abcd.json").write_text('{"scores": [0.5], "folds": 2}')  # the blind baseline's cached scores
+    assert cache_info(root).namespaces == 2  # the blind folder is no namespace
     res = clear_cache(root)
-    assert res.namespaces == 2 and res.files == 3 + 2 + 1  # shards, key.json files, the hash memo
+    assert res.namespaces == 2 and res.files == 3 + 2 + 1 + 1  # shards, key.json files, the hash memo, the blind entry
     assert cache_info(root).shards == 0
     assert [p.name for p in root.iterdir()] == ["notes.txt"]
 

@@ -200,3 +200,39 @@ def test_corrupt_parquet(legacy):
     raw = (legacy / "token_scores.parquet").read_bytes()
     (legacy / "token_scores.parquet").write_bytes(raw[:100] + b"\0" * 64 + raw[-50:])
     _report_fails(legacy, "token_scores.parquet cannot be read")
+
+
+def test_write_set_writes_its_chains_at_once_and_fails_as_one_set(tmp_path):
+    """Chains run on threads at the same time (each writer below waits for the other chain's), the files in
+    no chain after them; a failing chain leaves the directory as it was, after the other chains finished."""
+    import threading
+
+    started = {n: threading.Event() for n in ("a", "b")}
+
+    def writer(me: str, other: str, text: str):
+        def write(path: Path) -> None:
+            started[me].set()
+            assert started[other].wait(10), "the chains ran one after the other"
+            path.write_text(text)
+        return write
+
+    order: list[str] = []
+
+    def last(path: Path) -> None:
+        order.append("results.json")
+        assert (path.parent / "scores.csv").is_file() and (path.parent / "texts.jsonl").is_file()
+        path.write_text("{}")
+
+    out = tmp_path / "out"
+    outputs.write_set(out, {"scores.csv": writer("a", "b", "x"), "texts.jsonl": writer("b", "a", "y"), "results.json": last},
+                      concurrent=[["scores.csv"], ["texts.jsonl"]])
+    assert (out / "scores.csv").read_text() == "x" and order == ["results.json"]
+
+    def broken(path: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    done = []
+    with pytest.raises(OutputError, match="disk is full"):
+        outputs.write_set(out, {"scores.csv": broken, "texts.jsonl": lambda p: (p.write_text("z"), done.append(1)),
+                                "results.json": last}, concurrent=[["scores.csv"], ["texts.jsonl"]])
+    assert done == [1] and (out / "scores.csv").read_text() == "x" and (out / "texts.jsonl").read_text() == "y"

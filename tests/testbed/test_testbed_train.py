@@ -156,3 +156,24 @@ def test_split_references_cli_balanced_recorded_and_reused(tmp_path):
     assert (paths.models / "split_ref0" / "model.safetensors").stat().st_mtime_ns == before  # reused, not retrained
     r = run(app, ["testbed", "references", "--testbed", str(tmp_path), "--k", "3"])
     assert r.exit_code != 0 and "even" in r.output
+
+
+def test_split_plan_fixed_repeats_ignores_true_tiers(tmp_path):
+    """--repeats N: every IN text N times (an auditor does not know the members' tiers); same splits as by tier."""
+    from memlens.testbed.train import split_plan
+
+    paths = build(tmp_path, quick=True, progress=False, train=False, **{**TINY, "n_reference_models": 0})
+    by_tier, fixed = split_plan(paths, 2, 0), split_plan(paths, 2, 0, repeats=3)
+    assert by_tier.meta["ids"] == fixed.meta["ids"]  # the same balanced halves
+    assert fixed.meta["repeats"] == 3 and by_tier.meta["repeats"] == "true tier"
+    assert set(fixed.meta["tiers"].values()) == {3}
+    n_filler = sum(1 for r in read_jsonl(paths.finetune_corpus) if r.get("source") == "filler")
+    for n in fixed.names:
+        assert len(fixed.streams[n]) == 3 * len(fixed.meta["ids"][n]) + n_filler
+        # each IN text appears exactly 3 times
+        counts = {}
+        for rec in fixed.streams[n]:
+            counts[rec["id"]] = counts.get(rec["id"], 0) + 1
+        assert all(counts[i] == 3 for i in fixed.meta["ids"][n])
+    with pytest.raises(ValueError, match="at least 1"):
+        split_plan(paths, 2, 0, repeats=0)

@@ -97,6 +97,9 @@ def testbed_references(
     k: int = typer.Option(4, "--k", min=2, help="reference models (even): each text is IN for exactly K/2 of them"),
     device: str = typer.Option("cpu", "--device"),
     seed: Optional[int] = typer.Option(None, "--seed", help="split seed [default: the testbed's]"),
+    repeats: Optional[int] = typer.Option(None, "--repeats", min=1,
+                                          help="repeat every IN text N times [default: each member by its true tier, "
+                                               "which an auditor does not know]"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Train K references like the target on balanced random halves of members + non-members + population; write a splits file."""
@@ -109,7 +112,7 @@ def testbed_references(
         raise FileNotFoundError(f"{paths.base} has no trained base model: run `memlens testbed build --out {testbed}` first")
     if k % 2:
         raise typer.BadParameter("--k must be even (each text is IN for exactly K/2 references)")
-    splits = train_split_references(paths, k, device, seed=seed, progress=verbose)
+    splits = train_split_references(paths, k, device, seed=seed, progress=verbose, repeats=repeats)
     refs = " ".join(f"--reference {paths.models}/split_ref{i}" for i in range(k))
     console.print(f"wrote {k} references and {splits}\naudit with them: memlens audit --target {paths.target} {refs} "
                   f"--reference-splits {splits} --members {paths.members} --nonmembers {paths.nonmembers} --population {paths.population}")

@@ -103,7 +103,8 @@ def scope_metrics(scores, labels, tiers, n_bootstrap: int, seed: int) -> dict[st
     return out
 
 
-def prepare_testbed(root: Path, seed: int, *, quick: bool, size: dict | None, device: str, k: int, progress: bool):
+def prepare_testbed(root: Path, seed: int, *, quick: bool, size: dict | None, device: str, k: int, progress: bool,
+                    repeats: int | None = None):
     """The seed's testbed with base, target and K split references; trained models are reused."""
     from memlens.testbed import TestbedPaths, build
     from memlens.testbed.train import train_split_references
@@ -111,7 +112,7 @@ def prepare_testbed(root: Path, seed: int, *, quick: bool, size: dict | None, de
     paths = TestbedPaths(root)
     if not (paths.target / "training.json").is_file():
         paths = build(root, quick=quick, seed=seed, device=device, progress=progress, **(size or {}))
-    splits = train_split_references(paths, k, device, seed=seed, progress=progress)
+    splits = train_split_references(paths, k, device, seed=seed, progress=progress, repeats=repeats)
     return paths, splits
 
 
@@ -142,7 +143,8 @@ def audit_rows(target, settings: dict[str, tuple[list, Any, str]], members: str,
 
 
 def run_seed(out_dir: str | Path, seed: int, *, quick: bool = True, size: dict | None = None, device: str = "cpu", k: int = 4,
-             n_bootstrap: int = 1000, rows: tuple[Row, ...] = ROWS, progress: bool = False, num_threads: int | None = None) -> dict:
+             n_bootstrap: int = 1000, rows: tuple[Row, ...] = ROWS, progress: bool = False, num_threads: int | None = None,
+             repeats: int | None = None) -> dict:
     """One seed of the study; writes ``out_dir/seed{seed}.json`` and returns its content."""
     import torch
 
@@ -151,7 +153,7 @@ def run_seed(out_dir: str | Path, seed: int, *, quick: bool = True, size: dict |
     out = Path(out_dir)
     t0 = time.perf_counter()
     paths, splits = prepare_testbed(out / f"seed{seed}" / "testbed", seed, quick=quick, size=size, device=device, k=k,
-                                    progress=progress)
+                                    progress=progress, repeats=repeats)
     timings = {"models_s": round(time.perf_counter() - t0, 1)}
     split_refs = [str(paths.models / f"split_ref{i}") for i in range(k)]
     pop = str(paths.population)
@@ -161,7 +163,8 @@ def run_seed(out_dir: str | Path, seed: int, *, quick: bool = True, size: dict |
     results, info = audit_rows(str(paths.target), settings, str(paths.members), str(paths.nonmembers), rows, device=device,
                                cache_dir=out / f"seed{seed}" / "cache", seed=seed, n_bootstrap=n_bootstrap, progress=progress)
     timings["audits_s"] = round(time.perf_counter() - t1, 1)
-    doc = {"seed": seed, "quick": quick, "size": size or {}, "k": k, "device": device, "testbed": str(paths.root),
+    doc = {"seed": seed, "quick": quick, "size": size or {}, "k": k, "repeats": repeats or "true tier", "device": device,
+           "testbed": str(paths.root),
            "splits_file": str(splits), "settings": SETTINGS, "results": results, "info": info, "timings": timings}
     out.mkdir(parents=True, exist_ok=True)
     (out / f"seed{seed}.json").write_text(json.dumps(doc, indent=1, default=_json))

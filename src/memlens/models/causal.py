@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -49,15 +49,98 @@ def tokenize_many(tokenizer: Any, texts: Sequence[str], add_context_token: bool 
     a batch in Rust without the GIL, so this can run on a thread beside the model loading or the
     pass), in chunks so the intermediate Python lists stay small."""
     out: list[Tokenized] = []
+    # The backend (Rust) tokenizer directly, where it truncates and pads nothing (then it is what the call
+    # through transformers runs): the same ids and offsets without building a BatchEncoding, whose Python
+    # work holds the GIL that the pass on the main thread needs.
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    direct = backend is not None and getattr(tokenizer, "is_fast", False) and backend.truncation is None and backend.padding is None
     for lo in range(0, len(texts), chunk):
-        enc = tokenizer(list(texts[lo:lo + chunk]), add_special_tokens=False, return_offsets_mapping=True)
+        batch = list(texts[lo:lo + chunk])
+        if direct:
+            out.extend(_tokenized(tokenizer, e.ids, e.offsets, add_context_token)
+                       for e in backend.encode_batch(batch, add_special_tokens=False))
+            continue
+        enc = tokenizer(batch, add_special_tokens=False, return_offsets_mapping=True)
         out.extend(_tokenized(tokenizer, list(ids), offs, add_context_token)
                    for ids, offs in zip(enc["input_ids"], enc["offset_mapping"]))
     return out
 
 
+class TokenFeed:
+    """Tokenizes ``texts[i]`` for ``i`` in ``order``, ``chunk`` texts at a time (each chunk in index order),
+    on a background thread started at once, staying up to ``prefetch`` chunks ahead of the consumer;
+    iterating yields (indices, their Tokenized).
+
+    The fast tokenizer encodes a batch in Rust without the GIL, so this runs beside the model load
+    and the pass itself: the pass starts on the first chunk instead of waiting for every text.
+    ``timings`` gets "tokenize (background)", the thread's own time, and "wait for tokens", the
+    time the consumer was blocked on a chunk not ready yet (with a GPU: the time it idled).
+    :meth:`close` (also through ``with``) stops the thread, e.g. when the pass fails."""
+
+    def __init__(self, tokenizer: Any, texts: Sequence[str], order: Sequence[int], chunk: int = 1024, prefetch: int = 2):
+        import queue
+        import threading
+
+        order = list(order)
+        # each chunk in index order: one chunk of every text then batches exactly as a pass over the whole list does
+        self.chunks = [sorted(order[lo:lo + chunk]) for lo in range(0, len(order), max(1, chunk))]
+        self.timings = {"tokenize (background)": 0.0, "wait for tokens": 0.0}
+        self._tokenizer, self._texts = tokenizer, texts
+        self._q: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name="memlens-tokenize", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any) -> bool:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self) -> None:
+        import time
+
+        try:
+            for idx in self.chunks:
+                t0 = time.perf_counter()
+                item = (idx, tokenize_many(self._tokenizer, [self._texts[i] for i in idx], chunk=len(idx) or 1))
+                self.timings["tokenize (background)"] += time.perf_counter() - t0
+                if not self._put(item):
+                    return
+        except BaseException as e:  # re-raised in the consumer, where the pass reports it
+            self._put(e)
+
+    def __iter__(self) -> Iterator[tuple[list[int], list[Tokenized]]]:
+        import time
+
+        for _ in self.chunks:
+            t0 = time.perf_counter()
+            item = self._q.get()
+            self.timings["wait for tokens"] += time.perf_counter() - t0
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self) -> "TokenFeed":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
 def _tokenized(tokenizer: Any, ids: list[int], offsets: Sequence, add_context_token: bool) -> Tokenized:
-    spans = [tuple(map(int, o)) for o in offsets]
+    # a fast tokenizer's offsets are already tuples of ints: convert only what is not (one Python call per token is
+    # a good part of tokenizing)
+    spans = offsets if isinstance(offsets, list) and (not offsets or type(offsets[0]) is tuple) else [tuple(map(int, o)) for o in offsets]
     ctx = context_token_id(tokenizer) if add_context_token else None
     if ctx is not None:
         return Tokenized([ctx] + ids, spans, 1)
@@ -215,14 +298,18 @@ class CausalScorer:
 
     @torch.inference_mode()
     def score(self, texts: Sequence[str], on_batch_done: Callable[[dict[int, dict]], None] | None = None, *,
-              tokenized: Sequence[Tokenized] | None = None, keep: bool = True) -> dict[int, dict]:
+              tokenized: Sequence[Tokenized] | None = None, feed: Iterable[tuple[Sequence[int], Sequence[Tokenized]]] | None = None,
+              keep: bool = True) -> dict[int, dict]:
         """Score texts; returns {text index: {"stats": [TokenStats per model], "pair": {name: array}}}.
 
         ``on_batch_done`` receives each text's result as soon as all of its windows are done,
         so a caller can persist progress (and a killed run loses at most one batch).
         ``tokenized``: the texts' :func:`tokenize_many`, when the caller has it already;
+        ``feed``: the texts being tokenized in chunks (a :class:`TokenFeed` of ``texts``), see :meth:`score_stream`;
         ``keep``: see :meth:`score_tokenized`.
         """
+        if feed is not None:
+            return self.score_stream(feed, on_batch_done, keep=keep)
         toks = tokenize_many(self.tokenizer, texts) if tokenized is None else tokenized
         return self.score_tokenized(toks, on_batch_done, keep=keep)
 
@@ -233,6 +320,19 @@ class CausalScorer:
 
         ``keep=False``: results go to ``on_batch_done`` only and are not collected (memory stays
         bounded by the batches in flight); the returned dict is then empty.
+        """
+        return self.score_stream([(list(range(len(toks))), list(toks))], on_batch_done, keep=keep)
+
+    @torch.inference_mode()
+    def score_stream(self, chunks: Iterable[tuple[Sequence[int], Sequence[Tokenized]]],
+                     on_batch_done: Callable[[dict[int, dict]], None] | None = None, keep: bool = True) -> dict[int, dict]:
+        """Score texts that arrive tokenized in chunks of (text indices, Tokenized), e.g. from
+        :class:`TokenFeed` on a background thread, so the pass starts before every text is tokenized.
+
+        Windows of the chunks that have arrived wait in a pool; full batches are taken from it longest
+        first and the rest waits for the next chunk (feed chunks longest texts first and the batches are
+        nearly those of one global sort). One chunk of every text gives exactly the batches of a global
+        sort by length. Results are keyed by the chunks' text indices.
 
         Batches run longest first, so the first batch is the largest: if it runs out of memory, the
         batch size is lowered (accelerate's ``find_executable_batch_size``) and the pass goes on
@@ -241,15 +341,39 @@ class CausalScorer:
         from accelerate.utils import find_executable_batch_size
         from tqdm.auto import tqdm
 
-        windows = [w for i, tk in enumerate(toks) for w in make_windows(len(tk.ids), i, self.max_length, self.stride)]
-        pending = {i: 0 for i in range(len(toks))}
-        for w in windows:
-            pending[w.text_index] += 1
-        partial: dict[int, list[tuple[int, dict[str, np.ndarray]]]] = {i: [] for i in range(len(toks))}
+        toks: dict[int, Tokenized] = {}
+        pending: dict[int, int] = {}
+        partial: dict[int, list[tuple[int, dict[str, np.ndarray]]]] = {}
         results: dict[int, dict] = {}
+        pool: list[Window] = []  # windows that arrived and are not in a batch yet
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        bar = tqdm(total=sum(w.end - w.score_from for w in windows), unit="tok", desc=self.desc, disable=not self.progress,
-                   leave=False, smoothing=0)  # the average rate: batches run longest first, a recent rate would mislead the ETA
+        # the average rate: batches run longest first, a recent rate would mislead the ETA; the total grows as chunks arrive
+        bar = tqdm(total=0, unit="tok", desc=self.desc, disable=not self.progress, leave=False, smoothing=0)
+        chunk_iter = iter(chunks)
+
+        def pull() -> bool:
+            """Add the next chunk's windows to the pool; False when the stream is done."""
+            nxt = next(chunk_iter, None)
+            if nxt is None:
+                return False
+            for i, tk in zip(*nxt):
+                if i in toks:
+                    raise ValueError(f"text index {i} arrived twice")
+                toks[i] = tk
+                wins = make_windows(len(tk.ids), i, self.max_length, self.stride)
+                pending[i], partial[i] = len(wins), []
+                pool.extend(wins)
+                bar.total += sum(w.end - w.score_from for w in wins)
+            bar.refresh()
+            return True
+
+        def take(batch_size: int, final: bool) -> list[list[Window]]:
+            """Batches from the pool, longest first; unless ``final``, a short last one stays in the pool for the next chunk."""
+            batches = list(batches_by_length(pool, batch_size, self.max_tokens_per_batch))
+            pool.clear()
+            if not final and batches and len(batches[-1]) < batch_size:
+                pool.extend(batches.pop())
+            return batches
 
         def deliver(done: dict[int, dict]) -> None:
             if keep:
@@ -262,19 +386,31 @@ class CausalScorer:
             log.warning("out of memory on the first batch: batch size lowered to %d", self.batch_size)
             return self.batch_size
 
+        more = True
+        while more and len(pool) < self.batch_size:  # enough windows for a full first batch (or every text)
+            more = pull()
+        first_pool = list(pool)
+
         @find_executable_batch_size(starting_batch_size=self.batch_size, reduce_batch_size_fn=reduce)
         def first_batch(batch_size: int):
             self.batch_size = batch_size
-            batches = list(batches_by_length(windows, batch_size, self.max_tokens_per_batch))
+            pool[:] = first_pool
+            batches = take(batch_size, final=not more)
             return batches, (self._launch(batches[0], toks, pad_id) if batches else None)
 
         batches, launched = first_batch()
-        # One batch in flight: while the GPU works on batch i, the CPU unpacks batch i - 1.
+        # One batch in flight: while the GPU works on batch i, the CPU unpacks batch i - 1 (and takes the next chunk).
         in_flight = (batches[0], launched) if batches else None
-        for batch in batches[1:]:
-            launched = self._launch(batch, toks, pad_id)
-            self._finish(*in_flight, toks, partial, pending, bar, deliver)
-            in_flight = (batch, launched)
+        queue_ = batches[1:]
+        while True:
+            for batch in queue_:
+                launched = self._launch(batch, toks, pad_id)
+                self._finish(*in_flight, toks, partial, pending, bar, deliver)
+                in_flight = (batch, launched)
+            if not more and not pool:
+                break
+            more = more and pull()
+            queue_ = take(self.batch_size, final=not more)
         if in_flight is not None:
             self._finish(*in_flight, toks, partial, pending, bar, deliver)
         bar.close()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -37,6 +36,7 @@ class PassSettings:
     temperature: float = 1.0
     vocab_chunk_rows: int = 1024
     flush_every: int = 256  # texts buffered before a cache shard is written
+    tokenize_chunk: int = 1024  # texts tokenized at a time by the background tokenizer that feeds the pass
     progress: bool = True
     cache_only: bool = False  # refuse to run a model (``memlens attack``)
     # paired reductions of the target/reference pass (memlens.models.reductions.PAIR_REDUCTIONS) and their
@@ -96,7 +96,7 @@ def _run_pass(models: list[ModelHandle], texts: list[str], hashes: list[str], sp
     In a data-parallel run the main process decides what is missing (it reads the cache; the
     others never do) and every process scores every WORLD_SIZE-th of those texts; at the end all
     wait for each other, so the main process can read what the others wrote."""
-    from memlens.models.causal import CausalScorer, tokenize_many
+    from memlens.models.causal import CausalScorer, TokenFeed
 
     timings = {} if timings is None else timings
     state = distributed_state()
@@ -123,39 +123,43 @@ def _run_pass(models: list[ModelHandle], texts: list[str], hashes: list[str], sp
         todo = todo[state.process_index::state.num_processes]
     _add(timings, "cache check", time.perf_counter() - t0)
     if todo:
-        # Tokenize (the fast tokenizer's batch call releases the GIL) while the weights load.
-        with ThreadPoolExecutor(1, thread_name_prefix="memlens-tokenize") as pool:
-            t_tok = time.perf_counter()
-            toks_future = pool.submit(tokenize_many, models[0].tokenizer, [texts[i] for i in todo])
+        # Tokenize on a background thread (the fast tokenizer encodes in Rust without the GIL), chunk by chunk,
+        # longest texts first: the first chunks are ready while the weights load and the rest while the pass
+        # runs. Under data parallelism each process tokenizes its own share only (``todo`` is already that).
+        todo_texts = [texts[i] for i in todo]
+        longest_first = sorted(range(len(todo)), key=lambda j: -len(todo_texts[j]))
+        with TokenFeed(models[0].tokenizer, todo_texts, longest_first, chunk=settings.tokenize_chunk) as feed:
             t1 = time.perf_counter()
             loaded = [m.model for m in models]
             _add(timings, "load models", time.perf_counter() - t1)
-            toks = toks_future.result()
-            _add(timings, "tokenize (overlapping the load)", time.perf_counter() - t_tok)
-        t1 = time.perf_counter()
-        scorer = CausalScorer(loaded, models[0].tokenizer, batch_size=settings.batch_size,
-                              max_length=settings.max_length, stride=settings.stride, temperature=settings.temperature,
-                              vocab_chunk_rows=settings.vocab_chunk_rows, progress=settings.progress,
-                              pair_reduction_names=settings.pair_reductions, pair_settings=settings.pair_settings)
-        scorer.desc = desc
-        all_spaces = spaces + ([pair_space] if pair_space is not None else [])
-        flusher = Flusher(all_spaces, settings.flush_every)
+            t1 = time.perf_counter()
+            scorer = CausalScorer(loaded, models[0].tokenizer, batch_size=settings.batch_size,
+                                  max_length=settings.max_length, stride=settings.stride, temperature=settings.temperature,
+                                  vocab_chunk_rows=settings.vocab_chunk_rows, progress=settings.progress,
+                                  pair_reduction_names=settings.pair_reductions, pair_settings=settings.pair_settings)
+            scorer.desc = desc
+            all_spaces = spaces + ([pair_space] if pair_space is not None else [])
+            flusher = Flusher(all_spaces, settings.flush_every)
 
-        def on_done(done: dict[int, dict]) -> None:
-            per_space: list[dict[str, Record]] = [dict() for _ in all_spaces]
-            for j, res in done.items():
-                h = hashes[todo[j]]
-                for k, st in enumerate(res["stats"]):
-                    per_space[k][h] = _to_record(st)
-                if pair_space is not None:
-                    per_space[-1][h] = dict(res["pair"])
-            flusher.add(per_space)
+            def on_done(done: dict[int, dict]) -> None:
+                per_space: list[dict[str, Record]] = [dict() for _ in all_spaces]
+                for j, res in done.items():
+                    h = hashes[todo[j]]
+                    for k, st in enumerate(res["stats"]):
+                        per_space[k][h] = _to_record(st)
+                    if pair_space is not None:
+                        per_space[-1][h] = dict(res["pair"])
+                flusher.add(per_space)
 
-        try:
-            scorer.score([texts[i] for i in todo], on_batch_done=on_done, tokenized=toks, keep=False)
-        finally:
-            flusher.close()  # whatever finished is kept, also when the run is interrupted
-        _add(timings, "pass", time.perf_counter() - t1)
+            try:
+                scorer.score(todo_texts, on_batch_done=on_done, feed=feed, keep=False)
+            finally:
+                flusher.close()  # whatever finished is kept, also when the run is interrupted
+            _add(timings, "pass", time.perf_counter() - t1)
+        # the tokenizing thread's own time, which overlaps the load and the pass (not to be added to them), and the
+        # time the pass waited for a chunk not tokenized yet (the only part of tokenizing that costs wall time)
+        _add(timings, "tokenize (background, overlaps load and pass)", feed.timings["tokenize (background)"])
+        _add(timings, "pass: waited for tokens", feed.timings["wait for tokens"])
     if state is not None:
         t1 = time.perf_counter()
         state.wait_for_everyone()

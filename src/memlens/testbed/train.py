@@ -512,14 +512,18 @@ class SplitPlan:
         return write_splits(path, self.names, self.members, self.pool, **self.meta)
 
 
-def split_plan(paths: TestbedPaths | str | Path, k: int = 4, seed: int | None = None) -> SplitPlan:
+def split_plan(paths: TestbedPaths | str | Path, k: int = 4, seed: int | None = None, repeats: int | None = None) -> SplitPlan:
     """The balanced splits of :func:`train_split_references` (also used to fine-tune real bases that way).
 
     The pool is members + non-members + population. Each text is IN for exactly k/2 references; a text
     IN for a reference is repeated per its tier (a member: its own; a non-member or population text: a
     tier drawn, seeded, in the members' proportions), and every reference also gets the target's filler
-    documents, so its stream has the target's repetition profile and dilution.
+    documents, so its stream has the target's repetition profile and dilution. That uses the testbed's
+    ground truth (the members' repetition counts), which an auditor does not have: ``repeats=N`` instead
+    repeats every IN text N times, one count for all candidates, as an auditor would choose it.
     """
+    if repeats is not None and repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
     from memlens.cache import text_hash
 
     paths = paths if isinstance(paths, TestbedPaths) else TestbedPaths(Path(paths))
@@ -531,6 +535,8 @@ def split_plan(paths: TestbedPaths | str | Path, k: int = 4, seed: int | None = 
     rng = random.Random(f"{seed}/split-tiers")
     member_tiers = [int(r["tier"]) for r in members]
     tier_of = {r["id"]: int(r["tier"]) if r.get("label") == 1 and r.get("tier") is not None else rng.choice(member_tiers) for r in pool}
+    if repeats is not None:
+        tier_of = {i: int(repeats) for i in tier_of}
     ins = balanced_splits(len(pool), k, seed)
     names = [f"split_ref{i}" for i in range(k)]
     trained_on = {n: [rec for rec, rs in zip(pool, ins) if i in rs] for i, n in enumerate(names)}
@@ -539,6 +545,7 @@ def split_plan(paths: TestbedPaths | str | Path, k: int = 4, seed: int | None = 
         streams[n] = [rec for rec in trained_on[n] for _ in range(tier_of[rec["id"]])] + filler
         random.Random(f"{seed}/{n}/order").shuffle(streams[n])
     meta = {"k": k, "seed": seed, "recipe": "the target's fine-tune, from the target's base, + the target's filler",
+            "repeats": "true tier" if repeats is None else int(repeats),
             "tiers": tier_of, "ids": {n: sorted(r["id"] for r in trained_on[n]) for n in names}}
     return SplitPlan(names, streams, {n: [text_hash(r["text"]) for r in trained_on[n]] for n in names},
                      [text_hash(r["text"]) for r in pool], meta)
@@ -552,8 +559,10 @@ def train_split_references(
     seed: int | None = None,
     progress: bool = True,
     num_threads: int | None = None,
+    repeats: int | None = None,
 ) -> Path:
-    """Train ``k`` reference models like the target on balanced random halves of the pool (:func:`split_plan`).
+    """Train ``k`` reference models like the target on balanced random halves of the pool (:func:`split_plan`;
+    ``repeats``: one repetition count for every IN text instead of the members' true tiers).
 
     The recipe is the target's (:func:`_finetune` from ``models/base``). Writes ``models/split_ref{i}``
     and ``models/splits.json`` (the format of :mod:`memlens.splits`; entries are the model folders'
@@ -564,10 +573,11 @@ def train_split_references(
 
     paths = paths if isinstance(paths, TestbedPaths) else TestbedPaths(Path(paths))
     cfg = paths.config()
-    plan = split_plan(paths, k, cfg.seed if seed is None else seed)
+    plan = split_plan(paths, k, cfg.seed if seed is None else seed, repeats=repeats)
     splits_path = paths.models / "splits.json"
     prev = json.loads(splits_path.read_text()) if splits_path.is_file() else {}
-    same = all(prev.get(f) == plan.meta[f] for f in ("k", "seed", "ids"))
+    # files written before the repeats option trained with the true tiers
+    same = all(prev.get(f) == plan.meta[f] for f in ("k", "seed", "ids")) and prev.get("repeats", "true tier") == plan.meta["repeats"]
     prev_threads = torch.get_num_threads()
     if num_threads:
         torch.set_num_threads(num_threads)
