@@ -102,7 +102,19 @@ def _demo_localization(res: dict) -> list[str]:
     return lines
 
 
+def _demo_leakage(res: dict) -> list[str]:
+    lk = res["demo"]["leakage"]
+    names = {"1x": "members 1x", "4x": "members 4x", "16x": "members 16x", "nonmember": "non-members"}
+    lines = ["| group | texts | leaked tokens per text | texts with any | flagged as leaking | PII share of leaked tokens |",
+             "|---|---|---|---|---|---|"]
+    for g, r in lk["groups"].items():
+        lines.append(f"| {names.get(g, g)} | {r['texts']} | {r['leaked_tokens_per_text']:.2f} | {_pct(r['texts_with_leaked_tokens'])} | "
+                     f"{_pct(r['flagged'])} ({round(r['flagged'] * r['texts'])}) | {_pct(r['pii_share_of_leaked'])} |")
+    return lines
+
+
 table("demo-default", "results/demo-default-2cores.json")(_demo_auc)
+table("demo-default-leakage", "results/demo-default-2cores.json")(_demo_leakage)
 table("demo-default-extraction", "results/demo-default-2cores.json")(_demo_extraction)
 table("demo-default-localization", "results/demo-default-2cores.json")(_demo_localization)
 
@@ -143,8 +155,12 @@ def _e2e(res: dict) -> list[str]:
 
 
 table("informia-claim", "results/informia-claim-h200/informia_claim.json")(lambda res: _claim(res["combined"]))
+table("informia-claim-repeats4", "results/informia-claim-h200-repeats4/informia_claim.json")(
+    lambda res: _claim({k: v for k, v in res["combined"].items() if k.startswith("split_")}))
 table("smollm2-references", "results/smollm2-references-h200/smollm2_references.json")(lambda res: _claim(res["combined"]))
-table("audit-e2e-135m", "results/audit-e2e-h200-135m-20k.json")(_e2e)
+table("audit-e2e-135m", "results/audit-e2e-h200x2-135m-20k-nproc1.json")(_e2e)
+table("audit-e2e-135m-2gpu", "results/audit-e2e-h200x2-135m-20k-nproc2.json")(_e2e)
+table("audit-e2e-1b", "results/audit-e2e-h200-1b-20k.json")(_e2e)
 
 
 def render(t: Table) -> str:

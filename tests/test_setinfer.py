@@ -111,7 +111,8 @@ def test_crossfit_permutation_detects_and_tests_every_text():
 
 def test_pvalue_curve_answers_how_many_texts_are_needed():
     suspect, unseen = synthetic_scores(600, SHIFT, seed=2), synthetic_scores(600, seed=3)
-    c = pvalue_curve(suspect, unseen, sizes=[20, 100, 500], draws=10)
+    # Welch, the test these bounds were set with (on normal scores Mann-Whitney has ~95% of its efficiency: 7 of 10 draws at 500)
+    c = pvalue_curve(suspect, unseen, sizes=[20, 100, 500], draws=10, test="welch")
     assert c.table["size"].tolist() == [20, 100, 500]
     assert c.table["median_p"].iloc[0] > 0.05 and c.table["median_p"].iloc[-1] < 0.01
     assert c.n_needed in (100, 500) and c.table["detect_rate"].iloc[-1] >= 0.8
@@ -165,3 +166,46 @@ def test_constant_scores_give_p_one_not_nan():
     s = pd.DataFrame({"a": np.ones(10)})
     r = set_inference(s, s.copy())
     assert r.p_value == 1.0
+
+
+def test_default_test_is_mann_whitney_and_small_sets_say_its_floor():
+    s, u = synthetic_scores(40, 1.0, seed=1), synthetic_scores(40, seed=2)
+    d = set_inference(s, u)
+    assert d.test == "mannwhitney" and d.p_value == set_inference(s, u, test="mannwhitney").p_value
+    # 8 + 8 texts: 4 + 4 are tested, so the exact one-sided rank p-value is at least 1/C(8, 4) = 1/70 > 0.01.
+    small = set_inference(s.iloc[:8], u.iloc[:8])
+    assert small.p_value >= 1 / 70 and any("smallest possible Mann-Whitney p-value is 0.0143" in n for n in small.notes)
+    assert not any("Mann-Whitney" in n for n in set_inference(s.iloc[:8], u.iloc[:8], test="welch").notes)
+    assert not any("smallest possible" in n for n in set_inference(s.iloc[:10], u.iloc[:10]).notes)  # 5 + 5: 1/252
+
+
+def test_mann_whitney_keeps_its_power_on_heavy_tailed_scores():
+    # Scores through an increasing, heavy-tailed map (a few texts far below the rest, as badly predicted
+    # texts' losses are): over 40 draws of 150 + 150 texts the default (Mann-Whitney) detects the shift
+    # more often than Welch (measured: 33 vs 27 of 40 at alpha 0.05; benchmarks/setinfer_fpr.py --skew has the curves).
+    assert stats.skew(-np.exp(-synthetic_scores(5000, seed=1)["attack0"])) < -3
+    hits = {"mannwhitney": 0, "welch": 0}
+    for d in range(40):
+        s, u = -np.exp(-synthetic_scores(150, SHIFT, seed=100 + d)), -np.exp(-synthetic_scores(150, seed=200 + d))
+        for test in hits:
+            hits[test] += set_inference(s, u, test=test, seed=d).p_value < 0.05
+    assert hits["mannwhitney"] > hits["welch"]
+
+
+def test_fits_run_on_one_blas_thread_and_the_limit_is_lifted_after(monkeypatch):
+    # Tiny fits: extra BLAS threads only slow them (10x on a loaded 2-core box); the caller's setting comes back.
+    from threadpoolctl import threadpool_info
+
+    import memlens.setinfer as si
+
+    before = [i["num_threads"] for i in threadpool_info()]
+    seen, split = [], si.split_scores
+
+    def spy(*args, **kwargs):
+        seen.append(max(i["num_threads"] for i in threadpool_info()))
+        return split(*args, **kwargs)
+
+    monkeypatch.setattr(si, "split_scores", spy)
+    pvalue_curve(synthetic_scores(20, seed=1), synthetic_scores(20, seed=2), sizes=[10], draws=2)
+    set_inference(synthetic_scores(20, seed=1), synthetic_scores(20, seed=2))
+    assert seen == [1, 1, 1] and [i["num_threads"] for i in threadpool_info()] == before

@@ -692,9 +692,11 @@ def _note_left_out(result: AuditResult, attacks, **have) -> None:
 
 def _calibrate_leaks(result: AuditResult, pop_comparison) -> None:
     """``result.extra["leak_threshold"]``: the token level that 0.1% of non-member tokens exceed (memlens.leakage),
-    for the token attack the report and ``memlens show`` use; the population's tokens when there are no non-members."""
+    for the token attack the report and ``memlens show`` use; the population's tokens when there are no non-members.
+    Its ``text`` entry: the null texts' tail statistics, by which a text is flagged as leaking (at most 1% of
+    non-member texts are), and how many texts of each label are flagged."""
     from memlens.attacks.informia import token_informia_bits
-    from memlens.leakage import leak_threshold
+    from memlens.leakage import flag_texts, leak_threshold, text_null
 
     attack = "informia_token" if "informia_token" in result.token_scores else next(iter(result.token_scores), None)
     if attack is None:
@@ -702,11 +704,27 @@ def _calibrate_leaks(result: AuditResult, pop_comparison) -> None:
     pop_tokens = None
     if attack == "informia_token" and pop_comparison is not None:
         comp = pop_comparison
-        pop_tokens = [token_informia_bits(lr, kl) for lr, kl in
+        pop_tokens = [_as_saved(token_informia_bits(lr, kl)) for lr, kl in
                       zip(comp.log_ratio, comp.kl if comp.kl is not None else [None] * len(comp.log_ratio))]
     unit = str((result.attack_info.get(attack) or {}).get("unit") or {"informia_token": "bits", "minkpp": "z"}.get(attack, "score"))
-    result.extra["leak_threshold"] = leak_threshold(result.token_scores[attack], [s.label for s in result.samples], attack=attack,
-                                                    unit=unit, population_tokens=pop_tokens)
+    # float32, as token_scores.parquet keeps them: `memlens show` and the report recount the same tokens above the level
+    toks = [_as_saved(t) for t in result.token_scores[attack]]
+    labels = [s.label for s in result.samples]
+    lt = leak_threshold(toks, labels, attack=attack, unit=unit, population_tokens=pop_tokens)
+    ids = [str(s.id) for s in result.samples]
+    if lt["source"] == "non-member tokens":
+        idx = [i for i, y in enumerate(labels) if y == 0]
+        null = text_null([toks[i] for i in idx], lt["value"], lt["rate"], source="non-member texts", ids=[ids[i] for i in idx])
+    else:
+        null = text_null(pop_tokens or [], lt["value"], lt["rate"], source="population texts" if lt["rate"] is not None else "none")
+    flags = flag_texts(toks, ids, labels, lt["value"], lt["rate"], null)
+    null["flagged"] = {name: [sum(1 for f, y in zip(flags, labels) if y == lab and f), sum(1 for y in labels if y == lab)]
+                       for name, lab in (("members", 1), ("non-members", 0), ("unlabelled", None)) if lab in labels}
+    result.extra["leak_threshold"] = {**lt, "text": null}
+
+
+def _as_saved(tokens) -> np.ndarray:
+    return np.asarray(tokens, dtype=np.float32).astype(np.float64)
 
 
 def _audit_masked(target, references, samples, attacks, attack_params, tokenizer, options, masked_opts, cache_dir,

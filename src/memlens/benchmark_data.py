@@ -66,7 +66,8 @@ def _rows(source: str | os.PathLike, split: str | None, config: str | None, revi
         else:
             ds = datasets.load_dataset(str(source), config, split=split, revision=revision)
     except Exception as e:  # noqa: BLE001 - datasets raises many unrelated types (hub, cache, format); the user needs one line
-        raise DataError(f"{source}: could not load the dataset ({type(e).__name__}: {e})") from None
+        detail = " ".join(str(e).split())  # some messages span lines; the CLI prints one
+        raise DataError(f"{source}: could not load the dataset ({type(e).__name__}: {detail})") from None
     if isinstance(ds, datasets.DatasetDict):
         if split is None:
             raise DataError(f"{source}: holds splits {', '.join(ds)}; choose one with split=")

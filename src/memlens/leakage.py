@@ -1,4 +1,4 @@
-"""When does a token count as *leaked*? A threshold calibrated on tokens known not to be memorized.
+"""When does a token count as *leaked*, and when is a text *leaking*? Both calibrated on texts known not to be memorized.
 
 A fixed level (say 1 bit of token-level InfoRMIA) means nothing by itself: a model fine-tuned on
 similar text scores many tokens of texts it never saw above it (names, numbers it happens to
@@ -7,10 +7,19 @@ the model was not trained on): the leak threshold is the level that at most ``ra
 tokens exceed (default 0.1%). With no non-members, the population texts' tokens serve (they are
 not trained on either); with neither, there is nothing to calibrate on and the fixed level stays.
 
-Per text, ``k`` tokens above the threshold out of ``n`` are then compared with what the null gives
-a text of that length: ``n * rate`` tokens by chance, and the binomial tail ``P(X >= k)``; a text
-is *leaking* when that tail is below ``rate`` too, so about ``rate`` of non-member texts are
-flagged (more when a text's tokens are not independent: the README's demo measures it).
+Per text, ``k`` tokens above the threshold out of ``n`` are set beside what a text of that length
+would show if its tokens were independent draws of the null: ``n * rate`` tokens, and the binomial
+tail ``P(X >= k)``. That tail is only a length-adjusted score, not a p-value: the tokens of one text
+are correlated (a text the model happens to predict well has several high tokens), so a tail below
+``rate`` is reached by more than ``rate`` of non-member texts (2 of 48 on the quick demo). The flag
+*leaking* is calibrated on the null texts themselves instead: a text leaks when at most
+``text_rate`` (default 1%) of the null texts have a tail as small (ties broken by the bits above the
+threshold): the conformal p-value ``(1 + m) / (N + 1)``, ``m`` of ``N`` null texts at least as
+extreme, is at most ``text_rate``. A non-member text is judged against the other non-members only
+(leave-one-out), so it is never part of its own null; then at most ``text_rate`` of the non-member
+texts are flagged, whatever the dependence between tokens. ``N`` null texts resolve rates down to
+``1 / (N + 1)``: a smaller ``text_rate`` is raised to that (said as such) up to
+``MAX_TEXT_RATE``; with fewer null texts no text is flagged.
 """
 from __future__ import annotations
 
@@ -20,7 +29,11 @@ from typing import Any
 import numpy as np
 
 DEFAULT_NULL_RATE = 1e-3
+DEFAULT_TEXT_RATE = 0.01  # of null texts flagged as leaking
+MAX_TEXT_RATE = 0.05  # a coarser flag is not worth showing: fewer than 19 null texts flag nothing
 FIXED_THRESHOLD = 1.0  # bits; used only when nothing is known not to be memorized
+# results.json keeps the most extreme null texts only (at least this many; always enough to decide every flag)
+MAX_NULL_ROWS = 1000
 
 
 def null_threshold(null_tokens: Sequence[np.ndarray] | np.ndarray, rate: float = DEFAULT_NULL_RATE) -> float | None:
@@ -58,19 +71,120 @@ def leak_threshold(token_scores: Sequence[np.ndarray], labels: Sequence[int | No
     return {"attack": attack, "unit": unit, "value": value, "rate": rate, "source": source, "n_tokens": n, "n_texts": len(nulls)}
 
 
-def text_leak(tokens: np.ndarray, threshold: float, rate: float | None) -> dict[str, Any]:
-    """One text against the null: tokens above ``threshold`` and their total score, the bits above
-    the threshold, the count a non-member text of this length has by chance (``rate * n``), the
-    binomial tail of seeing this many, and whether that tail is below ``rate`` (``leaking``)."""
+def tail_statistic(tokens: np.ndarray, threshold: float, rate: float) -> tuple[int, int, float, float]:
+    """``(k, n, s, b)`` of one text: ``k`` of its ``n`` finite tokens above ``threshold``, ``s`` =
+    -log10 of the binomial tail P(X >= k), X ~ Binomial(n, rate) (0 when k = 0), ``b`` = the bits above
+    the threshold. ``(s, b)`` in lexicographic order ranks texts from least to most extreme."""
     from scipy.stats import binom
 
     v = np.asarray(tokens, dtype=np.float64)
     v = v[np.isfinite(v)]
     above = v[v > threshold]
     k, n = int(above.size), int(v.size)
-    out: dict[str, Any] = {"n_tokens": n, "leaked_tokens": k, "leaked_total": float(above.sum()),
-                           "above_threshold": float((above - threshold).sum())}
+    if k == 0:
+        return 0, n, 0.0, 0.0
+    # logsf underflows to -inf for very long runs of high tokens; log P(X = k) <= log P(X >= k) is finite there
+    log_tail = max(float(binom.logsf(k - 1, n, rate)), float(binom.logpmf(k, n, rate)))
+    return k, n, max(-log_tail / np.log(10.0), 0.0), float((above - threshold).sum())
+
+
+def text_null(null_tokens: Sequence[np.ndarray], threshold: float, rate: float | None, *, source: str,
+              ids: Sequence[str] | None = None, text_rate: float = DEFAULT_TEXT_RATE) -> dict[str, Any]:
+    """The text-level null, as saved in results.json (``leak_threshold["text"]``): the tail statistic
+    (:func:`tail_statistic`) of every null text with a token above ``threshold`` (``[id, s, b]``, most
+    extreme first; the other null texts have ``(0, 0)``), their number ``n_texts``, and the rate
+    ``rate`` of null texts a text must beat to be flagged (``text_rate``, raised to ``1 / (n_texts + 1)``
+    when that is coarser, None with a ``reason`` when no text can be flagged)."""
+    if not 0 < text_rate < 1:
+        raise ValueError(f"text_rate must be in (0, 1), got {text_rate}")
+    ids = [None] * len(null_tokens) if ids is None else list(ids)
+    n = len(null_tokens)
+    out: dict[str, Any] = {"source": source, "n_texts": n, "requested_rate": text_rate, "rate": None, "null": [],
+                           "statistic": "binomial tail of the tokens above the threshold (length-adjusted), "
+                                        "ties broken by the bits above it"}
+    if rate is None or n == 0:
+        return {**out, "reason": "no texts known not to be trained on: the threshold is a fixed level, not calibrated"}
+    eff = max(text_rate, 1.0 / (n + 1))
+    if eff > MAX_TEXT_RATE:
+        return {**out, "reason": f"{n} {source} resolve no rate finer than {100 / (n + 1):.2g}% (at least "
+                                 f"{int(np.ceil(1 / MAX_TEXT_RATE)) - 1} are needed to flag texts)"}
+    rows = []
+    for tid, t in zip(ids, null_tokens):
+        k, _, st, b = tail_statistic(t, threshold, rate)
+        if k:
+            rows.append([tid, float(st), float(b)])
+    rows.sort(key=lambda r: (r[1], r[2]), reverse=True)
+    # a text is flagged only when fewer than eff * (n + 1) null texts are as extreme: the rows past that decide
+    # nothing, and for a large audit would fill results.json; counts beyond the kept rows are said as "at least"
+    keep = max(MAX_NULL_ROWS, int(np.floor(eff * (n + 1))) + 2)
+    return {**out, "rate": eff, "n_above": len(rows), "null": rows[:keep]}
+
+
+def null_rank(s: float, b: float, k: int, null: dict[str, Any], self_id: str | None = None) -> tuple[int, int, bool]:
+    """``(m, N, exact)``: how many of the ``N`` null texts (less the text ``self_id`` itself when it is one of
+    them: leave-one-out) are at least as extreme as a text with statistic ``(s, b)`` and ``k`` tokens above;
+    ``exact`` False when ``m`` is only a lower bound (the text is less extreme than every null row kept)."""
+    rows = null["null"]
+    n = int(null["n_texts"])
+    truncated = len(rows) < int(null.get("n_above", len(rows)))
+    if self_id is not None:
+        n -= 1
+        rows = [r for r in rows if r[0] != self_id]
+    if k == 0:  # every null text is at least as extreme as one with no token above
+        return n, n, True
+    m = sum(1 for r in rows if (r[1], r[2]) >= (s, b))
+    return m, n, not (truncated and m == len(rows))
+
+
+def text_leak(tokens: np.ndarray, threshold: float, rate: float | None, null: dict[str, Any] | None = None,
+              self_id: str | None = None) -> dict[str, Any]:
+    """One text against the null: tokens above ``threshold`` and their total score, the bits above the
+    threshold, the count a non-member text of this length has by chance (``rate * n``) and the binomial
+    tail of seeing this many if tokens were independent (``tail``: a score, not a p-value).
+
+    With the text-level null (:func:`text_null`): ``null_as_extreme`` of ``null_n`` null texts have a
+    tail at least as small (``null_exact`` False: at least that many, and p_value at least that), ``p_value``
+    = (1 + that) / (null_n + 1), and ``leaking`` = p_value <= the null's rate. ``self_id``: the text's id
+    when it is itself a null text (a non-member), which is then left out of its own null. ``leaking`` is None without a calibrated null."""
+    k, n, st, b = tail_statistic(tokens, threshold, rate) if rate is not None else (None, None, 0.0, 0.0)
+    v = np.asarray(tokens, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    above = v[v > threshold]
+    out: dict[str, Any] = {"n_tokens": int(v.size), "leaked_tokens": int(above.size), "leaked_total": float(above.sum()),
+                           "above_threshold": float((above - threshold).sum()), "expected_by_chance": None, "tail": None,
+                           "p_value": None, "null_as_extreme": None, "null_n": None, "null_exact": None, "leaking": None}
     if rate is None:  # a fixed threshold: no null to compare with
-        return {**out, "expected_by_chance": None, "p_value": None, "leaking": None}
-    p = float(binom.sf(k - 1, n, rate)) if k > 0 else 1.0
-    return {**out, "expected_by_chance": rate * n, "p_value": p, "leaking": bool(p < rate)}
+        return out
+    out.update(expected_by_chance=rate * n, tail=float(10.0 ** -st))
+    if null is not None and null.get("rate") is not None:
+        m, nn, exact = null_rank(st, b, k, null, self_id)
+        p = (1 + m) / (nn + 1)
+        out.update(null_as_extreme=m, null_n=nn, null_exact=exact, p_value=p, leaking=bool(p <= null["rate"]))
+    return out
+
+
+def flag_texts(token_scores: Sequence[np.ndarray], ids: Sequence[str], labels: Sequence[int | None], threshold: float,
+               rate: float | None, null: dict[str, Any]) -> list[bool | None]:
+    """``leaking`` of each text (:func:`text_leak`); non-members left out of their own null when it is theirs."""
+    own = null.get("source") == "non-member texts"
+    return [text_leak(t, threshold, rate, null, str(i) if own and y == 0 else None)["leaking"]
+            for t, i, y in zip(token_scores, ids, labels)]
+
+
+def text_flag_words(null: dict[str, Any] | None) -> str | None:
+    """The text-level flag in words (the CLI, the demo, ``memlens show`` and the report say it alike)."""
+    if not isinstance(null, dict):
+        return None
+    if null.get("rate") is None:
+        return f"texts are not flagged as leaking: {null.get('reason') or 'no calibrated null'}"
+    rate = f"{null['rate'] * 100:.3g}%"
+    asked = "" if null["rate"] <= null.get("requested_rate", null["rate"]) else \
+        f" ({null['requested_rate'] * 100:.3g}% asked; {null['n_texts']} texts resolve no finer)"
+    words = (f"a text is flagged as leaking when at most {rate} of the {null['n_texts']} {null['source']} have as many tokens "
+             f"above the threshold for their length{asked}")
+    if null["source"] == "non-member texts":
+        words += ", each non-member judged against the others: so at most that share of non-members is flagged"
+    flagged = null.get("flagged") or {}
+    if flagged:
+        words += "; flagged: " + ", ".join(f"{k} of {n} {name}" for name, (k, n) in flagged.items())
+    return words

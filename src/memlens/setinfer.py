@@ -27,9 +27,21 @@ Two ways to get honest aggregated scores (``method``):
 :func:`false_positive_rate` measures the level on texts that are all unseen (the tests and
 ``benchmarks/setinfer_fpr.py`` check it); :func:`pvalue_curve` answers "how many documents are
 needed for p < 0.01".
+
+The default test is Mann-Whitney, not Maini et al.'s Welch t-test: attack scores are often
+heavy-tailed (a few texts the model predicts very badly), and Welch then loses most of its power
+while the rank test keeps it and its p-value is exact under the null for any score distribution.
+Measured (benchmarks/setinfer_fpr.py, 3 correlated synthetic attacks, single-attack AUC about 0.6):
+with normal scores both need 200 texts per set for median p < 0.01 and both hold alpha; with
+skewed scores (skewness -2.8) Welch needs 300 and Mann-Whitney 150. Its price: with very few
+tested texts the exact rank p-value cannot get small (4 + 4 held-out texts: at least 1/70), see
+the note :func:`set_inference` adds; ``test="welch"`` is there for those.
 """
 from __future__ import annotations
 
+import functools
+import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +56,31 @@ TESTS = ("welch", "mannwhitney")
 METHODS = ("split", "crossfit")
 #: Columns of an audit's score table that are not attack scores.
 NON_ATTACK_COLUMNS = ("id", "label", "tier", "kind")
+
+
+_state = threading.local()
+
+
+def _one_blas_thread(fn):
+    """Run ``fn`` with BLAS/OpenMP limited to one thread. Every fit here is tiny (a few hundred texts,
+    a handful of attacks), so extra threads only add synchronisation: on a 2-core box shared with
+    other work a permutation p-value (199 x 2 fits) took 15 s with the default threads and 1.5 s with
+    one. Nested calls (curves of many tests) enter the limit once."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if getattr(_state, "limited", False):
+            return fn(*args, **kwargs)
+        from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
+        _state.limited = True
+        try:
+            with threadpool_limits(1):
+                return fn(*args, **kwargs)
+        finally:
+            _state.limited = False
+
+    return wrapper
 
 
 def _matrix(df: pd.DataFrame | np.ndarray, attacks: Sequence[str] | None, what: str) -> tuple[np.ndarray, list[str]]:
@@ -213,8 +250,9 @@ class SetInferenceResult:
                 "mean_weights": self.weights.mean().to_dict(), "summary": self.summary(), "notes": self.notes}
 
 
+@_one_blas_thread
 def set_inference(suspect: pd.DataFrame | np.ndarray, unseen: pd.DataFrame | np.ndarray, attacks: Sequence[str] | None = None, *,
-                  method: str = "split", folds: int = 2, n_permutations: int = 199, test: str = "welch", alpha: float = 0.01,
+                  method: str = "split", folds: int = 2, n_permutations: int = 199, test: str = "mannwhitney", alpha: float = 0.01,
                   seed: int = 0, C: float = 1.0, nonnegative: bool = True) -> SetInferenceResult:
     """Is the suspect set trained on? Honest aggregation of attack scores, then a one-sided test.
 
@@ -228,7 +266,9 @@ def set_inference(suspect: pd.DataFrame | np.ndarray, unseen: pd.DataFrame | np.
         method: "split" (Maini et al.: fit on half, test the other half; parametric p-value) or
             "crossfit" (all texts tested; permutation p-value, ``n_permutations`` reruns).
         folds: cross-fitting folds for "crossfit".
-        test: "welch" (one-sided Welch t-test, as Maini et al.) or "mannwhitney".
+        test: "mannwhitney" (one-sided Mann-Whitney U, the default: exact for any score
+            distribution, keeps its power on heavy-tailed scores) or "welch" (one-sided Welch
+            t-test, as Maini et al.; more power only with a handful of texts, see the module doc).
         alpha: level at which :attr:`SetInferenceResult.detected` is reported.
         nonnegative: constrain the aggregator's weights to >= 0 (see :class:`NonNegativeLogistic`);
             False is Maini et al.'s free logistic, which detects a shift of either sign.
@@ -263,6 +303,11 @@ def set_inference(suspect: pd.DataFrame | np.ndarray, unseen: pd.DataFrame | np.
             exceed += _test(ps_, pu_, test)[0] >= stat
         p = (1 + exceed) / (1 + n_permutations)
         notes.append(f"permutation p-value from {n_permutations} label shuffles: the smallest possible p is {1 / (1 + n_permutations):.3g}")
+    if test == "mannwhitney" and method == "split":
+        floor = 1 / math.comb(len(s) + len(u), len(s))  # every suspect score above every unseen one
+        if floor >= alpha:
+            notes.append(f"with {len(s)} + {len(u)} tested texts the smallest possible Mann-Whitney p-value is {floor:.3g} "
+                         f"(not below alpha {alpha:g}): use more texts, the Welch test or the crossfit method")
     if min(len(xs), len(xu)) < 20:
         notes.append(f"only {min(len(xs), len(xu))} texts in the smaller set: the aggregator is fitted on very few texts")
     return SetInferenceResult(p, stat, test, method, alpha, len(xs), len(xu), names, pd.DataFrame(w, columns=names), s, u, notes)
@@ -293,6 +338,7 @@ class PValueCurve:
         return {"alpha": self.alpha, "n_needed": self.n_needed, "curve": self.table.to_dict(orient="records")}
 
 
+@_one_blas_thread
 def pvalue_curve(suspect, unseen, attacks: Sequence[str] | None = None, *, sizes: Sequence[int] | None = None, draws: int = 20,
                  alpha: float = 0.01, seed: int = 0, **kwargs) -> PValueCurve:
     """p-value against the number of texts: for each size n, ``draws`` random subsets of n suspect
@@ -323,6 +369,7 @@ def pvalue_curve(suspect, unseen, attacks: Sequence[str] | None = None, *, sizes
     return PValueCurve(table, alpha, int(table["size"].iloc[ok_from[0]]) if ok_from else None)
 
 
+@_one_blas_thread
 def false_positive_rate(unseen, attacks: Sequence[str] | None = None, *, n_splits: int = 200, size: int | None = None,
                         alpha: float = 0.05, seed: int = 0, **kwargs) -> tuple[float, np.ndarray]:
     """Null check on texts all known to be unseen: split them at random into a fake "suspect"

@@ -194,6 +194,35 @@ def test_classifier_fit_predict_save_load(tmp_path):
         LTMIAClassifier.load(path)
 
 
+def test_classifier_warm_start_continues_from_the_weights(tmp_path):
+    spec, X, y = _toy()
+    base = LTMIAClassifier(spec, d_model=32, n_heads=4, d_ff=64, epochs=8, batch_size=32, lr=3e-3, device="cpu").fit(X[:120], y[:120])
+    path = base.save(tmp_path / "base")
+    shifted = [x + 100.0 for x in X]  # new data on another scale: a from-scratch fit standardises to it
+    before = base.decision_function(X[120:])
+    # lr 1e-30: AdamW's steps (about lr per weight, its weight decay scaled by lr too) vanish in float32, so a warm
+    # start keeps the exact weights and the stored standardisation, not the new data's
+    clf = LTMIAClassifier.load(path)
+    clf.warm_start, clf.lr, clf.min_lr, clf.epochs = True, 1e-30, 0.0, 2
+    clf.fit(shifted[:120], y[:120])
+    assert clf.history["warm_start"] is True
+    np.testing.assert_array_equal(clf.net.feat_mean.numpy(), base.net.feat_mean.numpy())
+    np.testing.assert_allclose(clf.decision_function(X[120:]), before, rtol=1e-6, atol=1e-6)
+    # without warm start the same call starts over: standardisation = the mean of the valid positions (by hand)
+    cold = LTMIAClassifier.load(path)
+    cold.lr, cold.min_lr, cold.epochs = 1e-30, 0.0, 2
+    cold.fit(shifted[:120], y[:120])
+    assert cold.history["warm_start"] is False
+    np.testing.assert_allclose(cold.net.feat_mean.numpy(), np.concatenate(shifted[:120]).mean(0), rtol=1e-5)
+    # lr > 0: the weights move from where they were (a few small steps: close to, not equal to, the start)
+    tuned = LTMIAClassifier.load(path)
+    tuned.warm_start, tuned.lr, tuned.epochs = True, 1e-4, 1
+    tuned.fit(X[:120], 1 - y[:120])
+    w0, w1 = base.net.proj.weight.detach().numpy(), tuned.net.proj.weight.detach().numpy()
+    assert 0 < np.abs(w1 - w0).max() < 0.05 * np.abs(w0).max()
+    assert np.corrcoef(tuned.decision_function(X[120:]), before)[0, 1] > 0.9
+
+
 def test_classifier_rejects_bad_input():
     spec, X, _ = _toy(n=20)
     clf = LTMIAClassifier(spec, d_model=16, n_heads=2, d_ff=32, epochs=1)

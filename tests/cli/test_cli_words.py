@@ -48,3 +48,36 @@ def test_all_says_what_it_left_out_and_why():
     assert note.startswith("--attacks all left out ") and "ltmia (not in 'all': name it (--attacks ltmia))" in note
     with_all = left_out_of_all(have_reference=True, have_population=True)
     assert set(with_all) == {n for n, why in with_all.items() if "not in 'all'" in why}
+
+
+def _lt(text_null):
+    return {"attack": "informia_token", "unit": "bits", "value": 16.5, "rate": 0.001, "source": "non-member tokens",
+            "n_tokens": 16849, "n_texts": 144, "text": text_null}
+
+
+def test_metrics_and_demo_say_the_text_level_flag(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from memlens.cli._common import print_metrics
+    from memlens.cli.demo import print_next_steps
+
+    null = {"source": "non-member texts", "n_texts": 144, "requested_rate": 0.01, "rate": 0.01, "null": [],
+            "flagged": {"members": [40, 144], "non-members": [1, 144]}}
+    result = SimpleNamespace(metrics={}, notes=[], extra={"leak_threshold": _lt(null)}, scores=pd.DataFrame())
+    print_metrics(result)
+    said = " ".join(capsys.readouterr().out.split())
+    assert "the level 0.1% of the 16,849 non-member tokens exceed" in said
+    assert ("a text is flagged as leaking when at most 1% of the 144 non-member texts have as many tokens above the threshold "
+            "for their length") in said and "flagged: 40 of 144 members, 1 of 144 non-members" in said
+    print_next_steps({"demo": {"testbed": str(tmp_path)}, "result": result}, tmp_path / "out")
+    said = " ".join(capsys.readouterr().out.split())
+    assert ("leaking texts: a text with more tokens above that level, for its length, than all but 1% of the 144 non-member "
+            "texts (so at most 1% of non-members are flagged)") in said
+    # too few null texts: said so, nothing flagged
+    few = {"source": "population texts", "n_texts": 10, "requested_rate": 0.01, "rate": None, "null": [],
+           "reason": "10 population texts resolve no rate finer than 9.1% (at least 19 are needed to flag texts)"}
+    print_metrics(SimpleNamespace(metrics={}, notes=[], extra={"leak_threshold": _lt(few)}))
+    said = " ".join(capsys.readouterr().out.split())
+    assert "texts are not flagged as leaking: 10 population texts resolve no rate finer than 9.1%" in said

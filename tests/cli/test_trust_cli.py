@@ -305,3 +305,20 @@ def test_audit_benchmark_bad_fields_one_line(gpt2, tmp_path):
     assert r.exit_code == 2 and "no 'inputs' field" in r.output, r.output
     r = runner.invoke(app, [*base, "--preset", "wikimia", "--members", str(src)])
     assert r.exit_code == 2 and "not both" in r.output
+
+
+def test_audit_benchmark_save_to_disk_split(gpt2, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    # A MIMIR-style DatasetDict written with save_to_disk: --split picks the split, the same path as files.
+    m, nm = shifted_pair(6, seed=4)
+    src = tmp_path / "pile_cc"
+    datasets.DatasetDict({"ngram_13_0.2": datasets.Dataset.from_dict({"member": [r["text"] for r in m],
+                                                                      "nonmember": [r["text"] for r in nm]})}).save_to_disk(str(src))
+    base = ["audit", "--target", str(gpt2.path), "--benchmark", str(src), "--preset", "mimir", "--attacks", "loss", "--no-cache",
+            "--bootstrap", "0", "--no-blind", "--no-report", "--device", "cpu"]
+    r = runner.invoke(app, [*base, "--split", "ngram_13_0.2", "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert res["n_texts"] == 12 and res["metrics"]["loss"]["n_members"] == 6
+    r = runner.invoke(app, [*base, "--out", str(tmp_path / "o2")])
+    assert r.exit_code == 2 and r.output.count("error:") == 1 and "holds splits ngram_13_0.2; choose one with split=" in r.output, r.output

@@ -37,21 +37,34 @@ def test_quick_demo_detects_extracts_and_localizes(tmp_path):
     # the output explains itself and says how to go on
     for words in ("0.5 = chance", "TPR@1%FPR:", "tiers:", "extraction:", "report.html", "memlens show ", "memlens audit --target"):
         assert words in r.output, words
-    # "leaked" is calibrated: at the default threshold about the stated rate of non-member texts leak
+    # "leaked" is calibrated, and so is "leaking": at the default threshold at most the stated share of non-member texts
+    # is flagged (each judged against the other non-members), and the 16x members are
+    import math
+
     import numpy as np
+    import pandas as pd
     import pyarrow.parquet as pq
 
-    from memlens.leakage import text_leak
+    from memlens.leakage import DEFAULT_TEXT_RATE, flag_texts
 
     lt = res["leak_threshold"]
     assert lt["source"] == "non-member tokens" and lt["rate"] == 0.001
-    tab = pq.read_table(out / "token_scores.parquet", columns=["label", "informia_token_token"]).to_pydict()
-    non = [np.asarray(t, dtype=float) for t, y in zip(tab["informia_token_token"], tab["label"]) if y == 0]
-    flagged = np.mean([text_leak(t, lt["value"], lt["rate"])["leaking"] for t in non])
-    # Each text is tested at level `rate` by a binomial tail that assumes independent tokens; tokens of
-    # one text are correlated, so more non-member texts are flagged than `rate` (2 of 48 seen on this
-    # quick demo). Bound what we measured rather than what independence would give.
-    assert flagged <= 0.1
+    tn = lt["text"]
+    assert tn["source"] == "non-member texts" and tn["n_texts"] == 48
+    assert tn["rate"] == max(DEFAULT_TEXT_RATE, 1 / 49)  # 48 non-member texts resolve no finer rate than 1/49
+    tab = pq.read_table(out / "token_scores.parquet", columns=["id", "label", "informia_token_token"]).to_pydict()
+    tiers = pd.read_csv(out / "scores.csv", dtype={"id": str}).set_index("id")["tier"]
+    toks = [np.asarray(t, dtype=float) for t in tab["informia_token_token"]]
+    flags = np.array(flag_texts(toks, tab["id"], tab["label"], lt["value"], lt["rate"], tn), dtype=bool)
+    label = np.array(tab["label"])
+    tier = np.array([tiers[i] if y == 1 else 0 for i, y in zip(tab["id"], label)])
+    non = flags[label == 0]
+    assert non.mean() <= tn["rate"] + 3 * math.sqrt(tn["rate"] * (1 - tn["rate"]) / non.size)
+    assert tn["flagged"]["non-members"] == [int(non.sum()), 48] and tn["flagged"]["members"] == [int(flags[label == 1].sum()), 48]
+    # measured on this demo: 4 of 16 16x members flagged, no 1x or 4x member, no non-member (the binomial tail alone
+    # flagged 8 of 16 16x members and 2 of 48 non-members: those two have 3 tokens above the level each)
+    assert flags[tier == 16].sum() >= 2 and flags[tier == 16].mean() > flags[tier == 1].mean()
+    assert "than all but 2.04% of the 48 non-member texts (so at most 2.04% of non-members are flagged)" in " ".join(r.output.split())
     # the extraction results are in the report
     assert 'id="extraction"' in (out / "report.html").read_text()
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.report.conftest import HOSTILE, HOSTILE2, HOSTILE_ID, HOSTILE_MODEL, HOSTILE_TYPE
+from tests.report.conftest import HOSTILE, HOSTILE2, HOSTILE_ID, HOSTILE_MODEL, HOSTILE_TYPE, make_synthetic
 
 CHROMIUM = os.environ.get("MEMLENS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = [
@@ -333,3 +333,40 @@ def test_blind_banner_for_a_shifted_pair_and_none_for_the_testbed(browser, tmp_p
         assert same.errors == []
     finally:
         same.page.close()
+
+
+def test_summary_says_the_calibrated_text_flag(browser, tmp_path):
+    """At the default (calibrated) threshold a text's summary says whether it is flagged as leaking, against
+    how many null texts (a non-member against the other non-members); moving the slider drops that."""
+    import numpy as np
+
+    from memlens.audit import _calibrate_leaks
+    from memlens.leakage import flag_texts
+    from memlens.report import write_report
+
+    result = make_synthetic()
+    _calibrate_leaks(result, None)
+    lt = result.extra["leak_threshold"]
+    tn = lt["text"]
+    assert tn["source"] == "non-member texts" and tn["rate"] is not None
+    ids, labels = [s.id for s in result.samples], [s.label for s in result.samples]
+    toks = [np.asarray(t, dtype=np.float32).astype(float) for t in result.token_scores["informia_token"]]
+    flags = flag_texts(toks, ids, labels, lt["value"], lt["rate"], tn)
+    member = next(i for i, (f, y) in enumerate(zip(flags, labels)) if f and y == 1)
+    non = next(i for i, (f, y) in enumerate(zip(flags, labels)) if not f and y == 0 and ids[i].startswith("t"))
+    result.save(tmp_path)
+    write_report(result, tmp_path)
+    o = Opened(browser, tmp_path / "report.html")
+    try:
+        page = o.page
+        assert "a text is flagged as leaking when at most" in page.locator("#tokenview").inner_text()
+        _select_text(page, ids[member])
+        assert f"; LEAKING: only 0 of {tn['n_texts']} non-member texts have as many above it" in page.locator("#summary").inner_text()
+        _select_text(page, ids[non])
+        said = page.locator("#summary").inner_text()
+        assert "; not flagged as leaking: " in said and f" of {tn['n_texts'] - 1} non-member texts have as many" in said
+        _set_threshold(page, float(page.get_attribute("#thr", "min")))
+        assert "leaking" not in page.locator("#summary").inner_text()
+        assert o.errors == []
+    finally:
+        o.page.close()

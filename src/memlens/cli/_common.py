@@ -95,9 +95,12 @@ def print_metrics(result) -> None:
     notes = sorted(({n for m in result.metrics.values() for n in m.notes} | set(result.notes)) - {shown})
     for n in notes:
         console.print(f"[dim]note: {n}[/]", highlight=False)
-    line = leak_threshold_line(result.extra.get("leak_threshold"))
-    if line:
-        console.print(line, highlight=False, soft_wrap=True)
+    from memlens.leakage import text_flag_words
+
+    lt = result.extra.get("leak_threshold")
+    for line in (leak_threshold_line(lt), text_flag_words((lt or {}).get("text"))):
+        if line:
+            console.print(line, highlight=False, soft_wrap=True)
 
 
 def leak_threshold_line(lt: Optional[dict]) -> Optional[str]:

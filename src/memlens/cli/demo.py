@@ -185,6 +185,8 @@ def print_demo_summary(d: dict) -> None:
 
 def print_next_steps(run: dict, out: Path) -> None:
     """What the numbers mean, where the report is, and the commands that go on with the demo's models."""
+    from memlens.leakage import text_flag_words
+
     d, result = run["demo"], run["result"]
     tb = Path(d["testbed"])
     try:
@@ -205,6 +207,12 @@ def print_next_steps(run: dict, out: Path) -> None:
     if lt.get("value") is not None:
         lines.append(f"  leaked tokens: tokens scoring above {lt['value']:.2f} {lt.get('unit', 'bits')} ({lt.get('attack')}), "
                      f"the level {_pct(lt['rate'])} of {lt.get('source', 'non-member tokens')} exceed.")
+        tn = lt.get("text") or {}
+        if tn.get("rate") is not None:
+            lines.append(f"  leaking texts: a text with more tokens above that level, for its length, than all but {_pct(tn['rate'])} "
+                         f"of the {tn['n_texts']} {tn['source']} (so at most {_pct(tn['rate'])} of non-members are flagged).")
+        elif tn:
+            lines.append(f"  leaking texts: {text_flag_words(tn)}.")
     lines.append(f"wrote {out}/ (results.json, scores.csv, roc.png, report.html, extraction.jsonl, testbed/)")
     lines.append(f"[bold]Report[/]: {out / 'report.html'} (one self-contained file: open it in a browser)")
     example = _example_text(result)
@@ -219,7 +227,7 @@ def print_next_steps(run: dict, out: Path) -> None:
 
 
 def _pct(rate: float) -> str:
-    return f"{rate * 100:.2g}%"
+    return f"{rate * 100:.3g}%"
 
 
 def _example_text(result) -> str | None:

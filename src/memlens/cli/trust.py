@@ -117,7 +117,7 @@ def setinfer(
     unseen_scores: Optional[Path] = typer.Option(None, "--unseen-scores", help="score CSV of the known-unseen set"),
     attacks: Optional[str] = typer.Option(None, "--attacks", "-a", help="comma-separated score columns to combine (default: all)"),
     method: str = typer.Option("split", "--method", help="split (fit on half, test the other half) or crossfit (permutation p-value)"),
-    test: str = typer.Option("welch", "--test", help="welch or mannwhitney (one-sided)"),
+    test: str = typer.Option("mannwhitney", "--test", help="mannwhitney (default: heavy-tailed scores) or welch (one-sided)"),
     alpha: float = typer.Option(0.01, "--alpha", min=1e-12, max=0.5, help="significance level (trained on when p < alpha)"),
     permutations: int = typer.Option(199, "--permutations", min=1, help="crossfit: label shuffles for the p-value"),
     curve: bool = typer.Option(True, "--curve/--no-curve", help="p-value against the number of texts (random subsets)"),

@@ -93,6 +93,48 @@ def token_localization(result) -> dict[str, Any]:
     return out
 
 
+def leak_by_group(token_scores, span_starts, span_ends, pii_spans, ids, labels, tiers, lt: dict[str, Any]) -> dict[str, Any]:
+    """Leaked tokens per group (``1x``/``4x``/``16x`` members, ``nonmember``) at the calibrated threshold ``lt``
+    (results.json ``leak_threshold``): texts, mean tokens above it per text, the share of texts with any, the
+    share flagged as leaking by the calibrated text-level flag and by the binomial tail alone (below the token
+    rate, tokens taken as independent: the flag before calibration), and the share of those tokens that are PII."""
+    from memlens.leakage import flag_texts, text_leak
+    from memlens.localization import secret_token_mask
+
+    thr, rate, null = float(lt["value"]), lt.get("rate"), lt.get("text") or {"rate": None}
+    flags = flag_texts(token_scores, ids, labels, thr, rate, null)
+    rows: dict[str, list] = {}
+    for sc, a, b, spans, y, tier, flag in zip(token_scores, span_starts, span_ends, pii_spans, labels, tiers, flags):
+        if y not in (0, 1) or (y == 1 and tier is None):
+            continue
+        sc = np.asarray(sc, dtype=np.float64)
+        above = np.nan_to_num(sc, nan=-np.inf) > thr
+        pii = secret_token_mask(np.asarray(a), np.asarray(b), spans or [])
+        r = text_leak(sc, thr, rate)
+        binomial = None if r["tail"] is None else r["tail"] < rate
+        rows.setdefault("nonmember" if y == 0 else f"{int(tier)}x", []).append((int(above.sum()), int((above & pii).sum()), flag, binomial))
+    out: dict[str, Any] = {}
+    for g in sorted(rows, key=lambda g: (g == "nonmember", int(g[:-1]) if g != "nonmember" else 0)):
+        k, k_pii, flag, binomial = zip(*rows[g])
+        out[g] = {"texts": len(k), "leaked_tokens_per_text": float(np.mean(k)), "texts_with_leaked_tokens": float(np.mean(np.array(k) > 0)),
+                  "flagged": None if None in flag else float(np.mean(flag)),
+                  "flagged_binomial": None if None in binomial else float(np.mean(binomial)),
+                  "pii_share_of_leaked": float(sum(k_pii) / sum(k)) if sum(k) else None}
+    return out
+
+
+def leak_by_group_of(result) -> dict[str, Any]:
+    """:func:`leak_by_group` of an audit of the testbed (its calibrated token attack, PII spans and tiers)."""
+    lt = result.extra.get("leak_threshold") or {}
+    if lt.get("attack") not in result.token_scores:
+        return {}
+    toks = [np.asarray(t, dtype=np.float32).astype(np.float64) for t in result.token_scores[lt["attack"]]]  # as calibrated
+    smp = result.samples
+    return leak_by_group(toks, [st.span_start for st in result.target_stats], [st.span_end for st in result.target_stats],
+                         [s.meta.get("pii") or [] for s in smp], [str(s.id) for s in smp], [s.label for s in smp],
+                         [s.meta.get("tier") for s in smp], lt)
+
+
 def localization_by_tier(result) -> dict[str, Any]:
     """Token localization (see :func:`token_localization`) for each tier's member
     documents, counting PII tokens two ways: ``all`` (every PII span, as the demo does) and
@@ -192,6 +234,7 @@ def run_demo(out_dir: str | Path = "memlens-demo", *, quick: bool = False, profi
         "per_tier": per_tier_metrics(result, n_bootstrap=100 if quick else 500, seed=seed),
         "extraction": {**extraction, "pii_types": list(UNIQUE_PII_TYPES)},
         "localization": token_localization(result),
+        "leakage": leak_by_group_of(result),
         "timings": timings,
     }
     timings["total_s"] = time.perf_counter() - t0

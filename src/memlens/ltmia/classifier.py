@@ -119,19 +119,24 @@ class LTMIAClassifier:
     >>> clf = LTMIAClassifier(spec=FeatureSpec(k=20), epochs=10).fit(X, y)
     >>> p = clf.predict_proba(X_test)[:, 1]
     >>> clf.save("clf.safetensors"); clf = LTMIAClassifier.load("clf.safetensors")
+
+    ``warm_start=True``: :meth:`fit` continues from the current weights (a fitted or loaded
+    classifier; none yet: from scratch) and keeps their standardisation, e.g. to fine-tune the
+    shipped classifier on real-model runs (a loaded classifier has the default training settings:
+    set ``epochs``, ``lr`` ... on it before fitting).
     """
 
     def __init__(self, spec: FeatureSpec | None = None, *, d_model: int = 192, n_heads: int = 8, n_layers: int = 2,
                  d_ff: int = 576, dropout: float = 0.05, epochs: int = 20, batch_size: int = 256, lr: float = 1e-3,
                  weight_decay: float = 0.028, warmup_frac: float = 0.1, min_lr: float = 1e-6,
                  label_smoothing: float = 0.02, grad_clip: float = 1.0, max_steps: int | None = None,
-                 val_fraction: float = 0.0, device: str = "auto", seed: int = 0, verbose: bool = False):
+                 val_fraction: float = 0.0, warm_start: bool = False, device: str = "auto", seed: int = 0, verbose: bool = False):
         self.spec = spec or FeatureSpec()
         self.net_config = NetConfig(self.spec.dim, d_model, n_heads, n_layers, d_ff, dropout)
         self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
         self.weight_decay, self.warmup_frac, self.min_lr = weight_decay, warmup_frac, min_lr
         self.label_smoothing, self.grad_clip, self.max_steps = label_smoothing, grad_clip, max_steps
-        self.val_fraction = val_fraction
+        self.val_fraction, self.warm_start = val_fraction, warm_start
         self.device, self.seed, self.verbose = device, seed, verbose
         self.net: LTMIANet | None = None
         self.history: dict[str, Any] = {}
@@ -173,15 +178,19 @@ class LTMIAClassifier:
             if 0 < is_val.sum() and len(np.unique(y[is_val])) == 2 and len(np.unique(y[~is_val])) == 2:
                 val_idx, idx = np.flatnonzero(is_val), np.flatnonzero(~is_val)
 
-        # standardisation from valid (unpadded) training positions, subsampled for speed
-        sub = rng.choice(idx, min(len(idx), 4096), replace=False)
-        valid = np.concatenate([Xp[i, : lens[i]] for i in sub]).astype(np.float64)
-        mean, std = valid.mean(0), valid.std(0)
-        std = np.where(std < 1e-6, 1.0, std)
-
-        net = LTMIANet(self.net_config)
-        net.feat_mean.copy_(torch.from_numpy(mean.astype(np.float32)))
-        net.feat_std.copy_(torch.from_numpy(std.astype(np.float32)))
+        warm = self.warm_start and self.net is not None
+        if warm:
+            # the first layer's weights were learned on inputs scaled by the stored standardisation: it stays
+            net = self.net
+        else:
+            # standardisation from valid (unpadded) training positions, subsampled for speed
+            sub = rng.choice(idx, min(len(idx), 4096), replace=False)
+            valid = np.concatenate([Xp[i, : lens[i]] for i in sub]).astype(np.float64)
+            mean, std = valid.mean(0), valid.std(0)
+            std = np.where(std < 1e-6, 1.0, std)
+            net = LTMIANet(self.net_config)
+            net.feat_mean.copy_(torch.from_numpy(mean.astype(np.float32)))
+            net.feat_std.copy_(torch.from_numpy(std.astype(np.float32)))
         net.to(dev)
         # The whole training set on the device once (half precision halves its size); batches
         # are then gathers on the device, without a loader.
@@ -251,7 +260,7 @@ class LTMIAClassifier:
         self.net = net
         self.history = {"steps": step, "epochs": self.epochs, "windows": int(len(idx)), "val_windows": int(len(val_idx)),
                         "best_val_auc": best_auc if best_state is not None else None, "seconds": round(time.perf_counter() - t0, 2),
-                        "log": log, "device": str(dev)}
+                        "log": log, "device": str(dev), "warm_start": warm}
         return self
 
     # -- inference -------------------------------------------------------------------------------

@@ -432,8 +432,12 @@ def _text_record(tid: str, row: dict[str, Any], saved: SavedAudit, score_cols: S
             if arrays is not None:
                 arrays[a].append(arr)
     lp_r = tok.get("reference_logprob")
+    lk = calibrated_leak(saved, tid, label, (saved.results.get("leak_threshold") or {}).get("attack"))
     return {
         "id": tid, "label": label, "tier": tier,
+        # the text-level flag at the calibrated level: m of the n null texts have as many tokens above it for their length
+        "flag": None if lk is None or lk["leaking"] is None else {"leaking": lk["leaking"], "m": lk["null_as_extreme"],
+                                                                  "n": lk["null_n"], "exact": lk["null_exact"]},
         "scores": {a: (None if _finite(row.get(a)) is None else round(float(row[a]), SCORE_DIGITS)) for a in score_cols},
         "text": text, "start": starts.tolist(), "end": ends.tolist(),
         "lp_t": _round_list(tok.get("target_logprob"), TOKEN_DIGITS),
@@ -531,8 +535,28 @@ def _leak(res: dict[str, Any]) -> dict[str, Any] | None:
     lt = res.get("leak_threshold")
     if not isinstance(lt, dict) or _finite(lt.get("value")) is None:
         return None
+    from memlens.leakage import text_flag_words
+
     return {"attack": str(lt.get("attack")), "value": default_threshold(res), "rate": _finite(lt.get("rate")),
-            "source": str(lt.get("source") or ""), "n_tokens": lt.get("n_tokens")}
+            "source": str(lt.get("source") or ""), "n_tokens": lt.get("n_tokens"), "text_flag": text_flag_words(lt.get("text")),
+            "text_source": str((lt.get("text") or {}).get("source") or ""), "text_rate": _finite((lt.get("text") or {}).get("rate"))}
+
+
+def calibrated_leak(saved: SavedAudit, tid: str, label: int | None, attack: str | None) -> dict[str, Any] | None:
+    """One text against the audit's null (memlens.leakage.text_leak) at the calibrated level itself (not the
+    page's rounded one), from the text's saved token scores; None when ``attack`` is not the calibrated one."""
+    from memlens.leakage import text_leak
+
+    lt = saved.results.get("leak_threshold")
+    if not isinstance(lt, dict) or attack is None or lt.get("attack") != attack or _finite(lt.get("value")) is None:
+        return None
+    v = (saved.tokens.get(tid) or {}).get(f"{attack}_token")
+    if v is None:
+        return None
+    null = lt.get("text") if isinstance(lt.get("text"), dict) else None
+    own = null is not None and null.get("source") == "non-member texts" and label == 0
+    return text_leak(np.asarray([np.nan if x is None else x for x in v], dtype=np.float64), float(lt["value"]),
+                     _finite(lt.get("rate")), null, tid if own else None)
 
 
 def _best_attack(res: dict[str, Any], score_cols: Sequence[str]) -> str | None:

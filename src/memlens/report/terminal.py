@@ -12,7 +12,6 @@ import re
 import unicodedata
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -70,10 +69,10 @@ def show_text(results_dir: str | os.PathLike, text_id: str, threshold: float | N
     tokens exceed, see memlens.leakage); the fixed 1.0 for audits saved without one.
     ``attack``: the token-level attack (default informia_token, else the first one saved).
     Returns what was shown: id, n_tokens, leaked_tokens, leaked_total (in the attack's unit),
-    leaked_pii_tokens, unit, attack, threshold, and at the calibrated threshold expected_by_chance,
-    p_value and leaking (memlens.leakage.text_leak)."""
-    from memlens.leakage import text_leak
-    from memlens.report.html import build_payload, default_threshold, iter_token_pieces, load_one, saved_colour_scale
+    leaked_pii_tokens, unit, attack, threshold, and at the calibrated threshold expected_by_chance, tail
+    (binomial, a length-adjusted score), null_as_extreme of null_n null texts, p_value and leaking (the
+    calibrated text-level flag: memlens.leakage.text_leak)."""
+    from memlens.report.html import build_payload, calibrated_leak, default_threshold, iter_token_pieces, load_one, saved_colour_scale
 
     # this one text's rows only, and the colour scale saved by the audit (as the HTML report has it)
     saved = load_one(results_dir, str(text_id))
@@ -121,8 +120,9 @@ def show_text(results_dir: str | os.PathLike, text_id: str, threshold: float | N
             summary.append(f", {n_pii} of them ground-truth PII", style="bold")
         console.print(summary)
         if lt.get("attack") == ta["name"] and threshold == lt.get("value") and scores is not None:
-            null = text_leak(np.asarray([np.nan if v is None else v for v in scores], dtype=np.float64), threshold, lt.get("rate"))
-            console.print(Text(_null_line(null, lt, threshold, unit)))
+            null = calibrated_leak(saved, t["id"], t["label"], ta["name"])
+            if null is not None:
+                console.print(Text(_null_line(null, lt, threshold, unit)))
         elif calibrated or lt.get("attack") != ta["name"]:
             console.print(Text(f"threshold {threshold:g} {unit}: a fixed level, not calibrated on non-members", style="dim"))
         console.print(Text("red background = target predicts the token better than the reference (bold = above the "
@@ -143,16 +143,23 @@ def show_text(results_dir: str | os.PathLike, text_id: str, threshold: float | N
     out = {"id": t["id"], "attack": ta["name"] if ta else None, "unit": unit, "n_tokens": len(t["start"]),
            "leaked_tokens": len(leaked), "leaked_total": bits, "leaked_pii_tokens": n_pii, "threshold": threshold}
     if null is not None:
-        out.update({k: null[k] for k in ("expected_by_chance", "p_value", "leaking", "above_threshold")})
+        out.update({k: null[k] for k in ("expected_by_chance", "tail", "p_value", "null_as_extreme", "null_n", "null_exact",
+                                         "leaking", "above_threshold")})
     return out
 
 
 def _null_line(null: dict[str, Any], lt: dict[str, Any], threshold: float, unit: str) -> str:
-    """The text against the null, in words: what a non-member of its length shows by chance."""
+    """The text against the null, in words: what a non-member of its length shows by chance, and the calibrated flag."""
     if null["expected_by_chance"] is None:
         return f"threshold {threshold:g} {unit}: a fixed level (no non-members to calibrate on), so no chance rate to compare with"
     rate = f"{lt['rate'] * 100:.2g}%"
-    verdict = "leaking: more tokens above it than chance gives" if null["leaking"] else "not more than chance gives a non-member"
-    return (f"threshold {threshold:g} {unit} = the level {rate} of {lt['source']} exceed; a non-member text of "
-            f"{null['n_tokens']} tokens has {null['expected_by_chance']:.2f} above it by chance (P(>= {null['leaked_tokens']}) = "
-            f"{null['p_value']:.2g}): {verdict}; {null['above_threshold']:.1f} {unit} above the threshold in all")
+    line = (f"threshold {threshold:g} {unit} = the level {rate} of {lt['source']} exceed; a non-member text of "
+            f"{null['n_tokens']} tokens has {null['expected_by_chance']:.2f} above it by chance ({null['above_threshold']:.1f} "
+            f"{unit} above the threshold in all). ")
+    if null["leaking"] is None:
+        return line + "No calibrated text-level flag in this audit."
+    text_rate = f"{lt['text_rate'] * 100:.3g}%" if lt.get("text_rate") else "the stated share"
+    verdict = "LEAKING" if null["leaking"] else "not flagged as leaking"
+    m = f"{'' if null.get('null_exact', True) else 'at least '}{null['null_as_extreme']}"
+    return line + (f"{verdict}: {m} of {null['null_n']} {lt.get('text_source') or 'null texts'} have as many "
+                   f"above it for their length (p = {null['p_value']:.2g}; flagged at {text_rate} or less)")

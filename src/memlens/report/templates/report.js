@@ -188,8 +188,13 @@
   function nullNote(t) {
     var L = P.leak;
     if (!L || L.rate === null || L.attack !== S.tok || S.thr !== P.threshold) return "";
-    return "; a non-member text of " + t.start.length + " tokens has " + fmt(L.rate * t.start.length, 2) + " above it by chance (" +
-           fmt(L.rate * 100, 2) + "% of " + L.source + ")";
+    var out = "; a non-member text of " + t.start.length + " tokens has " + fmt(L.rate * t.start.length, 2) + " above it by chance (" +
+              fmt(L.rate * 100, 2) + "% of " + L.source + ")";
+    // the calibrated text-level flag: how many null texts (the other non-members) have as many above it for their length
+    var f = t.flag;
+    if (f) out += (f.leaking ? "; LEAKING: only " : "; not flagged as leaking: ") + (f.exact ? "" : "at least ") + f.m + " of " + f.n + " " + L.text_source +
+                  " have as many above it for their length";
+    return out;
   }
   function paint() {
     var t = S.current, s = t ? scoresOf(t) : null;
