@@ -28,7 +28,6 @@ Writes ``OUT/ltmia_real_runs.json`` (numbers, settings, the inputs' SHA-256, com
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -56,11 +55,9 @@ MAX_STEPS: int | None = None  # --max-steps: a cap on every fit (a smoke test of
 
 
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from memlens.outputs import sha256_file
+
+    return sha256_file(path)
 
 
 def load_run(path: Path) -> dict:
