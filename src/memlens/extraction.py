@@ -66,7 +66,7 @@ def similarity(value: str, generated: str) -> float:
 def extract(model: torch.nn.Module, tokenizer: Any, secrets: Sequence[Secret], *, batch_size: int = 16,
             extra_tokens: int = 4, max_prompt_tokens: int | None = None, progress: bool = True) -> list[ExtractionOutcome]:
     """Greedy-decode each secret's prompt; as many new tokens as the secret has, plus a margin."""
-    from tqdm.auto import tqdm
+    from memlens._progress import progress_bar as tqdm
 
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

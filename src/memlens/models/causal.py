@@ -339,7 +339,8 @@ class CausalScorer:
         with the smaller size; nothing has been delivered before that, so no text is scored twice.
         """
         from accelerate.utils import find_executable_batch_size
-        from tqdm.auto import tqdm
+
+        from memlens._progress import progress_bar as tqdm
 
         toks: dict[int, Tokenized] = {}
         pending: dict[int, int] = {}

@@ -319,7 +319,7 @@ class MaskedScorer:
     def score(self, toks: Sequence[MaskedTokens], masks: Sequence[np.ndarray],
               on_text_done: Callable[[int, list[np.ndarray]], None] | None = None) -> dict[int, list[np.ndarray]]:
         """Per text i: one float32 [S, L] NLL array per model (NaN where not masked)."""
-        from tqdm.auto import tqdm
+        from memlens._progress import progress_bar as tqdm
 
         s = int(self.settings.steps)
         out: dict[int, list[np.ndarray]] = {i: [np.full(m.shape, np.nan, dtype=np.float32) for _ in self.models]

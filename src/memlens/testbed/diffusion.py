@@ -196,7 +196,7 @@ def train_masked_diffusion(model: torch.nn.Module, texts: Sequence[str], tokeniz
     order: list[int] = []
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from memlens._progress import progress_bar as tqdm
 
         bar = tqdm(total=n_steps, desc=progress if isinstance(progress, str) else "diffusion training", leave=False)
     for step in range(n_steps):

@@ -388,8 +388,7 @@ def finetune(
             run's saved model instead of training again; False starts over.
         num_threads: ``torch.set_num_threads`` while training on CPU (restored afterwards).
     """
-    from tqdm.auto import tqdm
-
+    from memlens._progress import progress_bar as tqdm
     from memlens.models.loading import fingerprint_files, pick_device, resolve_model
 
     paths = paths if isinstance(paths, TestbedPaths) else TestbedPaths(Path(paths))

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+
+from memlens._progress import progress_bar as tqdm
 
 from .build import TestbedConfig, TestbedPaths, read_jsonl
 
