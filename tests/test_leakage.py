@@ -180,3 +180,36 @@ def test_kept_null_rows_decide_every_flag(monkeypatch):
     r = text_leak(others[1], 0.5, 0.01, kept)
     assert (r["null_as_extreme"], r["null_exact"], r["leaking"]) == (5, False, False)
     assert text_leak(others[1], 0.5, 0.01, full)["null_exact"] is True
+
+
+def test_flag_texts_vectorized_equals_text_leak_text_by_text():
+    """flag_texts (one vectorized tail, numpy comparisons) says what text_leak says for each text: ties,
+    leave-one-out, texts without tokens above, NaNs, and a null truncated to fewer rows than texts above."""
+    from memlens import leakage
+    from memlens.leakage import flag_texts, tail_statistic, tail_statistics, text_leak, text_null
+
+    rng = np.random.default_rng(3)
+    toks = []
+    for i in range(400):
+        t = rng.normal(0, 1, rng.integers(5, 60))
+        if i % 7 == 0:
+            t[: rng.integers(1, 4)] = 3.5  # ties of (k, n) and of bits
+        if i % 11 == 0:
+            t[0] = np.nan
+        toks.append(t)
+    labels = [0] * 200 + [1] * 200
+    ids = [f"t{i}" for i in range(400)]
+    thr, rate = 2.0, 0.01
+    k, n, s, b = tail_statistics(toks, thr, rate)
+    for i in (0, 7, 11, 13, 399):
+        assert (k[i], n[i], s[i], b[i]) == tail_statistic(toks[i], thr, rate)
+    for keep in (1000, 5):  # 5: the kept rows truncated, counts past them "at least"
+        old = leakage.MAX_NULL_ROWS
+        leakage.MAX_NULL_ROWS = keep
+        try:
+            null = text_null(toks[:200], thr, rate, source="non-member texts", ids=ids[:200], text_rate=0.05)
+        finally:
+            leakage.MAX_NULL_ROWS = old
+        want = [text_leak(t, thr, rate, null, i if y == 0 else None)["leaking"] for t, i, y in zip(toks, ids, labels)]
+        assert flag_texts(toks, ids, labels, thr, rate, null) == want
+        assert any(want) and not all(want)

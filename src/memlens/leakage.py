@@ -75,17 +75,33 @@ def tail_statistic(tokens: np.ndarray, threshold: float, rate: float) -> tuple[i
     """``(k, n, s, b)`` of one text: ``k`` of its ``n`` finite tokens above ``threshold``, ``s`` =
     -log10 of the binomial tail P(X >= k), X ~ Binomial(n, rate) (0 when k = 0), ``b`` = the bits above
     the threshold. ``(s, b)`` in lexicographic order ranks texts from least to most extreme."""
+    # the many-text version on one text: per text and vectorized give the same numbers by construction
+    k, n, st, b = tail_statistics([tokens], threshold, rate)
+    return int(k[0]), int(n[0]), float(st[0]), float(b[0])
+
+
+def tail_statistics(token_scores: Sequence[np.ndarray], threshold: float, rate: float) -> tuple[np.ndarray, ...]:
+    """:func:`tail_statistic` of many texts at once (arrays ``k, n, s, b``): one vectorized binomial tail
+    call for all texts instead of one scipy call per text. ``s`` is floored at 0; where the binomial tail
+    underflows, log P(X = k) <= log P(X >= k) stands in for it (finite)."""
     from scipy.stats import binom
 
-    v = np.asarray(tokens, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    above = v[v > threshold]
-    k, n = int(above.size), int(v.size)
-    if k == 0:
-        return 0, n, 0.0, 0.0
-    # logsf underflows to -inf for very long runs of high tokens; log P(X = k) <= log P(X >= k) is finite there
-    log_tail = max(float(binom.logsf(k - 1, n, rate)), float(binom.logpmf(k, n, rate)))
-    return k, n, max(-log_tail / np.log(10.0), 0.0), float((above - threshold).sum())
+    arrays = [np.asarray(t, dtype=np.float64).ravel() for t in token_scores]
+    owner = np.repeat(np.arange(len(arrays)), [a.size for a in arrays])
+    v = np.concatenate(arrays) if arrays else np.zeros(0)
+    finite = np.isfinite(v)
+    above = finite & (v > threshold)
+    n = np.bincount(owner, weights=finite, minlength=len(arrays)).astype(np.int64)
+    k = np.bincount(owner, weights=above, minlength=len(arrays)).astype(np.int64)
+    # the bits above the threshold summed per text in index order, as the per-text sum adds them
+    b = np.zeros(len(arrays), dtype=np.float64)
+    np.add.at(b, owner[above], v[above] - threshold)
+    s = np.zeros(len(arrays), dtype=np.float64)
+    hit = k > 0
+    if hit.any():
+        log_tail = np.maximum(binom.logsf(k[hit] - 1, n[hit], rate), binom.logpmf(k[hit], n[hit], rate))
+        s[hit] = np.maximum(-log_tail / np.log(10.0), 0.0)
+    return k, n, s, b
 
 
 def text_null(null_tokens: Sequence[np.ndarray], threshold: float, rate: float | None, *, source: str,
@@ -108,11 +124,8 @@ def text_null(null_tokens: Sequence[np.ndarray], threshold: float, rate: float |
     if eff > MAX_TEXT_RATE:
         return {**out, "reason": f"{n} {source} resolve no rate finer than {100 / (n + 1):.2g}% (at least "
                                  f"{int(np.ceil(1 / MAX_TEXT_RATE)) - 1} are needed to flag texts)"}
-    rows = []
-    for tid, t in zip(ids, null_tokens):
-        k, _, st, b = tail_statistic(t, threshold, rate)
-        if k:
-            rows.append([tid, float(st), float(b)])
+    k, _, st, b = tail_statistics(null_tokens, threshold, rate)
+    rows = [[tid, float(st[i]), float(b[i])] for i, tid in enumerate(ids) if k[i]]
     rows.sort(key=lambda r: (r[1], r[2]), reverse=True)
     # a text is flagged only when fewer than eff * (n + 1) null texts are as extreme: the rows past that decide
     # nothing, and for a large audit would fill results.json; counts beyond the kept rows are said as "at least"
@@ -165,10 +178,34 @@ def text_leak(tokens: np.ndarray, threshold: float, rate: float | None, null: di
 
 def flag_texts(token_scores: Sequence[np.ndarray], ids: Sequence[str], labels: Sequence[int | None], threshold: float,
                rate: float | None, null: dict[str, Any]) -> list[bool | None]:
-    """``leaking`` of each text (:func:`text_leak`); non-members left out of their own null when it is theirs."""
+    """``leaking`` of each text, as :func:`text_leak` says it (non-members left out of their own null when it is
+    theirs), for all texts at once: one vectorized tail and a comparison with every kept null row in numpy."""
+    if rate is None or null is None or null.get("rate") is None:
+        return [None] * len(token_scores)
     own = null.get("source") == "non-member texts"
-    return [text_leak(t, threshold, rate, null, str(i) if own and y == 0 else None)["leaking"]
-            for t, i, y in zip(token_scores, ids, labels)]
+    k, _, st, b = tail_statistics(token_scores, threshold, rate)
+    rows = null["null"]
+    rs = np.asarray([r[1] for r in rows], dtype=np.float64)
+    rb = np.asarray([r[2] for r in rows], dtype=np.float64)
+    row_of = {r[0]: j for j, r in enumerate(rows)}
+    m = np.zeros(len(k), dtype=np.int64)
+    for lo in range(0, len(k), 4096):  # texts x kept rows booleans, a chunk at a time
+        s_, b_ = st[lo:lo + 4096, None], b[lo:lo + 4096, None]
+        m[lo:lo + 4096] = ((rs[None, :] > s_) | ((rs[None, :] == s_) & (rb[None, :] >= b_))).sum(axis=1)
+    n_null = int(null["n_texts"])
+    out: list[bool | None] = []
+    for i, (tid, y) in enumerate(zip(ids, labels)):
+        loo = own and y == 0
+        nn = n_null - 1 if loo else n_null
+        if k[i] == 0:
+            mi = nn  # every null text is at least as extreme as one with no token above
+        else:
+            mi = int(m[i])
+            j = row_of.get(str(tid)) if loo else None
+            if j is not None and (rs[j] > st[i] or (rs[j] == st[i] and rb[j] >= b[i])):
+                mi -= 1  # its own kept row was counted: leave it out
+        out.append(bool((1 + mi) / (nn + 1) <= null["rate"]))
+    return out
 
 
 def text_flag_words(null: dict[str, Any] | None) -> str | None:
