@@ -66,11 +66,11 @@ def test_audit_token_strings_come_from_the_spans(gpt2, tokenizer):
 
 
 def test_many_texts_at_once_are_each_text_alone(tokenizer, corpus):
-    """token_strings_many (one running maximum over all texts) gives every text token_strings' list,
+    """TokenStrings and its arrow rows (one running maximum over all texts) give every text token_strings' list,
     with real spans, hand-made odd ones (gaps, nested, out of range, empty) and texts without tokens."""
     import numpy as np
 
-    from memlens.tokens import TokenStrings, token_strings_many
+    from memlens.tokens import TokenStrings
 
     texts = corpus[:30] + ["héllo wörld ✓ café", "", "ab", "xyz"]
     starts, ends = [], []
@@ -80,13 +80,11 @@ def test_many_texts_at_once_are_each_text_alone(tokenizer, corpus):
         ends.append(np.array([b for _, b in enc], dtype=np.int64))
     starts += [np.array([], dtype=np.int64), np.array([0, 5, 1], dtype=np.int64), np.array([-3, 1, 1, 2], dtype=np.int64)]
     ends += [np.array([], dtype=np.int64), np.array([1, 9, 2], dtype=np.int64), np.array([1, 1, 3, 0], dtype=np.int64)]
-    many = token_strings_many(texts, starts, ends)
-    assert many == [token_strings(t, a, b) for t, a, b in zip(texts, starts, ends)]
-    assert token_strings_many(texts, starts, ends, group=4) == many  # in groups (the last one short)
+    many = [token_strings(t, a, b) for t, a, b in zip(texts, starts, ends)]
     lazy = TokenStrings(texts, starts, ends)  # what an audit keeps: made when asked for
     assert len(lazy) == len(texts) and lazy == many and lazy[3] == many[3] and lazy[-2:] == many[-2:]
     for idx in ([0, 1, 2], list(range(len(texts))), [31, 30], [31], []):  # ASCII and not, empty texts, no texts
         assert lazy.arrow(idx).to_pylist() == [many[i] for i in idx]
-    assert token_strings_many([], [], []) == []
+    assert TokenStrings([], [], []).arrow([]).to_pylist() == []
     with pytest.raises(ValueError, match="1-d of one length"):
-        token_strings_many(["ab"], [np.array([0, 1])], [np.array([1])])
+        TokenStrings(["ab"], [np.array([0, 1])], [np.array([1])]).arrow([0])

@@ -36,30 +36,6 @@ def token_strings(text: str, span_start, span_end) -> list[str]:
     return [text[a:b] for a, b in zip(begin.tolist(), stop.tolist())]
 
 
-def token_strings_many(texts, span_starts, span_ends, group: int = 1024) -> list[list[str]]:
-    """:func:`token_strings` of many texts at once, the same lists: the spans of all texts, shifted by
-    each text's place in their concatenation, go through one running maximum (a text's clipped spans
-    never reach below its own start, so the maximum restarts at each text by itself), and only the
-    slicing is left per token. One call per text costs ~0.3 ms of numpy overhead; 20,000 texts, 6 s.
-    Groups of ``group`` texts at a time, so the temporary arrays (and Python ints) stay small."""
-    texts = list(texts)
-    span_starts, span_ends = list(span_starts), list(span_ends)
-    if not (len(texts) == len(span_starts) == len(span_ends)):
-        raise ValueError(f"{len(texts)} texts but {len(span_starts)} span starts and {len(span_ends)} span ends")
-    out: list[list[str]] = []
-    for lo in range(0, len(texts), group):
-        out += _token_strings_group(texts[lo:lo + group], span_starts[lo:lo + group], span_ends[lo:lo + group])
-    return out
-
-
-def _token_strings_group(texts: list[str], span_starts: list, span_ends: list) -> list[list[str]]:
-    begin, stop, counts = _pieces(texts, span_starts, span_ends)
-    joined = "".join(texts)
-    pieces = [joined[a:b] for a, b in zip(begin.tolist(), stop.tolist())]
-    bounds = np.cumsum(counts).tolist()
-    return [pieces[b - c:b] for b, c in zip(bounds, counts.tolist())]
-
-
 class TokenStrings(Sequence):
     """Every text's :func:`token_strings`, made when asked for: a list-like of lists of strings
     (``AuditResult.token_strings``) that holds only the texts and the spans, not a Python string per
@@ -119,7 +95,9 @@ class TokenStrings(Sequence):
 
 def _pieces(texts: list[str], span_starts: list, span_ends: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Where each token's piece begins and stops in ``"".join(texts)`` (character positions), and the
-    tokens per text: :func:`token_strings`' rule on all texts at once (see :func:`token_strings_many`)."""
+    tokens per text: :func:`token_strings`' rule on all texts at once: the spans of all texts, shifted by each
+    text's place in their concatenation, go through one running maximum (a text's clipped spans never reach
+    below its own start, so the maximum restarts at each text by itself)."""
     starts_l, ends_l = [], []
     for a, b in zip(span_starts, span_ends):
         a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
