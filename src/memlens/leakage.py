@@ -137,16 +137,35 @@ def null_rank(s: float, b: float, k: int, null: dict[str, Any], self_id: str | N
     """``(m, N, exact)``: how many of the ``N`` null texts (less the text ``self_id`` itself when it is one of
     them: leave-one-out) are at least as extreme as a text with statistic ``(s, b)`` and ``k`` tokens above;
     ``exact`` False when ``m`` is only a lower bound (the text is less extreme than every null row kept)."""
+    m, n, exact = null_ranks(np.array([k]), np.array([s], dtype=np.float64), np.array([b], dtype=np.float64), null, [self_id])
+    return int(m[0]), int(n[0]), bool(exact[0])
+
+
+def null_ranks(k: np.ndarray, s: np.ndarray, b: np.ndarray, null: dict[str, Any],
+               self_ids: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`null_rank` of many texts at once (arrays ``m, N, exact``): every text against every kept null
+    row in numpy, a chunk of texts at a time; ``self_ids[i]``: text i's id when it is a null text, else None."""
     rows = null["null"]
-    n = int(null["n_texts"])
+    rs = np.asarray([r[1] for r in rows], dtype=np.float64)
+    rb = np.asarray([r[2] for r in rows], dtype=np.float64)
+    row_of = {r[0]: j for j, r in enumerate(rows)}
     truncated = len(rows) < int(null.get("n_above", len(rows)))
-    if self_id is not None:
-        n -= 1
-        rows = [r for r in rows if r[0] != self_id]
-    if k == 0:  # every null text is at least as extreme as one with no token above
-        return n, n, True
-    m = sum(1 for r in rows if (r[1], r[2]) >= (s, b))
-    return m, n, not (truncated and m == len(rows))
+    m = np.zeros(len(k), dtype=np.int64)
+    for lo in range(0, len(k), 4096):  # texts x kept rows booleans, a chunk at a time
+        s_, b_ = s[lo:lo + 4096, None], b[lo:lo + 4096, None]
+        m[lo:lo + 4096] = ((rs[None, :] > s_) | ((rs[None, :] == s_) & (rb[None, :] >= b_))).sum(axis=1)
+    loo = np.asarray([i is not None for i in self_ids], dtype=bool)
+    n = np.full(len(k), int(null["n_texts"]), dtype=np.int64) - loo
+    n_rows = np.full(len(k), len(rows), dtype=np.int64)
+    for i in np.flatnonzero(loo):
+        j = row_of.get(self_ids[i])
+        if j is not None:  # its own kept row is left out, and no longer counted where it was
+            n_rows[i] -= 1
+            m[i] -= int(rs[j] > s[i] or (rs[j] == s[i] and rb[j] >= b[i]))
+    none_above = np.asarray(k) == 0
+    m[none_above] = n[none_above]  # every null text is at least as extreme as one with no token above
+    exact = none_above | ~(truncated & (m == n_rows))
+    return m, n, exact
 
 
 def text_leak(tokens: np.ndarray, threshold: float, rate: float | None, null: dict[str, Any] | None = None,
@@ -184,28 +203,8 @@ def flag_texts(token_scores: Sequence[np.ndarray], ids: Sequence[str], labels: S
         return [None] * len(token_scores)
     own = null.get("source") == "non-member texts"
     k, _, st, b = tail_statistics(token_scores, threshold, rate)
-    rows = null["null"]
-    rs = np.asarray([r[1] for r in rows], dtype=np.float64)
-    rb = np.asarray([r[2] for r in rows], dtype=np.float64)
-    row_of = {r[0]: j for j, r in enumerate(rows)}
-    m = np.zeros(len(k), dtype=np.int64)
-    for lo in range(0, len(k), 4096):  # texts x kept rows booleans, a chunk at a time
-        s_, b_ = st[lo:lo + 4096, None], b[lo:lo + 4096, None]
-        m[lo:lo + 4096] = ((rs[None, :] > s_) | ((rs[None, :] == s_) & (rb[None, :] >= b_))).sum(axis=1)
-    n_null = int(null["n_texts"])
-    out: list[bool | None] = []
-    for i, (tid, y) in enumerate(zip(ids, labels)):
-        loo = own and y == 0
-        nn = n_null - 1 if loo else n_null
-        if k[i] == 0:
-            mi = nn  # every null text is at least as extreme as one with no token above
-        else:
-            mi = int(m[i])
-            j = row_of.get(str(tid)) if loo else None
-            if j is not None and (rs[j] > st[i] or (rs[j] == st[i] and rb[j] >= b[i])):
-                mi -= 1  # its own kept row was counted: leave it out
-        out.append(bool((1 + mi) / (nn + 1) <= null["rate"]))
-    return out
+    m, n, _ = null_ranks(k, st, b, null, [str(i) if own and y == 0 else None for i, y in zip(ids, labels)])
+    return [bool(p <= null["rate"]) for p in ((1 + m) / (n + 1)).tolist()]
 
 
 def text_flag_words(null: dict[str, Any] | None) -> str | None:
