@@ -24,7 +24,7 @@ def recompute(out_dir: Path) -> dict:
     import pyarrow.parquet as pq
 
     from memlens.lab.demo import leak_by_group
-    from memlens.leakage import flag_texts, leak_threshold, text_null
+    from memlens.leakage import calibrate
 
     attack = json.loads((out_dir / "results.json").read_text()).get("leak_threshold", {}).get("attack", "informia_token")
     t = pq.read_table(out_dir / "token_scores.parquet", columns=["id", "label", "span_start", "span_end", f"{attack}_token"]).to_pydict()
@@ -32,15 +32,11 @@ def recompute(out_dir: Path) -> dict:
     scores = pd.read_csv(out_dir / "scores.csv", dtype={"id": str}).set_index("id")
     ids, labels = [str(i) for i in t["id"]], list(t["label"])
     toks = [np.asarray(x, dtype=np.float32).astype(np.float64) for x in t[f"{attack}_token"]]  # as the audit calibrates
-    lt = leak_threshold(toks, labels, attack=attack)
-    null_idx = [i for i, y in enumerate(labels) if y == 0]
-    lt["text"] = text_null([toks[i] for i in null_idx], lt["value"], lt["rate"], source="non-member texts",
-                           ids=[ids[i] for i in null_idx])
-    flags = flag_texts(toks, ids, labels, lt["value"], lt["rate"], lt["text"])
+    lt = calibrate(toks, labels, ids, attack=attack)  # as the audit does (a demo always has non-members)
     tiers = [None if y == 0 else int(scores.loc[i, "tier"]) for i, y in zip(ids, labels)]
     groups = leak_by_group(toks, t["span_start"], t["span_end"], [meta[i].get("pii") or [] for i in ids], ids, labels, tiers, lt)
     return {"token_threshold_bits": lt["value"], "token_rate": lt["rate"], "text_rate": lt["text"].get("rate"),
-            "n_nonmember_texts": len(null_idx), "flagged_nonmembers": int(sum(bool(flags[i]) for i in null_idx)), "groups": groups}
+            "n_nonmember_texts": labels.count(0), "flagged_nonmembers": lt["text"]["flagged"]["non-members"][0], "groups": groups}
 
 
 def main(argv=None) -> int:

@@ -696,7 +696,7 @@ def _calibrate_leaks(result: AuditResult, pop_comparison) -> None:
     Its ``text`` entry: the null texts' tail statistics, by which a text is flagged as leaking (at most 1% of
     non-member texts are), and how many texts of each label are flagged."""
     from memlens.attacks.informia import token_informia_bits
-    from memlens.leakage import flag_texts, leak_threshold, text_null
+    from memlens.leakage import calibrate
 
     attack = "informia_token" if "informia_token" in result.token_scores else next(iter(result.token_scores), None)
     if attack is None:
@@ -709,18 +709,8 @@ def _calibrate_leaks(result: AuditResult, pop_comparison) -> None:
     unit = str((result.attack_info.get(attack) or {}).get("unit") or {"informia_token": "bits", "minkpp": "z"}.get(attack, "score"))
     # float32, as token_scores.parquet keeps them: `memlens show` and the report recount the same tokens above the level
     toks = [_as_saved(t) for t in result.token_scores[attack]]
-    labels = [s.label for s in result.samples]
-    lt = leak_threshold(toks, labels, attack=attack, unit=unit, population_tokens=pop_tokens)
-    ids = [str(s.id) for s in result.samples]
-    if lt["source"] == "non-member tokens":
-        idx = [i for i, y in enumerate(labels) if y == 0]
-        null = text_null([toks[i] for i in idx], lt["value"], lt["rate"], source="non-member texts", ids=[ids[i] for i in idx])
-    else:
-        null = text_null(pop_tokens or [], lt["value"], lt["rate"], source="population texts" if lt["rate"] is not None else "none")
-    flags = flag_texts(toks, ids, labels, lt["value"], lt["rate"], null)
-    null["flagged"] = {name: [sum(1 for f, y in zip(flags, labels) if y == lab and f), sum(1 for y in labels if y == lab)]
-                       for name, lab in (("members", 1), ("non-members", 0), ("unlabelled", None)) if lab in labels}
-    result.extra["leak_threshold"] = {**lt, "text": null}
+    result.extra["leak_threshold"] = calibrate(toks, [s.label for s in result.samples], [str(s.id) for s in result.samples],
+                                               attack=attack, unit=unit, population_tokens=pop_tokens)
 
 
 def _as_saved(tokens) -> np.ndarray:

@@ -207,6 +207,25 @@ def flag_texts(token_scores: Sequence[np.ndarray], ids: Sequence[str], labels: S
     return [bool(p <= null["rate"]) for p in ((1 + m) / (n + 1)).tolist()]
 
 
+def calibrate(token_scores: Sequence[np.ndarray], labels: Sequence[int | None], ids: Sequence[str], *, attack: str,
+              unit: str = "bits", population_tokens: Sequence[np.ndarray] | None = None) -> dict[str, Any]:
+    """results.json's ``leak_threshold`` of one token-level attack: the token level (:func:`leak_threshold`), its
+    ``text`` entry (the text-level null, :func:`text_null`: the non-member texts, else the population's, else
+    none) and in it how many texts of each label are flagged as leaking (:func:`flag_texts`)."""
+    lt = leak_threshold(token_scores, labels, attack=attack, unit=unit, population_tokens=population_tokens)
+    if lt["source"] == "non-member tokens":
+        idx = [i for i, y in enumerate(labels) if y == 0]
+        null = text_null([token_scores[i] for i in idx], lt["value"], lt["rate"], source="non-member texts",
+                         ids=[ids[i] for i in idx])
+    else:
+        null = text_null(population_tokens or [], lt["value"], lt["rate"],
+                         source="population texts" if lt["rate"] is not None else "none")
+    flags = flag_texts(token_scores, ids, labels, lt["value"], lt["rate"], null)
+    null["flagged"] = {name: [sum(1 for f, y in zip(flags, labels) if y == lab and f), sum(1 for y in labels if y == lab)]
+                       for name, lab in (("members", 1), ("non-members", 0), ("unlabelled", None)) if lab in labels}
+    return {**lt, "text": null}
+
+
 def text_flag_words(null: dict[str, Any] | None) -> str | None:
     """The text-level flag in words (the CLI, the demo, ``memlens show`` and the report say it alike)."""
     if not isinstance(null, dict):
