@@ -16,6 +16,7 @@ must trip.
 """
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -220,7 +221,7 @@ class BlindJob:
         self._done: tuple[np.ndarray, int] | BaseException | None = None
         if self._path is not None and self._path.is_file():
             try:
-                d = __import__("json").loads(self._path.read_text())
+                d = json.loads(self._path.read_text())
                 self._done, self.cached = (np.asarray(d["scores"], dtype=np.float64), int(d["folds"])), True
                 self.seconds = time.perf_counter() - self.t0
                 return
@@ -283,7 +284,7 @@ class BlindJob:
 
             try:
                 self._path.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write(self._path, __import__("json").dumps({"scores": self._done[0].tolist(), "folds": self._done[1]}))
+                atomic_write(self._path, json.dumps({"scores": self._done[0].tolist(), "folds": self._done[1]}))
                 self.cached = True
             except OSError:  # a read-only cache: the result is only not kept
                 pass
