@@ -72,7 +72,10 @@ class TokenFeed:
     iterating yields (indices, their Tokenized).
 
     The fast tokenizer encodes a batch in Rust without the GIL, so this runs beside the model load
-    and the pass itself: the pass starts on the first chunk instead of waiting for every text.
+    and the pass itself: the pass starts on the first chunk instead of waiting for every text. Turning
+    the encodings into Python lists does hold the GIL: on an H200 (135M shape, 20k texts) the thread took
+    twice its time alone and slowed the pass's host loop, so the overlap saved only ~1 s net (README,
+    "What users wait for"); worker processes handing back arrays would avoid that.
     ``timings`` gets "tokenize (background)", the thread's own time, and "wait for tokens", the
     time the consumer was blocked on a chunk not ready yet (with a GPU: the time it idled).
     :meth:`close` (also through ``with``) stops the thread, e.g. when the pass fails."""
