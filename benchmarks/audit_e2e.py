@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")  # as the CLI sets it (memlens.cli._common.setup)
 
 # Llama-architecture shapes (random weights). SmolLM2-135M: 576 wide, 30 layers, 9 heads (3 KV),
 # vocabulary 49,152; Llama-3.2-1B: 2,048 wide, 16 layers, 32 heads (8 KV), vocabulary 128,256.

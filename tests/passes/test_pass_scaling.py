@@ -188,6 +188,56 @@ def test_token_feed_yields_every_text_once_and_reraises_a_tokenizer_error(tokeni
     assert not feed._thread.is_alive()
 
 
+def test_the_tokenizer_process_gives_the_tokens_and_scores_of_tokenizing_here(gpt2, gpt2_ref, tokenizer, corpus):
+    """The worker process (memlens._tokenize_worker) hands back numpy arrays: the same ids and spans as
+    tokenizing in this process, and the pass fed by it scores every text bit for bit as before."""
+    texts = corpus[:9] + TEXTS[:3] + [" ".join(corpus[i:i + 6]) for i in range(0, 12, 6)]
+    order = sorted(range(len(texts)), key=lambda j: -len(texts[j]))
+    with TokenFeed(tokenizer, texts, order, chunk=4, process=True) as feed:
+        got = list(feed)
+    assert feed.process and feed.timings["tokenize (background)"] > 0
+    assert sorted(i for idx, _ in got for i in idx) == list(range(len(texts)))
+    for idx, toks in got:
+        for i, tk in zip(idx, toks):
+            ref = tokenize(tokenizer, texts[i])
+            assert isinstance(tk.ids, np.ndarray) and tk.ids.tolist() == list(ref.ids)
+            assert np.asarray(tk.spans).tolist() == [list(x) for x in ref.spans] and tk.first_scored == ref.first_scored
+    models = [gpt2.model, gpt2_ref.model]
+    before = CausalScorer(models, tokenizer, batch_size=4, progress=False).score_tokenized(tokenize_many(tokenizer, texts))
+    with TokenFeed(tokenizer, texts, order, chunk=len(texts), process=True) as feed:
+        after = CausalScorer(models, tokenizer, batch_size=4, progress=False).score(texts, feed=feed)
+    _assert_results_equal(before, after, True)
+    # a consumer that stops early stops the work; a tokenizer that is not fast cannot go to the process
+    feed = TokenFeed(tokenizer, texts, range(len(texts)), chunk=1, prefetch=1, process=True)
+    next(iter(feed))
+    feed.close()
+    assert not feed._thread.is_alive()
+    with pytest.raises(ValueError, match="fast tokenizer"):
+        TokenFeed(object(), texts, range(3), process=True)
+
+
+def test_a_tokenizer_process_that_fails_leaves_the_work_to_the_thread(tokenizer, corpus, monkeypatch, caplog):
+    import concurrent.futures
+    from concurrent.futures.process import BrokenProcessPool
+
+    texts = corpus[:10]
+    # every chunk sent to the worker comes back as a dead pool's error
+    monkeypatch.setattr(concurrent.futures.ProcessPoolExecutor, "submit", lambda self, fn, *a: _failed_future(BrokenProcessPool("died")))
+    with caplog.at_level("WARNING", logger="memlens"), TokenFeed(tokenizer, texts, range(10), chunk=4, process=True) as feed:
+        got = list(feed)
+    assert [i for idx, _ in got for i in idx] == list(range(10))
+    assert all(tk.ids == tokenize(tokenizer, texts[i]).ids for idx, toks in got for i, tk in zip(idx, toks))
+    assert "tokenizer process failed" in caplog.text
+
+
+def _failed_future(exc):
+    from concurrent.futures import Future
+
+    f = Future()
+    f.set_exception(exc)
+    return f
+
+
 def test_oom_on_the_first_batch_of_a_streamed_pass_backs_off_too(gpt2, tokenizer, corpus, monkeypatch):
     texts = corpus[:20]
     clean = CausalScorer([gpt2.model], tokenizer, batch_size=2, progress=False).score(texts)

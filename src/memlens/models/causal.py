@@ -26,8 +26,8 @@ log = logging.getLogger("memlens")
 class Tokenized:
     """A text's tokens with the context token, and each token's character span."""
 
-    ids: list[int]  # context token (if any) + text tokens
-    spans: list[tuple[int, int]]  # for the scored tokens, i.e. ids[first_scored:]
+    ids: list[int] | np.ndarray  # context token (if any) + text tokens (numpy from the tokenizer process)
+    spans: list[tuple[int, int]] | np.ndarray  # for the scored tokens, i.e. ids[first_scored:] ([n, 2] in numpy)
     first_scored: int  # 1 when a context (BOS/EOS) token is prepended, else 1 as well (first token unscored)
 
 
@@ -52,11 +52,10 @@ def tokenize_many(tokenizer: Any, texts: Sequence[str], add_context_token: bool 
     # The backend (Rust) tokenizer directly, where it truncates and pads nothing (then it is what the call
     # through transformers runs): the same ids and offsets without building a BatchEncoding, whose Python
     # work holds the GIL that the pass on the main thread needs.
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    direct = backend is not None and getattr(tokenizer, "is_fast", False) and backend.truncation is None and backend.padding is None
+    backend = _direct_backend(tokenizer)
     for lo in range(0, len(texts), chunk):
         batch = list(texts[lo:lo + chunk])
-        if direct:
+        if backend is not None:
             out.extend(_tokenized(tokenizer, e.ids, e.offsets, add_context_token)
                        for e in backend.encode_batch(batch, add_special_tokens=False))
             continue
@@ -68,19 +67,23 @@ def tokenize_many(tokenizer: Any, texts: Sequence[str], add_context_token: bool 
 
 class TokenFeed:
     """Tokenizes ``texts[i]`` for ``i`` in ``order``, ``chunk`` texts at a time (each chunk in index order),
-    on a background thread started at once, staying up to ``prefetch`` chunks ahead of the consumer;
+    in the background from the start, staying up to ``prefetch`` chunks ahead of the consumer;
     iterating yields (indices, their Tokenized).
 
-    The fast tokenizer encodes a batch in Rust without the GIL, so this runs beside the model load
-    and the pass itself: the pass starts on the first chunk instead of waiting for every text. Turning
-    the encodings into Python lists does hold the GIL: on an H200 (135M shape, 20k texts) the thread took
-    twice its time alone and slowed the pass's host loop, so the overlap saved only ~1 s net (README,
-    "What users wait for"); worker processes handing back arrays would avoid that.
-    ``timings`` gets "tokenize (background)", the thread's own time, and "wait for tokens", the
-    time the consumer was blocked on a chunk not ready yet (with a GPU: the time it idled).
-    :meth:`close` (also through ``with``) stops the thread, e.g. when the pass fails."""
+    The pass starts on the first chunk instead of waiting for every text, and the rest is tokenized
+    while the weights load and the pass runs. Where: ``process`` True, a worker process
+    (:mod:`memlens._tokenize_worker`, "spawn"; a fast tokenizer only) encodes each chunk and hands back
+    numpy arrays, so the main process's GIL, which a GPU pass's host loop needs, is never held for
+    tokenizing; False, a thread here does it (the Rust encode releases the GIL, building the Python lists
+    does not: on an H200 this slowed the pass from 85% to 71% of the bare forward); None (default), the
+    process for more than :data:`PROCESS_MIN_TEXTS` texts of a fast tokenizer (below that, starting
+    it costs more than it saves). A worker that cannot start (or dies) falls back to the thread, with a
+    warning. ``timings`` gets "tokenize (background)", the tokenizing time itself (the worker's, or the
+    thread's), and "wait for tokens", the time the consumer was blocked on a chunk not ready yet (with
+    a GPU: the time it idled). :meth:`close` (also through ``with``) stops the work, e.g. when the pass fails."""
 
-    def __init__(self, tokenizer: Any, texts: Sequence[str], order: Sequence[int], chunk: int = 1024, prefetch: int = 2):
+    def __init__(self, tokenizer: Any, texts: Sequence[str], order: Sequence[int], chunk: int = 1024, prefetch: int = 2,
+                 process: bool | None = None):
         import queue
         import threading
 
@@ -88,8 +91,12 @@ class TokenFeed:
         # each chunk in index order: one chunk of every text then batches exactly as a pass over the whole list does
         self.chunks = [sorted(order[lo:lo + chunk]) for lo in range(0, len(order), max(1, chunk))]
         self.timings = {"tokenize (background)": 0.0, "wait for tokens": 0.0}
-        self._tokenizer, self._texts = tokenizer, texts
-        self._q: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+        self._tokenizer, self._texts, self._prefetch = tokenizer, texts, max(1, prefetch)
+        fast = _direct_backend(tokenizer) is not None
+        if process and not fast:
+            raise ValueError("tokenizing in a worker process needs a fast tokenizer without truncation or padding")
+        self.process = bool(fast and (process if process is not None else len(order) > PROCESS_MIN_TEXTS))
+        self._q: queue.Queue = queue.Queue(maxsize=self._prefetch)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._produce, name="memlens-tokenize", daemon=True)
         self._thread.start()
@@ -109,7 +116,8 @@ class TokenFeed:
         import time
 
         try:
-            for idx in self.chunks:
+            done = self._produce_in_process() if self.process else 0
+            for idx in self.chunks[done:]:
                 t0 = time.perf_counter()
                 item = (idx, tokenize_many(self._tokenizer, [self._texts[i] for i in idx], chunk=len(idx) or 1))
                 self.timings["tokenize (background)"] += time.perf_counter() - t0
@@ -117,6 +125,53 @@ class TokenFeed:
                     return
         except BaseException as e:  # re-raised in the consumer, where the pass reports it
             self._put(e)
+
+    def _produce_in_process(self) -> int:
+        """Chunks through the worker process, up to ``prefetch`` + 1 submitted ahead; returns how many were
+        delivered (all of them, unless the worker broke: the thread goes on from there)."""
+        import multiprocessing
+        from collections import deque
+        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import TimeoutError as FutureTimeout
+        from concurrent.futures.process import BrokenProcessPool
+
+        from memlens import _tokenize_worker
+
+        ctx_id = context_token_id(self._tokenizer)
+        done = 0
+        try:
+            pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_tokenize_worker.init,
+                                       initargs=(_direct_backend(self._tokenizer).to_str(),))
+        except (OSError, RuntimeError) as e:
+            log.warning("tokenizing on a thread: the tokenizer process did not start (%s)", e)
+            return 0
+        try:
+            ahead: deque = deque()
+            nxt = 0
+            while done < len(self.chunks):
+                while nxt < len(self.chunks) and len(ahead) <= self._prefetch:
+                    idx = self.chunks[nxt]
+                    ahead.append((idx, pool.submit(_tokenize_worker.encode, [self._texts[i] for i in idx])))
+                    nxt += 1
+                idx, fut = ahead[0]
+                while True:
+                    if self._stop.is_set():
+                        return done
+                    try:
+                        ids, offsets, lengths, seconds = fut.result(timeout=0.1)
+                        break
+                    except FutureTimeout:
+                        continue
+                self.timings["tokenize (background)"] += seconds
+                ahead.popleft()
+                if not self._put((idx, _tokenized_arrays(ids, offsets, lengths, ctx_id))):
+                    return done
+                done += 1
+        except (BrokenProcessPool, OSError) as e:
+            log.warning("tokenizing on a thread from chunk %d on: the tokenizer process failed (%s)", done + 1, e)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        return done
 
     def __iter__(self) -> Iterator[tuple[list[int], list[Tokenized]]]:
         import time
@@ -138,6 +193,35 @@ class TokenFeed:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+PROCESS_MIN_TEXTS = 2048  # TokenFeed: more texts than this go through the tokenizer process by default
+
+
+def _direct_backend(tokenizer: Any) -> Any:
+    """The fast tokenizer's Rust backend where it truncates and pads nothing (then encoding with it is what
+    the call through transformers runs), else None."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    ok = backend is not None and getattr(tokenizer, "is_fast", False) and backend.truncation is None and backend.padding is None
+    return backend if ok else None
+
+
+def _tokenized_arrays(ids: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, ctx: int | None) -> list[Tokenized]:
+    """:func:`_tokenized` of texts encoded together (the worker's concatenated arrays): ids and spans are numpy
+    slices of them, the context token put before every text's ids in one insert."""
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    out: list[Tokenized] = []
+    if ctx is not None:
+        with_ctx = np.insert(ids, starts, ctx)
+        for j, (a, b) in enumerate(zip(starts.tolist(), ends.tolist())):
+            out.append(Tokenized(with_ctx[a + j:b + j + 1], offsets[a:b], 1))
+        return out
+    for a, b in zip(starts.tolist(), ends.tolist()):
+        if b - a < 2:
+            raise TextTooShortError("text has fewer than 2 tokens and the tokenizer has no BOS/EOS token to score it after")
+        out.append(Tokenized(ids[a:b], offsets[a + 1:b], 1))
+    return out
 
 
 def _tokenized(tokenizer: Any, ids: list[int], offsets: Sequence, add_context_token: bool) -> Tokenized:

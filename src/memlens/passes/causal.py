@@ -37,6 +37,7 @@ class PassSettings:
     vocab_chunk_rows: int = 1024
     flush_every: int = 256  # texts buffered before a cache shard is written
     tokenize_chunk: int = 1024  # texts tokenized at a time by the background tokenizer that feeds the pass
+    tokenize_process: bool | None = None  # tokenize in a worker process (None: for > 2,048 texts; memlens.models.causal.TokenFeed)
     progress: bool = True
     cache_only: bool = False  # refuse to run a model (``memlens attack``)
     # paired reductions of the target/reference pass (memlens.models.reductions.PAIR_REDUCTIONS) and their
@@ -123,12 +124,13 @@ def _run_pass(models: list[ModelHandle], texts: list[str], hashes: list[str], sp
         todo = todo[state.process_index::state.num_processes]
     _add(timings, "cache check", time.perf_counter() - t0)
     if todo:
-        # Tokenize on a background thread (the fast tokenizer encodes in Rust without the GIL), chunk by chunk,
+        # Tokenize in the background (a worker process for many texts, else a thread: TokenFeed), chunk by chunk,
         # longest texts first: the first chunks are ready while the weights load and the rest while the pass
         # runs. Under data parallelism each process tokenizes its own share only (``todo`` is already that).
         todo_texts = [texts[i] for i in todo]
         longest_first = sorted(range(len(todo)), key=lambda j: -len(todo_texts[j]))
-        with TokenFeed(models[0].tokenizer, todo_texts, longest_first, chunk=settings.tokenize_chunk) as feed:
+        with TokenFeed(models[0].tokenizer, todo_texts, longest_first, chunk=settings.tokenize_chunk,
+                       process=settings.tokenize_process) as feed:
             t1 = time.perf_counter()
             loaded = [m.model for m in models]
             _add(timings, "load models", time.perf_counter() - t1)
