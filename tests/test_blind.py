@@ -169,6 +169,30 @@ def test_background_job_gives_the_inline_result_and_keeps_it_in_the_cache(tmp_pa
     other.cancel()
 
 
+def test_the_background_worker_runs_on_one_blas_thread_at_a_lower_priority(monkeypatch):
+    """Idle BLAS threads of the worker spinning on every core slowed a GPU pass beside it: the worker gets one
+    BLAS/OpenMP thread, and lowers its own priority (checked in the worker: it reports its niceness)."""
+    import subprocess
+
+    seen = {}
+    real = subprocess.Popen
+
+    def spy(argv, *a, **kw):
+        if "memlens._blind_worker" in argv:
+            seen.update(kw["env"])
+        return real(argv, *a, **kw)
+
+    monkeypatch.setattr(subprocess, "Popen", spy)
+    members, nonmembers = shifted_pair(10)
+    texts, labels = _texts_labels(members, nonmembers)
+    job = BlindJob(texts, labels, folds=2)
+    job.scores()
+    assert {seen[v] for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")} == {"1"}
+    out = subprocess.run([__import__("sys").executable, "-c", "import os, memlens._blind_worker as w; "
+                          "w._lower_priority(); print(os.nice(0))"], capture_output=True, text=True, check=True)
+    assert int(out.stdout) >= 10
+
+
 def test_background_job_reports_the_blind_error_of_its_worker():
     job = BlindJob(["a b c", "d e f", "g h i", "j k l"], [1, 0, 0, 0])
     with pytest.raises(BlindError, match="at least 2 members"):

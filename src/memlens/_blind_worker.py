@@ -7,7 +7,18 @@ import pickle
 import sys
 
 
+def _lower_priority() -> None:
+    """The audit's own work (the pass, the attacks) goes first: this only has to finish before them."""
+    import os
+
+    try:
+        os.nice(10)
+    except (AttributeError, OSError):  # not on this platform, or not allowed
+        pass
+
+
 def main() -> None:
+    _lower_priority()
     from memlens.blind import cross_val_scores
     from memlens.errors import BlindError
 

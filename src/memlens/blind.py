@@ -238,7 +238,11 @@ class BlindJob:
         from pathlib import Path
 
         src = str(Path(__file__).resolve().parent.parent)  # where this memlens is imported from, for the child too
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])])}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])]),
+               # one BLAS/OpenMP thread: the classifier is sparse and mostly single-threaded Python, and idle BLAS
+               # threads spinning on every core slowed the GPU pass's host loop beside it (H200: pass 35.0 s with the
+               # blind worker, 28.4 s without; memlens._blind_worker also lowers its priority)
+               **{v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}}
         try:
             self._proc = subprocess.Popen([sys.executable, "-m", "memlens._blind_worker"], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
