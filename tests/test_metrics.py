@@ -13,6 +13,7 @@ from memlens.metrics import (
     bootstrap_arrays,
     clopper_pearson,
     evaluate,
+    evaluate_many,
     fpr_label,
     roc,
     tpr_at_fpr,
@@ -196,6 +197,40 @@ def test_every_bootstrap_resample_equals_scikit_learn(seed, levels):
     want_auc, want_tpr = sklearn_resamples(pos, neg, pd_, nd_, fprs)
     np.testing.assert_allclose(aucs, want_auc, atol=1e-12)
     np.testing.assert_allclose(tprs, want_tpr, atol=1e-12)
+
+
+@pytest.mark.parametrize("levels", [None, 1])
+def test_resamples_of_distinct_and_of_tied_scores_equal_scikit_learn(levels):
+    """Without ties the counts per value are a scatter of per-text weights, with ties a bincount of the draws:
+    both give what scikit-learn gives on the very same resamples."""
+    from memlens.metrics import _Ranked
+
+    rng = np.random.default_rng(11)
+    labels = rng.permutation(np.r_[np.ones(80, int), np.zeros(120, int)])
+    scores = rng.normal(size=200) + 0.5 * labels
+    scores = scores if levels is None else np.round(scores, levels)
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    assert _Ranked(pos, neg).distinct == (levels is None)
+    pd_, nd_ = rng.integers(0, len(pos), (30, len(pos))), rng.integers(0, len(neg), (30, len(neg)))
+    aucs, tprs = bootstrap_arrays(pos, neg, pd_, nd_, (0.01, 0.1))
+    want_auc, want_tpr = sklearn_resamples(pos, neg, pd_, nd_, (0.01, 0.1))
+    np.testing.assert_allclose(aucs, want_auc, atol=1e-12)
+    np.testing.assert_allclose(tprs, want_tpr, atol=1e-12)
+
+
+def test_many_columns_at_once_give_each_column_what_it_gets_alone():
+    """evaluate_many draws the resamples once for every column (the audit's attacks), with or without a
+    thread pool: each column's metrics are exactly those of evaluate on it alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    labels, tied = _tied_data(8, 70, 90, 1)
+    rng = np.random.default_rng(8)
+    cols = {"tied": tied, "distinct": rng.normal(size=160) + labels, "perfect": labels + 0.01 * rng.random(160)}
+    alone = {k: evaluate(labels, v, n_bootstrap=200, seed=5, chunk=16) for k, v in cols.items()}
+    assert evaluate_many(labels, cols, n_bootstrap=200, seed=5, chunk=16) == alone
+    with ThreadPoolExecutor(3) as pool:
+        assert evaluate_many(labels, cols, n_bootstrap=200, seed=5, chunk=16, pool=pool) == alone
+    assert evaluate_many(labels, {}) == {}
 
 
 def test_bootstrap_does_not_depend_on_the_chunk_size():

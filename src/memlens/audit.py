@@ -33,7 +33,7 @@ from memlens.data import (
     gather_audit_samples,
     spreadsheet_escape,
 )
-from memlens.metrics import DEFAULT_FPRS, AttackMetrics, evaluate
+from memlens.metrics import DEFAULT_FPRS, AttackMetrics, evaluate_many
 from memlens.models.adapters import adapter_handles, is_adapter_dir, load_adapter
 from memlens.models.handle import LoadOptions, ModelHandle
 from memlens.passes._shared import is_main_process
@@ -764,37 +764,28 @@ def _assemble(samples, t, refs, results, bundle, names, attack_params, settings,
     labelled = [s.label is not None for s in samples]
     metrics: dict[str, AttackMetrics] = {}
     notes = list(bundle.notes)
-    # Each attack's metrics (a vectorized bootstrap: numpy, which releases the GIL in its sorts and array
-    # work) on a thread of a pool, while this thread builds the token strings (pure Python): the two overlap,
-    # and on a machine with several cores the attacks' bootstraps do too. Timings: "metrics" from the start
-    # to the last attack's metrics, "token strings" its own, and the wall time of both together.
-    pending = {}
-    ends: list[float] = []
-    # at most 4 at once: each bootstrap chunk holds ~100 MB of temporaries (metrics.BOOTSTRAP_CELLS)
-    pool = ThreadPoolExecutor(max(1, min(len(names), os.cpu_count() or 1, 4)), thread_name_prefix="memlens-metrics")
-    try:
-        if all(labelled) and {s.label for s in samples} == {0, 1}:
-            labels = np.array([s.label for s in samples])
-            for n in names:
-                sc = results[n].scores
-                bad = ~np.isfinite(sc)
-                if bad.any():
-                    notes.append(f"{n}: {int(bad.sum())} texts got no finite score and count as the least likely members")
-                    sc = np.where(bad, np.nanmin(np.where(bad, np.nan, sc)) - 1 if (~bad).any() else 0.0, sc)
-                pending[n] = pool.submit(evaluate, labels, sc, fprs=fprs, n_bootstrap=n_bootstrap, seed=seed)
-                pending[n].add_done_callback(lambda f: ends.append(time.perf_counter()))
-        t1 = time.perf_counter()
-        # from the character spans, not one tokenizer.decode per token (memlens.tokens says why)
-        # made when asked for (the report's few texts; token_scores.parquet from the texts' bytes): no Python
-        # string per token is kept
-        strings = TokenStrings([s.text for s in samples], [st.span_start for st in bundle.target],
-                               [st.span_end for st in bundle.target])
-        timings["token strings"] = time.perf_counter() - t1
-        metrics = {n: f.result() for n, f in pending.items()}  # in the attacks' order
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    timings["metrics"] = max(ends, default=t0) - t0
-    timings["metrics and token strings, overlapped (wall)"] = time.perf_counter() - t0
+    # Every attack's metrics at once (memlens.metrics.evaluate_many: the bootstrap resamples drawn once for all
+    # attacks, each chunk of them spread over a thread pool; numpy releases the GIL in the array work).
+    # at most 4 threads: each holds a chunk's temporaries (~100 MB, metrics.BOOTSTRAP_CELLS)
+    columns: dict[str, np.ndarray] = {}
+    if all(labelled) and {s.label for s in samples} == {0, 1}:
+        labels = np.array([s.label for s in samples])
+        for n in names:
+            sc = results[n].scores
+            bad = ~np.isfinite(sc)
+            if bad.any():
+                notes.append(f"{n}: {int(bad.sum())} texts got no finite score and count as the least likely members")
+                sc = np.where(bad, np.nanmin(np.where(bad, np.nan, sc)) - 1 if (~bad).any() else 0.0, sc)
+            columns[n] = sc
+        with ThreadPoolExecutor(max(1, min(len(names), os.cpu_count() or 1, 4)), thread_name_prefix="memlens-metrics") as pool:
+            metrics = evaluate_many(labels, columns, fprs=fprs, n_bootstrap=n_bootstrap, seed=seed, pool=pool)  # the attacks' order
+    timings["metrics"] = time.perf_counter() - t0
+    # from the character spans, made when asked for (the report's few texts; token_scores.parquet from the
+    # texts' bytes): no tokenizer.decode per token, no Python string per token kept (memlens.tokens says why)
+    t1 = time.perf_counter()
+    strings = TokenStrings([s.text for s in samples], [st.span_start for st in bundle.target],
+                           [st.span_end for st in bundle.target])
+    timings["token strings"] = time.perf_counter() - t1
     ref_lp = None
     if bundle.comparison is not None:
         # float32, as saved and shown: a float64 copy of every token would double this list's memory

@@ -60,6 +60,17 @@ class _Ranked:
         self.k, self.m, self.n = k, len(pos), len(neg)
         self.pos_idx, self.neg_idx = inv[: len(pos)], inv[len(pos):]
 
+    @property
+    def distinct(self) -> bool:
+        """Every score a value of its own (no ties): then each value's count is its one text's weight."""
+        return self.k == self.m + self.n
+
+    def weighted(self, weights: np.ndarray, which: np.ndarray) -> np.ndarray:
+        """[B, K] counts per distinct value from [B, size] per-text weights (no ties: a scatter, not a bincount)."""
+        out = np.zeros((weights.shape[0], self.k), dtype=np.int32)
+        out[:, which] = weights
+        return out
+
     def counts(self, draws: np.ndarray, which: np.ndarray) -> np.ndarray:
         """[B, K] counts per distinct value of B weightings given as [B, size] draws of indices into ``which``."""
         b = draws.shape[0]
@@ -80,19 +91,18 @@ def _auc_tpr(cp: np.ndarray, cn: np.ndarray, m: int, n: int, fprs: tuple[float, 
     # int32 is exact: a count or cumulative count never exceeds the number of texts
     tp = np.cumsum(cp, axis=1, dtype=np.int32)
     fp = np.cumsum(cn, axis=1, dtype=np.int32)
-    above = tp - cp  # members strictly above each value
-    auc = np.einsum("ij,ij->i", cn, 2 * above + cp, dtype=np.float64) / (2.0 * m * n)
+    # members strictly above a value: tp - cp, so the sum is cn . (2 tp - cp), without [B, K] temporaries
+    # (exact: integer products and sums below 2^53)
+    auc = (2 * np.einsum("ij,ij->i", cn, tp, dtype=np.float64) - np.einsum("ij,ij->i", cn, cp, dtype=np.float64)) / (2.0 * m * n)
     b, k = tp.shape
     tpr = np.empty((b, len(fprs)))
     rows = np.arange(b)
-    # Rows of fp are non-decreasing and lie in [0, n]: shifted by row * (n + 1), the flattened array is
-    # sorted, so one searchsorted finds, in every row, how many vertices have FP <= f n.
-    flat = (fp + (rows * (n + 1))[:, None]).ravel()
     for j, f in enumerate(fprs):
         # vertices 0..K: vertex 0 is (0, 0), vertex i >= 1 is after value i-1. The last vertex with
         # FP <= f n (at a vertical step the best TPR), then linear interpolation towards the next one.
+        # Rows of fp are non-decreasing: a binary search per row finds how many vertices have FP <= f n.
         lim = f * n
-        last = np.searchsorted(flat, rows * (n + 1) + lim + 1e-9 * n, side="right") - rows * k
+        last = np.fromiter((np.searchsorted(row, lim + 1e-9 * n, side="right") for row in fp), dtype=np.int64, count=b)
         fp_a = np.where(last > 0, fp[rows, np.maximum(last - 1, 0)], 0)
         tp_a = np.where(last > 0, tp[rows, np.maximum(last - 1, 0)], 0)
         nxt = np.minimum(last, k - 1)
@@ -109,7 +119,18 @@ def bootstrap_arrays(pos: np.ndarray, neg: np.ndarray, pos_draws: np.ndarray, ne
     indices into ``pos`` / ``neg``), all at once. Exposed so tests can check each resample against
     scikit-learn on the very same draws."""
     r = _Ranked(np.asarray(pos, np.float64), np.asarray(neg, np.float64))
-    return _auc_tpr(r.counts(pos_draws, r.pos_idx), r.counts(neg_draws, r.neg_idx), r.m, r.n, tuple(fprs))
+    pos_draws, neg_draws = np.asarray(pos_draws), np.asarray(neg_draws)
+    cp, cn = _resample_counts(r, pos_draws, neg_draws, _row_weights(pos_draws, r.m), _row_weights(neg_draws, r.n))
+    return _auc_tpr(cp, cn, r.m, r.n, tuple(fprs))
+
+
+def _resample_counts(r: _Ranked, pos_draws: np.ndarray, neg_draws: np.ndarray, pos_weights: np.ndarray,
+                     neg_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[B, K] member and non-member counts per distinct value of B resamples: without ties a scatter of the
+    per-text weights (shared by every attack of the same texts), with ties a bincount of the draws."""
+    if r.distinct:
+        return r.weighted(pos_weights, r.pos_idx), r.weighted(neg_weights, r.neg_idx)
+    return r.counts(pos_draws, r.pos_idx), r.counts(neg_draws, r.neg_idx)
 
 
 def auc_score_interval(auc: float, m: int, n: int, ci: float = 0.95) -> tuple[float, float]:
@@ -196,37 +217,78 @@ def evaluate(labels, scores, fprs=DEFAULT_FPRS, n_bootstrap: int = 1000, seed: i
              chunk: int = BOOTSTRAP_CHUNK) -> AttackMetrics:
     """AUC and TPR@FPR with bootstrap intervals (members and non-members resampled separately, so
     every resample keeps both classes), replaced where the bootstrap collapses (module docstring)."""
-    labels, scores = _validate(labels, scores)
-    pos, neg = scores[labels == 1], scores[labels == 0]
-    r = _Ranked(pos, neg)
+    return evaluate_many(labels, {"scores": scores}, fprs, n_bootstrap, seed, ci, chunk)["scores"]
+
+
+def _row_weights(draws: np.ndarray, size: int) -> np.ndarray:
+    """[B, size] how often each text is drawn in each of B resamples ([B, size] draws of indices)."""
+    b = draws.shape[0]
+    flat = draws + (np.arange(b, dtype=np.int64) * size)[:, None]
+    return np.bincount(flat.ravel(), minlength=b * size).reshape(b, size).astype(np.int32)
+
+
+def evaluate_many(labels, scores: dict[str, Any], fprs=DEFAULT_FPRS, n_bootstrap: int = 1000, seed: int = 0, ci: float = 0.95,
+                  chunk: int = BOOTSTRAP_CHUNK, pool: Any = None) -> dict[str, AttackMetrics]:
+    """:func:`evaluate` of several score columns of the same texts (e.g. every attack of an audit), with
+    the same resamples drawn once for all of them: each column gets exactly what ``evaluate`` alone gives
+    it (the draws depend on the seed and the labels only). ``pool``: a concurrent.futures executor to run
+    the columns of each chunk of resamples on (numpy releases the GIL in the array work)."""
+    if not scores:
+        return {}
+    checked = {name: _validate(labels, s) for name, s in scores.items()}
+    ranked = {name: _Ranked(s[y == 1], s[y == 0]) for name, (y, s) in checked.items()}
+    any_r = next(iter(ranked.values()))
+    m, n = any_r.m, any_r.n
     keys = [fpr_label(f) for f in fprs]
-    ok = [f >= 1.0 / r.n for f in fprs]
+    ok = [f >= 1.0 / n for f in fprs]
     used = tuple(float(f) for f, o in zip(fprs, ok) if o)
-    cp, cn = r.identity()
-    auc_a, tpr_a = _auc_tpr(cp, cn, r.m, r.n, used)
+    points = {}
+    for name, r in ranked.items():
+        cp, cn = r.identity()
+        points[name] = _auc_tpr(cp, cn, m, n, used)
+    aucs = {name: np.empty(max(n_bootstrap, 0)) for name in ranked}
+    tprs = {name: np.empty((max(n_bootstrap, 0), len(used))) for name in ranked}
+    if n_bootstrap > 0:
+        # members and non-members from their own streams, one call per resample: the chunk size cannot change the draws
+        rng_p, rng_n = (np.random.default_rng(x) for x in np.random.SeedSequence(seed).spawn(2))
+        step = max(1, min(chunk, BOOTSTRAP_CELLS // max(r.k for r in ranked.values())))
+
+        def one(name: str, lo: int, pd_: np.ndarray, nd_: np.ndarray, wp: np.ndarray, wn: np.ndarray) -> None:
+            cp, cn = _resample_counts(ranked[name], pd_, nd_, wp, wn)
+            aucs[name][lo:lo + len(pd_)], tprs[name][lo:lo + len(pd_)] = _auc_tpr(cp, cn, m, n, used)
+
+        for lo in range(0, n_bootstrap, step):
+            b = min(step, n_bootstrap - lo)
+            pd_ = np.stack([rng_p.integers(0, m, m) for _ in range(b)])
+            nd_ = np.stack([rng_n.integers(0, n, n) for _ in range(b)])
+            wp, wn = _row_weights(pd_, m), _row_weights(nd_, n)  # shared by every column
+            if pool is None:
+                for name in ranked:
+                    one(name, lo, pd_, nd_, wp, wn)
+            else:
+                for f in [pool.submit(one, name, lo, pd_, nd_, wp, wn) for name in ranked]:
+                    f.result()
+    return {name: _metrics(points[name], aucs[name], tprs[name], m, n, keys, ok, ci, n_bootstrap) for name in ranked}
+
+
+def _metrics(point, aucs: np.ndarray, tprs: np.ndarray, m: int, n: int, keys: list[str], ok: list[bool], ci: float,
+             n_bootstrap: int) -> AttackMetrics:
+    """AttackMetrics from the point estimates and the resamples' values (intervals as the module docstring says)."""
+    auc_a, tpr_a = point
     auc = float(auc_a[0])
     it = iter(tpr_a[0].tolist())
     tpr = {k: (next(it) if o else None) for k, o in zip(keys, ok)}
-    notes = [f"TPR at {k} FPR not reported: {r.n} non-members resolve FPRs down to {100 / r.n:.2g}% only"
+    notes = [f"TPR at {k} FPR not reported: {n} non-members resolve FPRs down to {100 / n:.2g}% only"
              for k, o in zip(keys, ok) if not o]
     auc_ci = None
     tpr_ci: dict[str, tuple[float, float] | None] = {k: None for k in keys}
     method: dict[str, Any] = {}
     if n_bootstrap > 0:
-        # members and non-members from their own streams, one call per resample: the chunk size cannot change the draws
-        rng_p, rng_n = (np.random.default_rng(x) for x in np.random.SeedSequence(seed).spawn(2))
-        aucs, tprs = np.empty(n_bootstrap), np.empty((n_bootstrap, len(used)))
-        chunk = max(1, min(chunk, BOOTSTRAP_CELLS // r.k))
-        for s in range(0, n_bootstrap, chunk):
-            b = min(chunk, n_bootstrap - s)
-            pd_ = np.stack([rng_p.integers(0, r.m, r.m) for _ in range(b)])
-            nd_ = np.stack([rng_n.integers(0, r.n, r.n) for _ in range(b)])
-            aucs[s:s + b], tprs[s:s + b] = _auc_tpr(r.counts(pd_, r.pos_idx), r.counts(nd_, r.neg_idx), r.m, r.n, used)
         lo, hi = (1 - ci) / 2 * 100, (1 + ci) / 2 * 100
         auc_ci = (float(np.percentile(aucs, lo)), float(np.percentile(aucs, hi)))
         method["auc"] = CI_BOOTSTRAP
         if auc_ci[0] == auc_ci[1]:
-            auc_ci, method["auc"] = auc_score_interval(auc, r.m, r.n, ci), CI_AUC_SCORE
+            auc_ci, method["auc"] = auc_score_interval(auc, m, n, ci), CI_AUC_SCORE
         method["tpr_at_fpr"] = {}
         j = 0
         for k, o in zip(keys, ok):
@@ -235,10 +297,10 @@ def evaluate(labels, scores, fprs=DEFAULT_FPRS, n_bootstrap: int = 1000, seed: i
             iv = (float(np.percentile(tprs[:, j], lo)), float(np.percentile(tprs[:, j], hi)))
             how = CI_BOOTSTRAP
             if iv[0] == iv[1]:
-                iv, how = clopper_pearson(tpr[k] * r.m, r.m, ci), CI_CLOPPER_PEARSON
+                iv, how = clopper_pearson(tpr[k] * m, m, ci), CI_CLOPPER_PEARSON
             tpr_ci[k], method["tpr_at_fpr"][k] = iv, how
             j += 1
-    return AttackMetrics(auc, auc_ci, tpr, tpr_ci, r.m, r.n, notes, method)
+    return AttackMetrics(auc, auc_ci, tpr, tpr_ci, m, n, notes, method)
 
 
 def roc(labels, scores) -> tuple[np.ndarray, np.ndarray]:
