@@ -40,7 +40,7 @@ from memlens.passes._shared import is_main_process
 from memlens.passes.causal import PassSettings, StatsBundle, compute_stats
 from memlens.scope import Scope, check_assistant_turns, is_chat, render_chats, resolve_scope, restrict, sample_spans, scatter
 from memlens.stats import TokenStats
-from memlens.tokens import TokenStrings, colour_scale
+from memlens.tokens import TokenStrings, token_spread
 
 log = logging.getLogger("memlens")
 
@@ -799,10 +799,13 @@ def _assemble(samples, t, refs, results, bundle, names, attack_params, settings,
         "python": platform.python_version(),
     }
     # the token view's colour scales, saved so that `memlens show` reads one text, not all (memlens.tokens.colour_scale)
-    scales = {n: colour_scale(np.asarray(t, dtype=np.float32) for t in r.token_scores)
-              for n, r in results.items() if r.token_scores is not None}
+    # and the report's slider ranges, from the same pass over every token score (memlens.tokens.token_spread)
+    spreads = {n: token_spread(np.asarray(t, dtype=np.float32) for t in r.token_scores)
+               for n, r in results.items() if r.token_scores is not None}
+    scales = {n: None if sp is None else sp["scale"] for n, sp in spreads.items()}
+    ranges = {n: [sp["lo"], sp["hi"]] for n, sp in spreads.items() if sp is not None}
     return AuditResult(
-        samples=samples, scores=scores, metrics=metrics, extra={"token_scales": scales},
+        samples=samples, scores=scores, metrics=metrics, extra={"token_scales": scales, "token_ranges": ranges},
         token_scores={n: r.token_scores for n, r in results.items() if r.token_scores is not None},
         target_stats=bundle.target, token_strings=strings, settings=settings_d,
         attack_info={n: r.info for n, r in results.items()}, notes=notes, reference_logprobs=ref_lp, timings=timings,

@@ -127,9 +127,19 @@ def colour_scale(values) -> float | None:
 
     The report and ``memlens show`` colour by it; the audit saves it in results.json
     (``token_scales``) so that showing one text does not read every text's scores."""
-    parts = [np.abs(np.asarray(v, dtype=np.float64)) for v in values]
+    spread = token_spread(values)
+    return None if spread is None else spread["scale"]
+
+
+def token_spread(values) -> dict[str, float] | None:
+    """:func:`colour_scale` (``scale``) and the 0.1% and 99.9% quantiles of the scores themselves (``lo``,
+    ``hi``: the report's slider range) of one token-level attack, from one pass over every finite token
+    score of every text; None without scores. The audit saves both in results.json (``token_scales``,
+    ``token_ranges``) so that neither the report nor ``memlens show`` reads every text's scores again."""
+    parts = [np.asarray(v, dtype=np.float64).ravel() for v in values]
     allv = np.concatenate(parts) if parts else np.zeros(0)
     allv = allv[np.isfinite(allv)]
     if allv.size == 0:
         return None
-    return round(float(np.quantile(allv, 0.99)) or 1.0, 3)
+    lo, hi = np.quantile(allv, [0.001, 0.999])
+    return {"scale": round(float(np.quantile(np.abs(allv), 0.99)) or 1.0, 3), "lo": float(lo), "hi": float(hi)}

@@ -71,6 +71,16 @@ def test_payload_same_from_result_and_from_saved_files(synthetic, synthetic_dir)
     assert t["label"] == 1 and t["tier"] in (1, 4, 16)
 
 
+def test_slider_from_the_saved_spread_equals_the_one_from_every_text(synthetic):
+    """The audit saves each token attack's spread (results.json token_scales and token_ranges) so the report does
+    not read every text's scores; an output directory without it (older) gets the very same slider computed."""
+    saved = SavedAudit.from_result(synthetic)
+    assert set(saved.results["token_ranges"]) == {"informia_token", "minkpp"}
+    with_spread = build_payload(saved)["token_attacks"]
+    del saved.results["token_ranges"]
+    assert build_payload(saved)["token_attacks"] == with_spread
+
+
 def test_pii_types_follow_character_spans(synthetic):
     p = build_payload(SavedAudit.from_result(synthetic))
     for t in p["texts"][:5]:

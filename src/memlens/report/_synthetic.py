@@ -25,7 +25,7 @@ def synthetic_result(n_texts: int = 40, n_tokens: int | tuple[int, int] = 60, *,
     from memlens.data import Sample
     from memlens.metrics import evaluate
     from memlens.stats import TokenStats
-    from memlens.tokens import colour_scale
+    from memlens.tokens import token_spread
 
     rng = np.random.default_rng(seed)
     samples, stats, strings, ref_lp = [], [], [], []
@@ -75,11 +75,13 @@ def synthetic_result(n_texts: int = 40, n_tokens: int | tuple[int, int] = 60, *,
                 "pass": {"max_length": None, "stride": None, "temperature": 1.0}, "n_population": 0, "seed": seed,
                 "n_bootstrap": n_bootstrap, "fprs": [0.001, 0.01, 0.05], "python": "3"}
     info = {a: ({"unit": "bits"} if a == "informia_token" else {}) for a in attacks}
+    # as memlens.audit saves them (results.json "token_scales", read by `memlens show`, and "token_ranges", by the report)
+    spreads = {a: token_spread(np.asarray(t, dtype=np.float32) for t in v) for a, v in tok_scores.items()}
     return AuditResult(samples=samples, scores=scores, metrics=metrics, token_scores=tok_scores, target_stats=stats,
                        token_strings=strings, settings=settings, attack_info=info, notes=["synthetic audit"],
                        reference_logprobs=ref_lp if with_reference else None,
-                       # as memlens.audit saves them (results.json "token_scales", read by `memlens show`)
-                       extra={"token_scales": {a: colour_scale(np.asarray(t, dtype=np.float32) for t in v) for a, v in tok_scores.items()}})
+                       extra={"token_scales": {a: sp and sp["scale"] for a, sp in spreads.items()},
+                              "token_ranges": {a: [sp["lo"], sp["hi"]] for a, sp in spreads.items() if sp}})
 
 
 def _tokenize(text: str) -> tuple[np.ndarray, np.ndarray]:
