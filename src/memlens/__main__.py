@@ -1,4 +1,4 @@
 """``python -m memlens``: the command line."""
-from memlens.cli import app
+from memlens.cli import main
 
-app()
+main()

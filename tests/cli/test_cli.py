@@ -237,3 +237,23 @@ def test_report_texts_option_reaches_the_report(setup, tmp_path, monkeypatch):
     assert seen == {"audit": 3, "report": 5}
     timings = json.loads((out / "results.json").read_text())["timings"]
     assert {"report", "attacks", "metrics", "texts: cache read", "save: token_scores.parquet"} <= set(timings)
+
+
+def test_the_process_entry_point_exits_with_typers_status_and_flushes_its_output(tmp_path):
+    """``memlens`` / ``python -m memlens`` end with os._exit after the exit handlers (memlens.cli.main): the exit
+    status is typer's and everything printed reaches a pipe."""
+    import subprocess
+    import sys
+
+    def run(*argv):
+        return subprocess.run([sys.executable, "-m", "memlens", *argv], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+    ok = run("attacks")
+    assert ok.returncode == 0 and "informia" in ok.stdout and ok.stdout.endswith("\n")
+    assert run("--no-such-option").returncode == 2  # click's usage error
+    argv = ["audit", "--target", str(tmp_path / "nowhere"), "--members", str(tmp_path / "m.jsonl"),
+            "--nonmembers", str(tmp_path / "n.jsonl"), "--out", str(tmp_path / "out")]
+    missing, in_process = run(*argv), runner.invoke(app, argv)
+    assert missing.returncode == in_process.exit_code != 0  # the error's status, as the app gives it in process
+    assert missing.stderr.startswith("error: ") and "m.jsonl: no such file" in missing.stderr
