@@ -157,7 +157,7 @@ class AuditResult:
         from memlens.plots import plot_roc
 
         labels = self.scores["label"].to_numpy()
-        plot_roc({a: (labels, self.scores[a].to_numpy()) for a in self.metrics}, path)
+        plot_roc({a: (labels, self.scores[a].to_numpy()) for a in self.metrics}, path, aucs={a: m.auc for a, m in self.metrics.items()})
 
     def _save_tokens(self, path: Path, rows_per_group: int = TOKEN_ROW_GROUP) -> None:
         """token_scores.parquet, written one row group of ``rows_per_group`` texts at a time: the

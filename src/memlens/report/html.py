@@ -740,7 +740,8 @@ def figures(saved: SavedAudit) -> dict[str, str]:
 
     Uses matplotlib's object API (no pyplot, no global backend switch)."""
     from matplotlib.figure import Figure
-    from sklearn.metrics import roc_curve
+
+    from memlens.plots import fixed_margins, roc_figure
 
     attacks = [a for a in (saved.results.get("metrics") or {}) if saved.scores and a in saved.scores[0]]
     rows = [r for r in saved.scores if _label(r.get("label")) in (0, 1)]
@@ -750,32 +751,18 @@ def figures(saved: SavedAudit) -> dict[str, str]:
     if set(labels.tolist()) != {0, 1}:
         return {}
     out = {}
-    n_neg, n_pos = int((labels == 0).sum()), int((labels == 1).sum())
-    floor = 0.5 / max(min(n_neg, n_pos), 1)
-    fig = Figure(figsize=(5.2, 4.6))
-    ax = fig.subplots()
-    for a in attacks:
-        s = np.array([_finite(r.get(a)) if _finite(r.get(a)) is not None else np.nan for r in rows], dtype=float)
-        ok = np.isfinite(s)
-        if len(set(labels[ok].tolist())) < 2:
-            continue
-        f, t, _ = roc_curve(labels[ok], s[ok])
-        auc = _finite((saved.results["metrics"].get(a) or {}).get("auc"))
-        ax.plot(np.maximum(f, floor), np.maximum(t, floor), lw=1.3, label=f"{a} ({auc:.3f})" if auc is not None else a)
-    grid = np.logspace(np.log10(floor), 0, 50)
-    ax.plot(grid, grid, "k:", lw=0.8)
-    ax.set(xscale="log", yscale="log", xlim=(floor, 1), ylim=(floor, 1.05), xlabel="false positive rate",
-           ylabel="true positive rate", title=f"ROC, log-log ({n_pos} members, {n_neg} non-members)")
-    ax.title.set_fontsize(10)
-    ax.legend(fontsize=7, loc="lower right")
-    _margins(fig, left=0.7, right=0.15, top=0.35, bottom=0.5)
-    out["roc"] = _png_data_uri(fig)
+    columns = {a: np.array([_finite(r.get(a)) if _finite(r.get(a)) is not None else np.nan for r in rows], dtype=float)
+               for a in attacks}
+    # the same figure as roc.png (memlens.plots), labelled with the audit's AUCs
+    drawn = [a for a in attacks if np.isfinite(columns[a]).any()]
+    out["roc"] = _png_data_uri(roc_figure({a: (labels, columns[a]) for a in drawn},
+                                          aucs={a: _finite((saved.results["metrics"].get(a) or {}).get("auc")) for a in drawn}))
     cols = min(4, len(attacks))
     nrows = int(np.ceil(len(attacks) / cols))
     fig = Figure(figsize=(3.1 * cols, 2.3 * nrows))
     axes = np.atleast_1d(fig.subplots(nrows, cols, squeeze=False)).ravel()
     for ax, a in zip(axes, attacks):
-        s = np.array([_finite(r.get(a)) if _finite(r.get(a)) is not None else np.nan for r in rows], dtype=float)
+        s = columns[a]
         ok = np.isfinite(s)
         bins = np.histogram_bin_edges(s[ok], bins=30) if ok.sum() > 1 else 10
         ax.hist(s[ok & (labels == 0)], bins=bins, alpha=0.6, label="non-members", color="#4477aa")
@@ -785,21 +772,9 @@ def figures(saved: SavedAudit) -> dict[str, str]:
     for ax in axes[len(attacks):]:
         ax.axis("off")
     axes[0].legend(fontsize=7)
-    _margins(fig, left=0.35, right=0.1, top=0.3, bottom=0.3, between_x=0.45, between_y=0.45)
+    fixed_margins(fig, left=0.35, right=0.1, top=0.3, bottom=0.3, between_x=0.45, between_y=0.45)
     out["hist"] = _png_data_uri(fig)
     return out
-
-
-def _margins(fig, *, left: float, right: float, top: float, bottom: float, between_x: float = 0.0, between_y: float = 0.0) -> None:
-    """Fixed margins and gaps, in inches, for labels and titles of the report's figures: what tight_layout
-    would find, without measuring every tick label's extent (0.6 s of a report's 4 s at 20,000 texts)."""
-    w, h = fig.get_size_inches()
-    gs = fig.axes[0].get_subplotspec().get_gridspec() if fig.axes else None
-    ncols, nrows = (gs.ncols, gs.nrows) if gs is not None else (1, 1)
-    aw = (w - left - right - between_x * (ncols - 1)) / ncols  # one axes' width and height
-    ah = (h - top - bottom - between_y * (nrows - 1)) / nrows
-    fig.subplots_adjust(left=left / w, right=1 - right / w, top=1 - top / h, bottom=bottom / h,
-                        wspace=between_x / aw if ncols > 1 else 0.2, hspace=between_y / ah if nrows > 1 else 0.2)
 
 
 # ---------------------------------------------------------------------------------------------
