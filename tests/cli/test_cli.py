@@ -257,3 +257,16 @@ def test_the_process_entry_point_exits_with_typers_status_and_flushes_its_output
     missing, in_process = run(*argv), runner.invoke(app, argv)
     assert missing.returncode == in_process.exit_code != 0  # the error's status, as the app gives it in process
     assert missing.stderr.startswith("error: ") and "m.jsonl: no such file" in missing.stderr
+
+
+def test_the_command_line_lets_the_fast_tokenizer_use_every_core_unless_told_otherwise(monkeypatch):
+    """memlens.cli._common.setup: TOKENIZERS_PARALLELISM "true" when unset (encoding on every core; set, so
+    tokenizers does not warn at a fork), a value the user set kept."""
+    from memlens.cli._common import setup
+
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
+    setup(False)
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "true"
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    setup(False)
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
