@@ -71,3 +71,19 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """The records of a JSON-lines file (blank lines skipped)."""
     with Path(path).open(encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def worker_process(module: str, **popen: Any):
+    """``python -m module`` as a child process with pipes on stdin and stdout (memlens' own workers: the blind
+    baseline, the tokenizer), able to import this very memlens (its source root put first on PYTHONPATH).
+
+    A plain child process, not multiprocessing's "spawn": spawn re-imports the parent's main script in the
+    child, and a user's script that calls memlens.audit without an ``if __name__ == "__main__"`` guard would
+    then run again there. ``popen``: further subprocess.Popen keywords (``env`` is merged into os.environ)."""
+    import subprocess
+    import sys
+
+    src = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, **popen.pop("env", {})}
+    env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])])
+    return subprocess.Popen([sys.executable, "-m", module], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, **popen)

@@ -231,21 +231,17 @@ class BlindJob:
             self._start()
 
     def _start(self) -> None:
-        import os
         import pickle
         import subprocess
-        import sys
-        from pathlib import Path
 
-        src = str(Path(__file__).resolve().parent.parent)  # where this memlens is imported from, for the child too
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])]),
-               # one BLAS/OpenMP thread: the classifier is sparse and mostly single-threaded Python, and idle BLAS
-               # threads spinning on every core slowed the GPU pass's host loop beside it (H200: pass 35.0 s with the
-               # blind worker, 28.4 s without; memlens._blind_worker also lowers its priority)
-               **{v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}}
+        from memlens._io import worker_process
+
         try:
-            self._proc = subprocess.Popen([sys.executable, "-m", "memlens._blind_worker"], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+            # one BLAS/OpenMP thread: the classifier is sparse and mostly single-threaded Python, and idle BLAS
+            # threads spinning on every core slowed the GPU pass's host loop beside it (H200: pass 35.0 s with the
+            # blind worker, 28.4 s without; memlens._blind_worker also lowers its priority)
+            self._proc = worker_process("memlens._blind_worker", stderr=subprocess.PIPE,
+                                        env={v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
             # a pipe's buffer is small: the texts go in on a thread, so a large set does not block the caller
             import threading
 

@@ -3,6 +3,8 @@ writes, and the stage timings an audit records."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,13 +218,21 @@ def test_the_tokenizer_process_gives_the_tokens_and_scores_of_tokenizing_here(gp
         TokenFeed(object(), texts, range(3), process=True)
 
 
-def test_a_tokenizer_process_that_fails_leaves_the_work_to_the_thread(tokenizer, corpus, monkeypatch, caplog):
-    import concurrent.futures
-    from concurrent.futures.process import BrokenProcessPool
+def _fake_worker(code: str):
+    """memlens._io.worker_process replaced by a child that runs ``code`` (stdin and stdout piped, as the real one)."""
+    import subprocess
+    import sys
+
+    def start(module, **kw):
+        return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    return start
+
+
+def test_a_tokenizer_process_that_dies_leaves_the_work_to_the_thread(tokenizer, corpus, monkeypatch, caplog):
+    from memlens import _io
 
     texts = corpus[:10]
-    # every chunk sent to the worker comes back as a dead pool's error
-    monkeypatch.setattr(concurrent.futures.ProcessPoolExecutor, "submit", lambda self, fn, *a: _failed_future(BrokenProcessPool("died")))
+    monkeypatch.setattr(_io, "worker_process", _fake_worker("import sys; sys.exit(3)"))
     with caplog.at_level("WARNING", logger="memlens"), TokenFeed(tokenizer, texts, range(10), chunk=4, process=True) as feed:
         got = list(feed)
     assert [i for idx, _ in got for i in idx] == list(range(10))
@@ -230,12 +240,16 @@ def test_a_tokenizer_process_that_fails_leaves_the_work_to_the_thread(tokenizer,
     assert "tokenizer process failed" in caplog.text
 
 
-def _failed_future(exc):
-    from concurrent.futures import Future
+def test_an_error_in_the_tokenizer_process_reaches_the_consumer(tokenizer, corpus, monkeypatch):
+    from memlens import _io
 
-    f = Future()
-    f.set_exception(exc)
-    return f
+    reply = ("import pickle, sys; pickle.load(sys.stdin.buffer); pickle.load(sys.stdin.buffer); "
+             "pickle.dump(('error', 'ValueError: boom'), sys.stdout.buffer); sys.stdout.flush()")
+    monkeypatch.setattr(_io, "worker_process", _fake_worker(reply))
+    with pytest.raises(RuntimeError, match="tokenizing failed: ValueError: boom"), \
+            TokenFeed(tokenizer, corpus[:6], range(6), chunk=3, process=True) as feed:
+        list(feed)
+    assert not feed._thread.is_alive() and feed._proc.poll() is not None
 
 
 def test_oom_on_the_first_batch_of_a_streamed_pass_backs_off_too(gpt2, tokenizer, corpus, monkeypatch):
@@ -283,3 +297,33 @@ def test_under_data_parallelism_a_process_tokenizes_only_its_own_share(gpt2, tok
     missing = sorted(texts, key=text_hash)  # the work list: missing texts by hash
     assert fed == missing[1::2] and n == len(fed)
     assert sorted(ns.get([text_hash(t) for t in texts])) == sorted(text_hash(t) for t in fed)  # it scored its share only
+
+
+def test_the_tokenizer_process_never_reruns_the_callers_script(tokenizer, corpus, tmp_path):
+    """A user's script that tokenizes (audits) at top level, without an ``if __name__ == "__main__"`` guard, runs
+    once: the worker is a plain child process (``python -m memlens._tokenize_worker``), not multiprocessing's
+    spawn, which would import the script again in the child."""
+    import subprocess
+    import sys
+
+    tokenizer.save_pretrained(tmp_path / "tok")
+    (tmp_path / "texts.json").write_text(json.dumps(corpus[:8]))
+    script = tmp_path / "user_script.py"
+    script.write_text(
+        "import json, pathlib\n"
+        "from transformers import AutoTokenizer\n"
+        "from memlens.models.causal import TokenFeed\n"
+        f"here = pathlib.Path({str(tmp_path)!r})\n"
+        "with open(here / 'runs.txt', 'a') as f:\n"
+        "    f.write('run\\n')\n"
+        "tok = AutoTokenizer.from_pretrained(here / 'tok')\n"
+        "texts = json.loads((here / 'texts.json').read_text())\n"
+        "with TokenFeed(tok, texts, range(len(texts)), chunk=3, process=True) as feed:\n"
+        "    n = sum(len(idx) for idx, _ in feed)\n"
+        "print(n, feed.process)\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(Path(memlens.__file__).parents[1]),
+                                                                               os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["8", "True"]
+    assert (tmp_path / "runs.txt").read_text() == "run\n"

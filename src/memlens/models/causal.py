@@ -72,7 +72,7 @@ class TokenFeed:
 
     The pass starts on the first chunk instead of waiting for every text, and the rest is tokenized
     while the weights load and the pass runs. Where: ``process`` True, a worker process
-    (:mod:`memlens._tokenize_worker`, "spawn"; a fast tokenizer only) encodes each chunk and hands back
+    (:mod:`memlens._tokenize_worker`, a child process; a fast tokenizer only) encodes each chunk and hands back
     numpy arrays, so the main process's GIL, which a GPU pass's host loop needs, is never held for
     tokenizing; False, a thread here does it (the Rust encode releases the GIL, building the Python lists
     does not: on an H200 this slowed the pass from 85% to 71% of the bare forward); None (default), the
@@ -97,6 +97,7 @@ class TokenFeed:
             raise ValueError("tokenizing in a worker process needs a fast tokenizer without truncation or padding")
         self.process = bool(fast and (process if process is not None else len(order) > PROCESS_MIN_TEXTS))
         self._q: queue.Queue = queue.Queue(maxsize=self._prefetch)
+        self._proc: Any = None  # the tokenizer process, while it runs
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._produce, name="memlens-tokenize", daemon=True)
         self._thread.start()
@@ -127,51 +128,67 @@ class TokenFeed:
             self._put(e)
 
     def _produce_in_process(self) -> int:
-        """Chunks through the worker process, up to ``prefetch`` + 1 submitted ahead; returns how many were
-        delivered (all of them, unless the worker broke: the thread goes on from there)."""
-        import multiprocessing
-        from collections import deque
-        from concurrent.futures import ProcessPoolExecutor
-        from concurrent.futures import TimeoutError as FutureTimeout
-        from concurrent.futures.process import BrokenProcessPool
+        """Chunks through the worker process (:mod:`memlens._tokenize_worker`); returns how many were delivered
+        (all of them, unless the worker broke or could not start: the thread goes on from there)."""
+        import pickle
+        import threading
 
-        from memlens import _tokenize_worker
+        from memlens._io import worker_process
 
         ctx_id = context_token_id(self._tokenizer)
-        done = 0
         try:
-            pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_tokenize_worker.init,
-                                       initargs=(_direct_backend(self._tokenizer).to_str(),))
-        except (OSError, RuntimeError) as e:
+            proc = worker_process("memlens._tokenize_worker")
+        except OSError as e:
             log.warning("tokenizing on a thread: the tokenizer process did not start (%s)", e)
             return 0
-        try:
-            ahead: deque = deque()
-            nxt = 0
-            while done < len(self.chunks):
-                while nxt < len(self.chunks) and len(ahead) <= self._prefetch:
-                    idx = self.chunks[nxt]
-                    ahead.append((idx, pool.submit(_tokenize_worker.encode, [self._texts[i] for i in idx])))
-                    nxt += 1
-                idx, fut = ahead[0]
-                while True:
+        self._proc = proc
+        if self._stop.is_set():  # closed while it started: close() saw no process to stop
+            proc.kill()
+
+        def feed() -> None:
+            # on a thread of its own: the requests go in while results come out, so neither pipe can fill up
+            # with both sides waiting; the worker takes one chunk at a time
+            try:
+                pickle.dump(_direct_backend(self._tokenizer).to_str(), proc.stdin)
+                for idx in self.chunks:
                     if self._stop.is_set():
-                        return done
-                    try:
-                        ids, offsets, lengths, seconds = fut.result(timeout=0.1)
                         break
-                    except FutureTimeout:
-                        continue
+                    pickle.dump([self._texts[i] for i in idx], proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+                    proc.stdin.flush()
+            except (OSError, ValueError):  # the worker died or was stopped: the reader sees it too
+                pass
+            finally:
+                try:
+                    proc.stdin.close()
+                except OSError:
+                    pass
+
+        feeder = threading.Thread(target=feed, name="memlens-tokenize-feed", daemon=True)
+        feeder.start()
+        done = 0
+        try:
+            for idx in self.chunks:
+                try:
+                    status, payload = pickle.load(proc.stdout)
+                except (EOFError, OSError, pickle.UnpicklingError) as e:
+                    if not self._stop.is_set():
+                        log.warning("tokenizing on a thread from chunk %d on: the tokenizer process failed (%s)", done + 1,
+                                    type(e).__name__)
+                    return done
+                if status != "ok":
+                    raise RuntimeError(f"tokenizing failed: {payload}")
+                ids, offsets, lengths, seconds = payload
                 self.timings["tokenize (background)"] += seconds
-                ahead.popleft()
                 if not self._put((idx, _tokenized_arrays(ids, offsets, lengths, ctx_id))):
                     return done
                 done += 1
-        except (BrokenProcessPool, OSError) as e:
-            log.warning("tokenizing on a thread from chunk %d on: the tokenizer process failed (%s)", done + 1, e)
+            return done
         finally:
-            pool.shutdown(wait=False, cancel_futures=True)
-        return done
+            if proc.poll() is None and done < len(self.chunks):
+                proc.kill()
+            feeder.join()
+            proc.wait()
+            proc.stdout.close()
 
     def __iter__(self) -> Iterator[tuple[list[int], list[Tokenized]]]:
         import time
@@ -186,6 +203,8 @@ class TokenFeed:
 
     def close(self) -> None:
         self._stop.set()
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()  # the thread may be waiting on its pipe
         self._thread.join()
 
     def __enter__(self) -> "TokenFeed":
