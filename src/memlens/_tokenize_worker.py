@@ -47,6 +47,11 @@ def encode(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]
 
 
 def main() -> None:
+    import signal
+
+    # Ctrl-C reaches the whole process group: the parent stops this worker itself (TokenFeed.close kills it,
+    # and a parent that dies closes the pipe: EOF below), so no traceback of its own on the terminal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     init(pickle.load(stdin))
     while True:
