@@ -270,3 +270,26 @@ def test_the_command_line_lets_the_fast_tokenizer_use_every_core_unless_told_oth
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     setup(False)
     assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
+
+
+def test_the_process_entry_point_waits_for_a_writer_thread_before_it_exits(tmp_path):
+    """os._exit skips Python's shutdown, which waits for threads that are not daemons: memlens.cli.main waits
+    for them itself, so a file being written when the command returns is whole."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "late.txt"
+    code = ("import sys, threading, time, typer, memlens.cli as cli\n"
+            "app = typer.Typer()\n"
+            "@app.command()\n"
+            "def go():\n"
+            "    def write():\n"
+            "        time.sleep(0.5)\n"
+            f"        open({str(out)!r}, 'w').write('done')\n"
+            "    threading.Thread(target=write).start()\n"
+            "cli.app = app\n"
+            "sys.argv = ['memlens']\n"
+            "cli.main()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert out.read_text() == "done"

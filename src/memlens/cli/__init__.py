@@ -55,6 +55,7 @@ def main() -> None:
     (what tests call in process) is unchanged."""
     import atexit
     import logging
+    import threading
 
     code: object = 0
     try:
@@ -65,6 +66,11 @@ def main() -> None:
         print(code, file=sys.stderr)
         code = 1
     status = 0 if code is None else int(code) if isinstance(code, int) else 1
+    # what Python's own shutdown does first: wait for the threads that are not daemons (a writer still at work),
+    # then run the exit handlers
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
     atexit._run_exitfuncs()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
