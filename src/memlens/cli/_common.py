@@ -65,8 +65,9 @@ def setup(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # the fast tokenizer encodes a batch on every core (Rust threads): 20,000 texts in ~1 s instead of ~14 s
     # on one core of a GPU host. Set, not left unset: unset, tokenizers warns at every fork after a
-    # parallel encode; memlens's own processes are spawned or exec'd (the tokenizer process, the blind
-    # baseline), never forked with a tokenizer in use. A value the user set is kept.
+    # parallel encode; memlens's own processes are exec'd (the tokenizer process, the blind baseline) or
+    # spawned (the lab's LT-MIA jobs), and its one forked pool (reading source files for the LT-MIA corpora)
+    # uses no tokenizer. A value the user set is kept.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
     from transformers.utils import logging as hf_logging
 
