@@ -21,3 +21,4 @@ def test_roc_figure_labels_curves_with_the_given_aucs_and_ranks_missing_scores_l
     assert "40 members, 60 non-members" in ax.get_title()
     out = plot_roc({"good": (labels, good)}, tmp_path / "roc.png", aucs={"good": 0.777})
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert roc_figure({}).axes[0].get_xlim()[0] == 0.01  # no curve: empty axes, no error

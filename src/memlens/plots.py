@@ -43,12 +43,14 @@ def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], aucs: Mappin
         value = (aucs or {}).get(name)
         value = curve_auc(f, t) if value is None else value
         ax.plot(np.maximum(f, floor), np.maximum(t, floor), lw=1.3, label=f"{name} ({value:.3f})")
+    floor = floor if curves else 0.01  # nothing to draw: still a valid pair of axes
     grid = np.logspace(np.log10(floor), 0, 50)
     ax.plot(grid, grid, "k:", lw=0.8)
     ax.set(xscale="log", yscale="log", xlim=(floor, 1), ylim=(floor, 1.05), xlabel="false positive rate",
            ylabel="true positive rate", title=title or f"ROC, log-log ({n_pos} members, {n_neg} non-members)")
     ax.title.set_fontsize(10)
-    ax.legend(fontsize=7, loc="lower right")
+    if curves:
+        ax.legend(fontsize=7, loc="lower right")
     fixed_margins(fig, left=0.7, right=0.15, top=0.35, bottom=0.5)
     return fig
 
