@@ -214,6 +214,8 @@ class TokenFeed:
         self.close()
 
 
+# both tokenizing paths (in process, and from the tokenizer process's arrays) refuse such a text alike
+_TOO_SHORT = "text has fewer than 2 tokens and the tokenizer has no BOS/EOS token to score it after"
 PROCESS_MIN_TEXTS = 2048  # TokenFeed: more texts than this go through the tokenizer process by default
 
 
@@ -238,7 +240,7 @@ def _tokenized_arrays(ids: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
         return out
     for a, b in zip(starts.tolist(), ends.tolist()):
         if b - a < 2:
-            raise TextTooShortError("text has fewer than 2 tokens and the tokenizer has no BOS/EOS token to score it after")
+            raise TextTooShortError(_TOO_SHORT)
         out.append(Tokenized(ids[a:b], offsets[a + 1:b], 1))
     return out
 
@@ -251,7 +253,7 @@ def _tokenized(tokenizer: Any, ids: list[int], offsets: Sequence, add_context_to
     if ctx is not None:
         return Tokenized([ctx] + ids, spans, 1)
     if len(ids) < 2:
-        raise TextTooShortError("text has fewer than 2 tokens and the tokenizer has no BOS/EOS token to score it after")
+        raise TextTooShortError(_TOO_SHORT)
     return Tokenized(ids, spans[1:], 1)
 
 

@@ -158,8 +158,9 @@ def _run_pass(models: list[ModelHandle], texts: list[str], hashes: list[str], sp
             finally:
                 flusher.close()  # whatever finished is kept, also when the run is interrupted
             _add(timings, "pass", time.perf_counter() - t1)
-        # the tokenizing thread's own time, which overlaps the load and the pass (not to be added to them), and the
-        # time the pass waited for a chunk not tokenized yet (the only part of tokenizing that costs wall time)
+        # the tokenizer's own time (the worker process's, or the thread's), which overlaps the load and the pass (not
+        # to be added to them), and the time the pass waited for a chunk not tokenized yet (the only part of
+        # tokenizing that costs wall time)
         _add(timings, "tokenize (background, overlaps load and pass)", feed.timings["tokenize (background)"])
         _add(timings, "pass: waited for tokens", feed.timings["wait for tokens"])
     if state is not None:
