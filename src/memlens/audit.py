@@ -22,7 +22,7 @@ import pandas as pd
 from memlens._io import write_jsonl
 from memlens._version import __version__
 from memlens.attacks import AttackInput, AttackResult, get_attack, resolve_attack_names
-from memlens.cache import StatsCache, default_cache_dir
+from memlens.cache import SPILL_DIR, StatsCache, default_cache_dir
 from memlens.data import (
     DataError,
     Sample,
@@ -37,15 +37,14 @@ from memlens.metrics import DEFAULT_FPRS, AttackMetrics, evaluate_many
 from memlens.models.adapters import adapter_handles, is_adapter_dir, load_adapter
 from memlens.models.handle import LoadOptions, ModelHandle
 from memlens.passes._shared import is_main_process
-from memlens.passes.causal import PassSettings, StatsBundle, compute_stats
+from memlens.passes.causal import PassSettings, StatsBundle, StatsSource, compute_stats, stats_source
 from memlens.scope import Scope, check_assistant_turns, is_chat, render_chats, resolve_scope, restrict, sample_spans, scatter
 from memlens.stats import TokenStats
+from memlens.token_file import TOKEN_ROW_GROUP, StoredColumn, TokenFileWriter, TokenStore
 from memlens.tokens import TokenStrings, token_spread
 
 log = logging.getLogger("memlens")
 
-# texts per row group of token_scores.parquet (~300 KB at 200 tokens a text and two token-level attacks)
-TOKEN_ROW_GROUP = 256
 
 
 @dataclass
@@ -62,6 +61,11 @@ class AuditResult:
     reference_logprobs: list[np.ndarray] | None = None  # aligned to target tokens, for the token view
     extra: dict[str, Any] = field(default_factory=dict)  # further studies (e.g. the demo's), saved in results.json
     timings: dict[str, float] = field(default_factory=dict)  # wall seconds per stage (results.json "timings")
+    # An audit whose attacks ran over chunks of texts keeps its token-level results on disk, in this
+    # token_scores.parquet (memlens.token_file.TokenStore): token_scores, target_stats, token_strings and
+    # reference_logprobs then read from it (and from the cache) when asked for, and save() puts the file
+    # itself in the output directory. None: everything is in memory.
+    token_store: TokenStore | None = None
 
     def results_dict(self) -> dict[str, Any]:
         return {
@@ -163,47 +167,40 @@ class AuditResult:
         """token_scores.parquet, written one row group of ``rows_per_group`` texts at a time: the
         columns of one group are built from the per-text arrays (one values buffer and one offsets
         array each, no Python list per token) and written before the next, so the file never
-        exists twice in memory; small groups also let ``memlens show`` read one text's group only."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
+        exists twice in memory; small groups also let ``memlens show`` read one text's group only.
+        An audit whose attacks ran in chunks wrote this file already (``token_store``): it is linked or copied."""
+        if self.token_store is not None:
+            self.token_store.save_as(path)
+            return
         n = len(self.samples)
-        columns: list[tuple[str, Any, Any]] = [  # name, per-text getter, value type
-            ("token_ids", lambda i: self.target_stats[i].token_ids, pa.int64()),
-            ("tokens", lambda i: self.token_strings[i], pa.string()),
-            ("span_start", lambda i: self.target_stats[i].span_start, pa.int64()),
-            ("span_end", lambda i: self.target_stats[i].span_end, pa.int64()),
-            ("target_logprob", lambda i: self.target_stats[i].logprob, pa.float32()),
-        ]
-        if self.reference_logprobs is not None:
-            columns.append(("reference_logprob", lambda i: self.reference_logprobs[i], pa.float32()))
-        for attack, toks in self.token_scores.items():
-            columns.append((f"{attack}_token", lambda i, toks=toks: toks[i], pa.float32()))
-        schema = pa.schema([("id", pa.string()), ("label", pa.int64())] + [(name, pa.list_(typ)) for name, _, typ in columns])
-        # Dictionary encoding only where values repeat (token strings and ids): on the float and span columns
-        # it is tried and abandoned page by page, 4x the write time for a larger file
-        with pq.ParquetWriter(path, schema, use_dictionary=["tokens.list.element", "token_ids.list.element"]) as writer:
+        with TokenFileWriter(path, list(self.token_scores), self.reference_logprobs is not None) as writer:
             for lo in range(0, max(n, 1), rows_per_group):
                 idx = range(lo, min(lo + rows_per_group, n))
-                arrays = [pa.array([str(self.samples[i].id) for i in idx], pa.string()),
-                          pa.array([self.samples[i].label for i in idx], pa.int64())]
-                arrays += [self.token_strings.arrow(idx) if name == "tokens" and isinstance(self.token_strings, TokenStrings)
-                           else _list_array([get(i) for i in idx], typ) for name, get, typ in columns]
-                writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+                strings = (self.token_strings.arrow(idx) if isinstance(self.token_strings, TokenStrings)
+                           else [self.token_strings[i] for i in idx])
+                writer.write([self.samples[i].id for i in idx], [self.samples[i].label for i in idx],
+                             token_columns([self.target_stats[i] for i in idx], strings,
+                                           None if self.reference_logprobs is None else [self.reference_logprobs[i] for i in idx],
+                                           {a: [t[i] for i in idx] for a, t in self.token_scores.items()}))
 
 
-def _list_array(parts: list, typ: Any):
-    """A pyarrow list array of one row per text from per-text arrays (or lists of strings)."""
-    import pyarrow as pa
+def token_columns(stats: Sequence[TokenStats], strings, reference_logprobs, token_scores: Mapping[str, Sequence]) -> dict[str, Any]:
+    """The list columns of token_scores.parquet (memlens.token_file.token_schema) for a group of texts."""
+    cols: dict[str, Any] = {"token_ids": [st.token_ids for st in stats], "tokens": strings,
+                            "span_start": [st.span_start for st in stats], "span_end": [st.span_end for st in stats],
+                            "target_logprob": [st.logprob for st in stats]}
+    if reference_logprobs is not None:
+        cols["reference_logprob"] = reference_logprobs
+    cols.update({f"{a}_token": toks for a, toks in token_scores.items()})
+    return cols
 
-    lengths = np.fromiter((len(p) for p in parts), dtype=np.int32, count=len(parts))
-    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int32))
-    if pa.types.is_string(typ):
-        values = pa.array([x for p in parts for x in p], typ)
-    else:
-        dtype = typ.to_pandas_dtype()
-        values = pa.array(np.concatenate([np.asarray(p, dtype=dtype).reshape(-1) for p in parts]) if parts else np.zeros(0, dtype))
-    return pa.ListArray.from_arrays(offsets, values)
+
+def reference_logprobs_of(stats: Sequence[TokenStats], comparison) -> list[np.ndarray] | None:
+    """The reference's log-probability of each target token (target log p minus the log-ratio), float32 as saved
+    and shown (a float64 copy of every token would double the list's memory); None without a comparison."""
+    if comparison is None:
+        return None
+    return [np.subtract(st.logprob, lr, dtype=np.float64).astype(np.float32) for st, lr in zip(stats, comparison.log_ratio)]
 
 
 def peak_rss_mb() -> float:
@@ -295,11 +292,15 @@ def score_texts(target, references=(), texts: Sequence[str | Sample] = (), *, to
     return compute_stats(t, refs, texts, cache, settings or PassSettings())
 
 
-def run_attacks(inp: AttackInput, attacks: Sequence[str], attack_params: dict[str, dict] | None = None) -> dict[str, AttackResult]:
+def run_attacks(inp: AttackInput, attacks: Sequence[str], attack_params: dict[str, dict] | None = None, *,
+                chunk: bool = False) -> dict[str, AttackResult]:
+    """Each attack on ``inp``; ``chunk``: ``inp`` is one chunk of the texts, the infos are joined later
+    (:meth:`AttackSpec.run_chunk`, :meth:`AttackSpec.finish_info`)."""
     out = {}
     for name in attacks:
         spec = get_attack(name)
-        out[name] = spec(inp, **(attack_params or {}).get(name, {}))
+        run = spec.run_chunk if chunk else spec
+        out[name] = run(inp, **(attack_params or {}).get(name, {}))
     return out
 
 
@@ -471,8 +472,8 @@ def _audit_causal(*, target, references, tokenizer, reference_tokenizers, gguf_f
         settings.pair_settings = {**settings.pair_settings, **pair_settings}  # a copy: never the caller's dict
     memberships = _splits_membership(reference_splits, refs, references, samples, pop)  # before any model runs
     cache = StatsCache(default_cache_dir() if cache_dir == "default" else cache_dir)
-    bundle = compute_stats(t, refs, [s.text for s in samples], cache, settings, label="audited texts")
-    timings.update({f"texts: {k}": v for k, v in bundle.timings.items()})
+    source = stats_source(t, refs, [s.text for s in samples], cache, settings, label="audited texts")
+    timings.update({f"texts: {k}": v for k, v in source.timings.items()})
     pop_bundle = compute_stats(t, refs, [s.text for s in pop], cache, settings, label="population") if pop else None
     if pop_bundle is not None:
         timings.update({f"population: {k}": v for k, v in pop_bundle.timings.items()})
@@ -481,19 +482,31 @@ def _audit_causal(*, target, references, tokenizer, reference_tokenizers, gguf_f
     out_comparisons = _out_comparisons(memberships, t, refs, samples, pop, cache, settings)
     if not is_main_process():
         return None  # a data-parallel worker: its share is in the cache; the main process does the rest
-    inp = AttackInput(
-        texts=[s.text for s in samples], target=bundle.target, references=bundle.references, comparison=bundle.comparison,
-        population_texts=[s.text for s in pop],
-        population_target=pop_bundle.target if pop_bundle else [],
-        population_references=pop_bundle.references if pop_bundle else [],
-        population_comparison=pop_bundle.comparison if pop_bundle else None,
-        extras={"pair": bundle.pair_records} if bundle.pair_records is not None else {},
-    )
-    splits = _apply_splits(reference_splits, memberships, out_comparisons, inp)
-    t0 = time.perf_counter()
-    results, span_notes = _run_scoped(inp, names, attack_params, spans, samples, pop)
-    timings["attacks"] = time.perf_counter() - t0
-    result = _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, len(pop), timings)
+    # Above one chunk of texts the attacks run a chunk at a time (the statistics of one chunk in memory, its
+    # token-level results written to disk as they come): every attack must score a text from that text alone,
+    # and the cache must be on disk. Reference splits (their per-text OUT comparisons) keep the whole set.
+    chunked = (cache.root is not None and len(samples) > settings.attack_chunk and memberships is None
+               and all(get_attack(n).runs_per_text((attack_params or {}).get(n)) for n in names))
+    if chunked:
+        results, missing, store = _attack_in_chunks(source, pop_bundle, samples, pop, names, attack_params, spans,
+                                                    cache.root / SPILL_DIR, settings.attack_chunk, timings)
+        bundle = None
+        splits = None
+        pop_comparison = pop_bundle.comparison if pop_bundle is not None else None
+    else:
+        t0 = time.perf_counter()
+        bundle = source.bundle()
+        timings["texts: cache read"] = time.perf_counter() - t0
+        inp = _attack_input(samples, bundle, pop, pop_bundle)
+        splits = _apply_splits(reference_splits, memberships, out_comparisons, inp)
+        t0 = time.perf_counter()
+        results, missing = _run_scoped(inp, names, attack_params, spans, samples, pop)
+        timings["attacks"] = time.perf_counter() - t0
+        store = None
+        pop_comparison = inp.population_comparison  # the OUT references' with reference splits
+    span_notes = [f"{k} audited texts have no {span!r} spans: attacks over {span} give them no score" for span, k in missing.items() if k]
+    result = _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, len(pop), timings,
+                       source=source, store=store)
     result.settings["score"] = {**scope.to_dict(), "spans": {n: spans[n] for n in names if spans.get(n)}}
     for n in names:
         if spans.get(n):
@@ -503,7 +516,7 @@ def _audit_causal(*, target, references, tokenizer, reference_tokenizers, gguf_f
         result.settings["reference_splits"] = splits.describe()
     result.settings["attack_modes"] = {n: _mode(r.info) for n, r in results.items() if _mode(r.info)}
     result.notes.extend(dup_notes)
-    _calibrate_leaks(result, inp.population_comparison)
+    _calibrate_leaks(result, pop_comparison)
     _note_left_out(result, attacks, have_reference=bool(refs), have_population=bool(pop), model_kind="causal")
     if canaries is not None:
         from memlens.canary import target_exposure
@@ -562,29 +575,87 @@ def _span_params(attack_params, names, scope: Scope, samples) -> tuple[dict[str,
     return params, spans
 
 
+def _attack_input(samples, bundle: StatsBundle, pop, pop_bundle: StatsBundle | None) -> AttackInput:
+    return AttackInput(
+        texts=[s.text for s in samples], target=bundle.target, references=bundle.references, comparison=bundle.comparison,
+        population_texts=[s.text for s in pop],
+        population_target=pop_bundle.target if pop_bundle else [],
+        population_references=pop_bundle.references if pop_bundle else [],
+        population_comparison=pop_bundle.comparison if pop_bundle else None,
+        extras={"pair": bundle.pair_records} if bundle.pair_records is not None else {},
+    )
+
+
 def _run_scoped(inp: AttackInput, names, attack_params, spans: dict[str, str | None], samples,
-                pop) -> tuple[dict[str, AttackResult], list[str]]:
+                pop, chunk: bool = False) -> tuple[dict[str, AttackResult], dict[str, int]]:
     """Each attack on the input cut to its span (built once per span name); token scores are put
-    back at their tokens of the whole text, NaN where not scored."""
+    back at their tokens of the whole text, NaN where not scored. Also: per span name, how many texts
+    have no such span. ``chunk``: ``inp`` is one chunk of the texts (AttackSpec.run_chunk)."""
     cut: dict[str, Any] = {}
     out: dict[str, AttackResult] = {}
-    notes: list[str] = []
+    missing: dict[str, int] = {}
     for n in names:
         span = spans.get(n)
         if span is None:
-            out.update(run_attacks(inp, [n], attack_params))
+            out.update(run_attacks(inp, [n], attack_params, chunk=chunk))
             continue
         if span not in cut:
             pop_spans = [sample_spans(x.meta, span) for x in pop]
             cut[span] = restrict(inp, [sample_spans(x.meta, span) for x in samples],
                                  None if pop and all(p is None for p in pop_spans) else pop_spans)
-            if cut[span].missing:
-                notes.append(f"{cut[span].missing} audited texts have no {span!r} spans: attacks over {span} give them no score")
-        r = run_attacks(cut[span].inp, [n], attack_params)[n]
+            missing[span] = cut[span].missing
+        r = run_attacks(cut[span].inp, [n], attack_params, chunk=chunk)[n]
         if r.token_scores is not None:
             r.token_scores = scatter(r.token_scores, cut[span].masks)
         out[n] = r
-    return out, notes
+    return out, missing
+
+
+def _attack_in_chunks(source: StatsSource, pop_bundle: StatsBundle | None, samples, pop, names, attack_params,
+                      spans: dict[str, str | None], spill_dir: Path, chunk: int,
+                      timings: dict[str, float]) -> tuple[dict[str, AttackResult], dict[str, int], TokenStore]:
+    """The attacks over chunks of about ``chunk`` texts (whole cache shards, :meth:`StatsSource.chunks`): each
+    chunk's statistics are read, attacked with the whole population, and its token-level results written to a
+    :class:`TokenStore` before the next is read, so memory holds one chunk. The results: every text's scores
+    in the texts' order, each attack's info joined over the chunks (AttackSpec.finish_info), and token scores
+    read back from the store."""
+    n = len(samples)
+    scores = {name: np.full(n, np.nan) for name in names}
+    infos: dict[str, list[dict]] = {name: [] for name in names}
+    units: dict[str, str | None] = {}
+    missing: dict[str, int] = {}
+    store: TokenStore | None = None
+    token_attacks: list[str] = []
+    t_read = t_attack = t_write = 0.0
+    for idx in source.chunks(chunk):
+        t0 = time.perf_counter()
+        b = source.bundle(idx)
+        part = [samples[i] for i in idx]
+        t1 = time.perf_counter()
+        results, miss = _run_scoped(_attack_input(part, b, pop, pop_bundle), names, attack_params, spans, part, pop, chunk=True)
+        t2 = time.perf_counter()
+        for span, k in miss.items():
+            missing[span] = missing.get(span, 0) + k
+        for name, r in results.items():
+            scores[name][idx] = r.scores
+            infos[name].append(r.info)
+            units.setdefault(name, r.token_unit)
+        if store is None:
+            token_attacks = [name for name in names if results[name].token_scores is not None]
+            store = TokenStore(spill_dir, n, token_attacks, b.comparison is not None)
+        strings = TokenStrings([s.text for s in part], [st.span_start for st in b.target], [st.span_end for st in b.target])
+        store.write(idx, [s.id for s in part], [s.label for s in part],
+                    token_columns(b.target, strings.arrow(range(len(part))), reference_logprobs_of(b.target, b.comparison),
+                                  {a: results[a].token_scores for a in token_attacks}))
+        del b, results, strings
+        t_read, t_attack, t_write = t_read + t1 - t0, t_attack + t2 - t1, t_write + time.perf_counter() - t2
+    assert store is not None  # n > chunk >= 1: there is a chunk
+    store.close()
+    timings.update({"texts: cache read (chunk by chunk)": t_read, "attacks": t_attack, "attacks: write token rows": t_write})
+    out = {name: AttackResult(scores[name], token_scores=StoredColumn(store, f"{name}_token") if name in token_attacks else None,
+                              token_unit=units.get(name), info=get_attack(name).finish_info(infos[name]))
+           for name in names}
+    return out, missing, store
 
 
 def _mode(info: dict) -> str | None:
@@ -750,7 +821,10 @@ def _audit_masked(target, references, samples, attacks, attack_params, tokenizer
 
 
 def _assemble(samples, t, refs, results, bundle, names, attack_params, settings, fprs, n_bootstrap, seed, n_pop,
-              timings: dict[str, float] | None = None) -> AuditResult:
+              timings: dict[str, float] | None = None, source: StatsSource | None = None,
+              store: TokenStore | None = None) -> AuditResult:
+    """The AuditResult from the attacks' results: ``bundle`` holds every text's statistics, or (attacks run in
+    chunks) it is None and ``store`` holds the token-level results, ``source`` the statistics."""
     timings = {} if timings is None else timings
     t0 = time.perf_counter()
     table: dict[str, Any] = {"id": [s.id for s in samples], "label": [s.label for s in samples]}
@@ -763,7 +837,7 @@ def _assemble(samples, t, refs, results, bundle, names, attack_params, settings,
         scores["tier"] = scores["tier"].astype("Int64")  # 1, 4, 16 (not 1.0 beside the non-members' empty tier)
     labelled = [s.label is not None for s in samples]
     metrics: dict[str, AttackMetrics] = {}
-    notes = list(bundle.notes)
+    notes = list(bundle.notes if bundle is not None else source.notes)
     # Every attack's metrics at once (memlens.metrics.evaluate_many: the bootstrap resamples drawn once for all
     # attacks, each chunk of them spread over a thread pool; numpy releases the GIL in the array work).
     # at most 4 threads: each holds a chunk's temporaries (~100 MB, metrics.BOOTSTRAP_CELLS)
@@ -783,14 +857,16 @@ def _assemble(samples, t, refs, results, bundle, names, attack_params, settings,
     # from the character spans, made when asked for (the report's few texts; token_scores.parquet from the
     # texts' bytes): no tokenizer.decode per token, no Python string per token kept (memlens.tokens says why)
     t1 = time.perf_counter()
-    strings = TokenStrings([s.text for s in samples], [st.span_start for st in bundle.target],
-                           [st.span_end for st in bundle.target])
+    if store is None:
+        strings = TokenStrings([s.text for s in samples], [st.span_start for st in bundle.target],
+                               [st.span_end for st in bundle.target])
+        ref_lp = reference_logprobs_of(bundle.target, bundle.comparison)
+        target_stats = bundle.target
+    else:  # read back when asked for: the store's token strings and reference log-probabilities, the cache's statistics
+        strings = StoredColumn(store, "tokens")
+        ref_lp = StoredColumn(store, "reference_logprob") if "reference_logprob" in store.columns() else None
+        target_stats = source.target_view()
     timings["token strings"] = time.perf_counter() - t1
-    ref_lp = None
-    if bundle.comparison is not None:
-        # float32, as saved and shown: a float64 copy of every token would double this list's memory
-        ref_lp = [np.subtract(st.logprob, lr, dtype=np.float64).astype(np.float32)
-                  for st, lr in zip(bundle.target, bundle.comparison.log_ratio)]
     settings_d = {
         "target": t.describe(), "references": [r.describe() for r in refs], "attacks": list(names),
         "attack_params": {n: get_attack(n).resolve_params((attack_params or {}).get(n)) for n in names},
@@ -807,6 +883,7 @@ def _assemble(samples, t, refs, results, bundle, names, attack_params, settings,
     return AuditResult(
         samples=samples, scores=scores, metrics=metrics, extra={"token_scales": scales, "token_ranges": ranges},
         token_scores={n: r.token_scores for n, r in results.items() if r.token_scores is not None},
-        target_stats=bundle.target, token_strings=strings, settings=settings_d,
+        target_stats=target_stats, token_strings=strings, settings=settings_d,
         attack_info={n: r.info for n, r in results.items()}, notes=notes, reference_logprobs=ref_lp, timings=timings,
+        token_store=store,
     )

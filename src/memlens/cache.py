@@ -31,6 +31,7 @@ from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from memlens._io import TMP_PREFIX, atomic_write, json_hash
@@ -58,55 +59,65 @@ def default_cache_dir() -> Path:
 
 
 class CacheNamespace:
-    """Records of one (model(s), settings) key."""
+    """Records of one (model(s), settings) key.
+
+    Never loads the whole namespace: an index (text hash -> shard, from each shard's ``text_hash``
+    column) answers what is cached, and :meth:`get` reads only the shards holding the texts asked
+    for, without keeping them. Memory then grows with what a caller asks for at once (the audit
+    asks a chunk of texts at a time), not with the cache. Without a directory (an in-memory cache)
+    the records are kept in memory instead."""
 
     def __init__(self, root: Path | None, key: dict):
         self.key = key
         self.dir = None if root is None else Path(root) / key_hash(key)
-        self._mem: dict[str, Record] = {}
-        self._loaded = False
-        self._seen: set[str] = set()  # shards already in _mem (read, or written by this process)
+        self._mem: dict[str, Record] = {}  # the in-memory cache (no directory) only
+        self._index: dict[str, str] = {}  # text hash -> shard file name, for the shards read or written here
+        self._scanned = False
+        self._seen: set[str] = set()  # shards in the index (scanned, or written by this process)
         self._lock = threading.Lock()  # the pass writes shards from a background thread
 
     def refresh(self) -> None:
-        """Read the shards written since the last read (by other processes of a data-parallel run)."""
-        self._loaded = False
-        self._load_all()
+        """Index the shards written since the last scan (by other processes of a data-parallel run)."""
+        self._scanned = False
+        self._scan()
 
-    def _load_all(self) -> None:
+    def _scan(self) -> None:
         with self._lock:
-            self._load_unlocked()
+            if self._scanned or self.dir is None:
+                self._scanned = True
+                return
+            self._scanned = True
+            if not self.dir.is_dir():
+                return
+            memo = _verified_memo(self.dir.parent)
+            for shard in sorted(self.dir.glob("*.parquet")):
+                if shard.name.startswith(_TMP_PREFIX) or shard.name in self._seen:
+                    continue  # a write that a killed run never finished (pathlib's glob matches dot-files), or indexed
+                table = self._verified_read(shard, memo, columns=["text_hash"])
+                if table is not None:
+                    self._index.update(dict.fromkeys(table.column("text_hash").to_pylist(), shard.name))
+                    self._seen.add(shard.name)
+            memo.save()
 
-    def _load_unlocked(self) -> None:
-        if self._loaded or self.dir is None:
-            self._loaded = True
-            return
-        self._loaded = True
-        if not self.dir.is_dir():
-            return
-        memo = _verified_memo(self.dir.parent)
-        for shard in sorted(self.dir.glob("*.parquet")):
-            if shard.name.startswith(_TMP_PREFIX) or shard.name in self._seen:
-                continue  # a write that a killed run never finished (pathlib's glob matches dot-files), or read already
-            try:
-                st = shard.stat()
-                # checked before with this size and modification time: read without hashing it again
-                source = shard if memo.known(shard, st) else shard.read_bytes()
-            except FileNotFoundError:  # removed meanwhile (``memlens cache clear``): its texts are recomputed
-                continue
-            if not isinstance(source, Path):
-                if hashlib.sha256(source).hexdigest()[:32] != shard.stem:
-                    self._quarantine(shard, "its contents do not match its checksum")
-                    continue
-                memo.add(shard, st)
-            try:
-                table = pq.read_table(source if isinstance(source, Path) else pa.BufferReader(source))  # not memory-mapped
-                self._mem.update(_table_to_records(table))
-                self._seen.add(shard.name)
-            except Exception as e:  # a valid checksum but unreadable file: written by another version?
-                memo.forget(shard)
-                self._quarantine(shard, f"it cannot be read ({type(e).__name__}: {e})")
-        memo.save()
+    def _verified_read(self, shard: Path, memo: _VerifiedMemo, columns: list[str] | None = None) -> pa.Table | None:
+        """The shard's table (or some of its columns), its checksum checked unless checked before with this
+        size and time; None (and the shard set aside) when it does not match or parse, or it is gone."""
+        try:
+            st = shard.stat()
+            source = shard if memo.known(shard, st) else shard.read_bytes()
+        except FileNotFoundError:  # removed meanwhile (``memlens cache clear``): its texts are recomputed
+            return None
+        if not isinstance(source, Path):
+            if hashlib.sha256(source).hexdigest()[:32] != shard.stem:
+                self._quarantine(shard, "its contents do not match its checksum")
+                return None
+            memo.add(shard, st)
+        try:  # not memory-mapped
+            return pq.read_table(source if isinstance(source, Path) else pa.BufferReader(source), columns=columns)
+        except Exception as e:  # a valid checksum but unreadable file: written by another version?
+            memo.forget(shard)
+            self._quarantine(shard, f"it cannot be read ({type(e).__name__}: {e})")
+            return None
 
     def _quarantine(self, shard: Path, why: str) -> None:
         log.warning("cache shard %s is not used: %s; it is renamed to .corrupt and its texts will be recomputed", shard, why)
@@ -115,24 +126,51 @@ class CacheNamespace:
         except OSError:
             pass
 
+    def shards(self, hashes: Iterable[str]) -> dict[str, str | None]:
+        """Which shard holds each text (None: kept in memory, or not cached; see :meth:`missing`)."""
+        self._scan()
+        return {h: self._index.get(h) for h in hashes}
+
     def get(self, hashes: Iterable[str]) -> dict[str, Record]:
-        self._load_all()
-        return {h: self._mem[h] for h in hashes if h in self._mem}
+        """The cached records of these texts (the others are left out), each shard holding any of them
+        read once. The records are not kept: asking again reads again."""
+        self._scan()
+        out: dict[str, Record] = {}
+        by_shard: dict[str, set[str]] = {}
+        for h in hashes:
+            if h in self._mem:
+                out[h] = self._mem[h]
+            elif h in self._index:
+                by_shard.setdefault(self._index[h], set()).add(h)
+        if by_shard:
+            memo = _verified_memo(self.dir.parent)
+            for name, want in by_shard.items():
+                table = self._verified_read(self.dir / name, memo)
+                if table is None:
+                    with self._lock:  # gone or set aside: its texts count as missing from now on
+                        self._index = {h: s for h, s in self._index.items() if s != name}
+                    continue
+                if len(want) < table.num_rows:
+                    keep = pa.compute.is_in(table.column("text_hash"), value_set=pa.array(sorted(want), pa.string()))
+                    table = table.filter(keep)
+                out.update(_table_to_records(table))
+            memo.save()
+        return out
 
     def missing(self, hashes: Iterable[str]) -> list[str]:
-        self._load_all()
-        return [h for h in hashes if h not in self._mem]
+        self._scan()
+        return [h for h in hashes if h not in self._mem and h not in self._index]
 
     def put(self, records: dict[str, Record]) -> None:
-        """Keep records in memory and, when the cache is on, write them as one new shard."""
+        """Write the records as one new shard (the in-memory cache: keep them)."""
         if not records:
             return
-        # No read of the existing shards here: a process that only writes (a data-parallel worker)
-        # never loads the cache; a later get() reads the shards this process has not written.
-        with self._lock:
-            self._mem.update(records)
         if self.dir is None:
+            with self._lock:
+                self._mem.update(records)
             return
+        # No read of the existing shards here: a process that only writes (a data-parallel worker) never scans
+        # the cache; a later get() indexes the shards this process has not written.
         sink = pa.BufferOutputStream()
         pq.write_table(_records_to_table(records), sink)
         data = sink.getvalue().to_pybytes()
@@ -143,8 +181,11 @@ class CacheNamespace:
             self.dir.mkdir(parents=True, exist_ok=True)
             try:
                 _atomic_write(shard, data)
+                st = shard.stat()
                 with self._lock:
                     self._seen.add(shard.name)
+                    self._index.update(dict.fromkeys(records, shard.name))
+                _verified_memo(self.dir.parent).add(shard, st)  # written here: no need to hash it again on read
                 break
             except FileNotFoundError:
                 if attempt:
@@ -266,11 +307,15 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2) or "d"]
 
 
+# the token-level results an audit writes while its attacks run over chunks of texts (memlens.token_file.TokenStore),
+# beside the namespaces: ``.tmp-*`` files, removed when the audit's result is done with them (or by clear_cache when
+# a killed run left them)
+SPILL_DIR = "token-spill"
 BLIND_DIR = "blind"  # the blind baseline's cached out-of-fold scores (memlens.blind.BlindJob), beside the namespaces
 
 
 def _namespace_dirs(root: Path) -> list[Path]:
-    return sorted(d for d in root.iterdir() if d.is_dir() and d.name != BLIND_DIR) if root.is_dir() else []
+    return sorted(d for d in root.iterdir() if d.is_dir() and d.name not in (BLIND_DIR, SPILL_DIR)) if root.is_dir() else []
 
 
 def cache_info(root: str | os.PathLike | None = None) -> CacheInfo:
@@ -361,6 +406,13 @@ def clear_cache(root: str | os.PathLike | None = None, *, older_than: float | No
                 res.namespaces += 1
             except OSError:
                 pass
+    spill = root / SPILL_DIR
+    if spill.is_dir():
+        for p in spill.glob(_TMP_PREFIX + "*"):
+            if old(p, max(TMP_GRACE_S, older_than or 0.0)):
+                remove(p)
+        with contextlib.suppress(OSError):
+            spill.rmdir()
     blind = root / BLIND_DIR
     if blind.is_dir():
         for p in blind.glob("*.json"):

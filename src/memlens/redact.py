@@ -210,8 +210,9 @@ def redact_result(result, *, field: str = "pii", threshold: float | None = None,
     note = (f"redacted: {n_spans} secret spans ({what}) replaced by typed placeholders with keyed hashes (key not saved); "
             "token ids of secret tokens set to -1; every score kept")
     extra = dict(result.extra, redacted={"field": field, "threshold": threshold, "token_attack": tok_attack, "spans": n_spans})
+    # token_store=None: the redacted copy writes its own token_scores.parquet (the store holds the secrets)
     return dataclasses.replace(result, samples=samples, scores=pd.DataFrame(scores), target_stats=stats, token_strings=strings,
-                               notes=[*result.notes, note], extra=extra)
+                               notes=[*result.notes, note], extra=extra, token_store=None)
 
 
 def redact_saved(saved, *, field: str = "pii", threshold: float | None = None, attack: str | None = None,

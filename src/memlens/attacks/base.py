@@ -8,7 +8,7 @@ output); this module re-exports them. Adding an attack is one module with one ``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -46,6 +46,18 @@ class AttackSpec:
     # What the attack needs of the pass beyond the defaults: ``fn(resolved params) -> (paired
     # reductions, pair settings)`` (see memlens.models.reductions.PAIR_REDUCTIONS), or None.
     pass_requirements: Callable[[dict[str, Any]], tuple[tuple[str, ...], dict[str, Any]]] | None = None
+    # Whether a text's score depends only on that text (with the references and the population), for these
+    # resolved params: then the audit may run the attack over chunks of texts (memory bounded by the chunk)
+    # and join the scores. A bool, or ``fn(resolved params) -> bool``.
+    per_text: bool | Callable[[dict[str, Any]], bool] = True
+    # Info that summarizes every text (a median over texts): the attack puts per-text arrays under keys that
+    # start with "_", and ``finish(info) -> info`` replaces them by the summary, once, after every chunk
+    # (their arrays concatenated). None: the info has no such keys.
+    finish: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+
+    def runs_per_text(self, given: dict[str, Any] | None = None) -> bool:
+        """Whether the audit may run this attack over chunks of texts with these params (see ``per_text``)."""
+        return self.per_text(self.resolve_params(given)) if callable(self.per_text) else bool(self.per_text)
 
     def pass_needs(self, given: dict[str, Any] | None = None) -> tuple[tuple[str, ...], dict[str, Any]]:
         """The paired reductions and pair settings this attack adds to the pass (none by default)."""
@@ -76,6 +88,13 @@ class AttackSpec:
         return out
 
     def __call__(self, inp: AttackInput, **params: Any) -> AttackResult:
+        """The attack on every text of ``inp``."""
+        result = self.run_chunk(inp, **params)
+        result.info = self.finish_info([result.info])
+        return result
+
+    def run_chunk(self, inp: AttackInput, **params: Any) -> AttackResult:
+        """The attack on one chunk of texts: its info still holds the per-text "_" arrays (:meth:`finish_info`)."""
         if self.needs_reference and not inp.references:
             raise AttackError(f"attack {self.name!r} needs a reference model (--reference)")
         if self.needs_population and not inp.population_target:
@@ -86,6 +105,17 @@ class AttackSpec:
             raise RuntimeError(f"attack {self.name!r} returned {scores.shape} scores for {len(inp)} texts")
         result.scores = scores
         return result
+
+    def finish_info(self, infos: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """One info from the chunks' infos: each "_" key's arrays concatenated and summarized by ``finish``;
+        any other key as the first chunk gave it (an attack whose other info differs between chunks is
+        not ``per_text``)."""
+        info = dict(infos[0]) if infos else {}
+        for k in [k for k in info if k.startswith("_")]:
+            info[k] = np.concatenate([np.asarray(i[k]).reshape(-1) for i in infos if k in i])
+        if self.finish is not None:
+            info = self.finish(info)
+        return {k: v for k, v in info.items() if not k.startswith("_")}
 
 
 REGISTRY: dict[str, AttackSpec] = {}
@@ -101,15 +131,17 @@ def register(
     model_kind: str = "causal",
     in_all: bool = True,
     pass_requirements: Callable[[dict[str, Any]], tuple[tuple[str, ...], dict[str, Any]]] | None = None,
+    per_text: bool | Callable[[dict[str, Any]], bool] = True,
+    finish: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ):
     """Register ``fn(inp, **params) -> AttackResult`` under ``name`` (``in_all=False``: left out of
-    ``--attacks all``, run only when named; ``pass_requirements``: see :class:`AttackSpec`)."""
+    ``--attacks all``, run only when named; ``pass_requirements``, ``per_text``, ``finish``: see :class:`AttackSpec`)."""
 
     def deco(fn: Callable[..., AttackResult]) -> Callable[..., AttackResult]:
         if name in REGISTRY:
             raise ValueError(f"attack {name!r} registered twice")
         REGISTRY[name] = AttackSpec(name, fn, description, dict(params or {}), needs_reference, needs_population, model_kind,
-                                    in_all, pass_requirements)
+                                    in_all, pass_requirements, per_text, finish)
         return fn
 
     return deco

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from memlens.attacks.base import AttackError, AttackInput, AttackResult, Param, lowest_k_mean, register
-from memlens.attacks.rmia import RMIA_PARAMS, _Marginals
+from memlens.attacks.rmia import RMIA_PARAMS, _Marginals, finish_marginals, per_text_unless_tuned
 
 LN2 = np.log(2.0)
 
@@ -24,6 +24,8 @@ LN2 = np.log(2.0)
     description="Information gain in bits: log2 LR(x) minus its population mean (sequence InfoRMIA).",
     params=dict(RMIA_PARAMS),
     needs_reference=True,
+    per_text=per_text_unless_tuned,
+    finish=finish_marginals,
 )
 def informia(inp: AttackInput, a: float, tune_a: bool, mode: str, average: str, prob: str) -> AttackResult:
     # tune_a scores candidate a's by the ranking of log2 LR(x) (the population term is a shift).

@@ -124,19 +124,18 @@ class _Marginals:
             self.info["a"] = a
             self.x, wx = self._offline(lt, lr, splits, a, average, "audited")
             self.z = None if pr is None else self._offline(pt, pr, pop_splits, a, average, "population")[0]
-            self.info["reference_weight_median"] = float(np.median(wx)) if wx.size else float("nan")
+            # per text: the median over every text, and its warning, come in finish_marginals (after all chunks)
+            self.info["_reference_weights"] = wx
             if prob == "sum" and a < 1.0:
                 self._warn(f"prob=sum with a={a:g} < 1: a full-sequence probability is so small that Pr(x) ≈ (1-a)/2, the "
                            "reference drops out and the attack ranks texts by their total log-likelihood; use a=1 or prob=geometric")
-            elif wx.size and np.median(wx) < 0.5:
-                self._warn(f"a={a:g}: the reference makes up only {np.median(wx):.0%} of log Pr(x) (median over texts); "
-                           "the attack is close to the loss attack; use a=1 unless a was tuned")
         if self.notes:
             self.info["note"] = "; ".join(self.notes)
 
     def _warn(self, msg: str) -> None:
         log.warning(msg)
         self.info["warning"] = msg
+
 
     def _offline(self, lt, lr, splits, a, average, what) -> tuple[np.ndarray, np.ndarray]:
         out = None if splits is None else ~splits
@@ -172,6 +171,27 @@ class _Marginals:
         return a
 
 
+def finish_marginals(info: dict) -> dict:
+    """rmia/informia's info once every text is scored: the median weight of the reference in log Pr(x) over
+    the texts (offline), and a warning when it is below one half."""
+    wx = info.pop("_reference_weights", None)
+    if wx is None:
+        return info
+    wx = np.asarray(wx, dtype=np.float64)
+    info["reference_weight_median"] = float(np.median(wx)) if wx.size else float("nan")
+    if "warning" not in info and wx.size and np.median(wx) < 0.5:
+        msg = (f"a={info.get('a', 1.0):g}: the reference makes up only {np.median(wx):.0%} of log Pr(x) (median over texts); "
+               "the attack is close to the loss attack; use a=1 unless a was tuned")
+        log.warning(msg)
+        info["warning"] = msg
+    return info
+
+
+def per_text_unless_tuned(params: dict) -> bool:
+    """tune_a fits a on the audited texts' reference splits: then the attack needs every text at once."""
+    return not params.get("tune_a")
+
+
 def rmia_counts(x: np.ndarray, z: np.ndarray, gamma: float = 1.0) -> np.ndarray:
     """Fraction of population log-ratios z with LR(x, z) >= gamma, for each log-ratio in x."""
     zs = np.sort(np.asarray(z, dtype=np.float64))
@@ -185,6 +205,8 @@ def rmia_counts(x: np.ndarray, z: np.ndarray, gamma: float = 1.0) -> np.ndarray:
     params={**RMIA_PARAMS, "gamma": Param(1.0, "likelihood-ratio threshold gamma")},
     needs_reference=True,
     needs_population=True,
+    per_text=per_text_unless_tuned,
+    finish=finish_marginals,
 )
 def rmia(inp: AttackInput, a: float, tune_a: bool, mode: str, average: str, prob: str, gamma: float) -> AttackResult:
     if gamma <= 0:

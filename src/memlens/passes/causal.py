@@ -40,6 +40,9 @@ class PassSettings:
     tokenize_process: bool | None = None  # tokenize in a worker process (None: for > 2,048 texts; memlens.models.causal.TokenFeed)
     progress: bool = True
     cache_only: bool = False  # refuse to run a model (``memlens attack``)
+    # texts whose statistics the attacks hold at once: an audit of more texts runs its attacks a chunk at a time
+    # (memlens.audit; about 150 MB of statistics at 276 tokens a text with one reference)
+    attack_chunk: int = 4096
     # paired reductions of the target/reference pass (memlens.models.reductions.PAIR_REDUCTIONS) and their
     # settings; "ltmia" (with its k) is added when the ltmia attack runs
     pair_reductions: tuple[str, ...] = ("informia",)
@@ -104,9 +107,11 @@ def _run_pass(models: list[ModelHandle], texts: list[str], hashes: list[str], sp
     t0 = time.perf_counter()
     plan: tuple[list[int], str | None] = ([], None)
     if state is None or state.is_main_process:
-        needed = [i for i, h in enumerate(hashes)
-                  if any(h not in ns.get([h]) for ns in spaces) or (pair_space is not None and not pair_space.get([h]))]
-        needed = sorted(set(needed), key=lambda i: hashes[i])
+        # which texts lack a record in any namespace: from the namespaces' indexes, no shard read whole
+        absent: set[str] = set()
+        for ns in [*spaces, *([pair_space] if pair_space is not None else [])]:
+            absent.update(ns.missing(dict.fromkeys(hashes)))
+        needed = sorted((i for i, h in enumerate(hashes) if h in absent), key=lambda i: hashes[i])
         unique: dict[str, int] = {}
         for i in needed:
             unique.setdefault(hashes[i], i)
@@ -229,13 +234,117 @@ def _split_shared_spans(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray,
     return start, end
 
 
-def compute_stats(target: ModelHandle, references: Sequence[ModelHandle], texts: Sequence[str], cache: StatsCache,
-                  settings: PassSettings, label: str = "texts") -> StatsBundle:
-    """Per-token statistics of ``texts`` under the target and every reference, cached.
+@dataclass
+class StatsSource:
+    """Where the statistics of a list of texts are: the cache namespaces of the target, each reference
+    and the pair, read a chunk of texts at a time (:meth:`chunks`, :meth:`bundle`) so that the attacks
+    never need every text's statistics in memory at once. :func:`stats_source` makes one."""
+
+    hashes: list[str]
+    target: CacheNamespace
+    references: list[tuple[str, CacheNamespace]]  # (name, namespace) in the order of the references
+    pair: CacheNamespace | None  # the paired pass's records (the references sharing the target's tokenizer)
+    other_tokenizer: bool  # some reference has another tokenizer (its log-probabilities are aligned by spans)
+    computed: int = 0
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+    def chunks(self, max_texts: int) -> list[np.ndarray]:
+        """The texts' positions in chunks of about ``max_texts`` (whole cache shards together, so that each
+        shard is read once; a shard larger than that is split), each chunk in ascending order and the
+        chunks in the order of their first position."""
+        if max_texts < 1:
+            raise ValueError(f"max_texts must be >= 1, got {max_texts}")
+        where = self.target.shards(dict.fromkeys(self.hashes))
+        groups: dict[str | None, list[int]] = {}
+        for i, h in enumerate(self.hashes):
+            groups.setdefault(where[h], []).append(i)
+        out: list[np.ndarray] = []
+        cur: list[int] = []
+        for group in sorted(groups.values(), key=lambda g: g[0]):
+            for lo in range(0, len(group), max_texts):
+                part = group[lo:lo + max_texts]
+                if cur and len(cur) + len(part) > max_texts:
+                    out.append(np.sort(np.asarray(cur, dtype=np.int64)))
+                    cur = []
+                cur.extend(part)
+        if cur:
+            out.append(np.sort(np.asarray(cur, dtype=np.int64)))
+        return out
+
+    def target_stats(self, positions: Sequence[int] | None = None) -> list[TokenStats]:
+        """The target's statistics of the texts at ``positions`` (every text when None), in that order."""
+        hashes = self.hashes if positions is None else [self.hashes[i] for i in positions]
+        recs = self.target.get(dict.fromkeys(hashes))
+        return [_from_record(recs[h]) for h in hashes]
+
+    def target_view(self) -> SourceStats:
+        """Every text's target statistics as a list-like that reads them when asked for (:class:`SourceStats`)."""
+        return SourceStats(self)
+
+    def bundle(self, positions: Sequence[int] | None = None) -> StatsBundle:
+        """The statistics of the texts at ``positions`` (every text when None), in that order."""
+        hashes = self.hashes if positions is None else [self.hashes[i] for i in positions]
+        unique = list(dict.fromkeys(hashes))
+        trec = self.target.get(unique)
+        tstats = [_from_record(trec[h]) for h in hashes]
+        del trec
+        views = []
+        for name, ns in self.references:
+            recs = ns.get(unique)
+            views.append(ReferenceView(name, [_from_record(recs[h]) for h in hashes]))
+        comparison = None
+        pair = None
+        if self.pair is not None:
+            precs = self.pair.get(unique)
+            pair = [precs[h] for h in hashes]
+            note = "" if not self.other_tokenizer else "token-level comparison uses the references sharing the target's tokenizer only"
+            comparison = TokenComparison([r["log_ratio"] for r in pair], [r["kl_ref_target"] for r in pair], note)
+        elif self.other_tokenizer:
+            log_ratio = []
+            for i, ts in enumerate(tstats):
+                ref_lp = np.mean([align_by_spans(v.stats[i].span_start, v.stats[i].span_end, v.stats[i].logprob,
+                                                 ts.span_start, ts.span_end)
+                                  for v in views], axis=0)
+                log_ratio.append(ts.logprob - ref_lp)
+            comparison = TokenComparison(log_ratio, None, self.notes[0])
+        return StatsBundle(tstats, views, comparison, self.computed, list(self.notes), pair_records=pair, timings=self.timings)
+
+
+class SourceStats(Sequence):
+    """The target's :class:`TokenStats` of a :class:`StatsSource`'s texts as a list-like read from the cache when
+    asked for: one text reads its shard; iterating reads every text's at once."""
+
+    def __init__(self, source: StatsSource):
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self.source.target_stats([i])[0]
+
+    def __iter__(self):
+        return iter(self.source.target_stats())
+
+
+def stats_source(target: ModelHandle, references: Sequence[ModelHandle], texts: Sequence[str], cache: StatsCache,
+                 settings: PassSettings, label: str = "texts") -> StatsSource:
+    """Run the pass for the texts missing from the cache (target and every reference) and say where every
+    text's statistics are; nothing is read back yet (:meth:`StatsSource.bundle` reads).
     ``label`` names the texts in the progress bar ("scoring population (target+reference)").
 
-    In a data-parallel run only the main process gets the statistics; the others score their share
-    and get an empty bundle (no statistics, only ``computed`` and ``timings``)."""
+    In a data-parallel run every process scores its share; the main process then indexes what the
+    others wrote."""
     texts = list(texts)
     timings: dict[str, float] = {}
     hashes = [text_hash(t) for t in texts]
@@ -260,35 +369,30 @@ def compute_stats(target: ModelHandle, references: Sequence[ModelHandle], texts:
                      "aligned by character spans, without the D_KL term")
         computed += _run_pass([r], texts, hashes, [cache.namespace(_single_key(r, settings, ctx[id(r)]))], None, settings, timings,
                               f"scoring {label} (reference {r.name})")
-    if not is_main_process():
-        return StatsBundle([], [], None, computed, notes, timings=timings)
-
-    t0 = time.perf_counter()
-    if distributed_state() is not None:  # what the other processes wrote
-        for ns in [target_ns, *(cache.namespace(_single_key(r, settings, ctx[id(r)])) for r in references),
-                   *([pair_ns] if pair_ns is not None else [])]:
+    ref_spaces = [(r.name, cache.namespace(_single_key(r, settings, ctx[id(r)]))) for r in references]
+    if is_main_process() and distributed_state() is not None:  # index what the other processes wrote
+        t0 = time.perf_counter()
+        for ns in [target_ns, *(ns for _, ns in ref_spaces), *([pair_ns] if pair_ns is not None else [])]:
             ns.refresh()
-    tstats = [_from_record(target_ns.get([h])[h]) for h in hashes]
-    views = []
-    for r in references:
-        ns = cache.namespace(_single_key(r, settings, ctx[id(r)]))
-        views.append(ReferenceView(r.name, [_from_record(ns.get([h])[h]) for h in hashes]))
-    comparison = None
-    recs = None
-    if pair_ns is not None:
-        recs = [pair_ns.get([h])[h] for h in hashes]
-        note = "" if not other else "token-level comparison uses the references sharing the target's tokenizer only"
-        comparison = TokenComparison([r["log_ratio"] for r in recs], [r["kl_ref_target"] for r in recs], note)
-    elif other:
-        log_ratio = []
-        for i, ts in enumerate(tstats):
-            ref_lp = np.mean([align_by_spans(v.stats[i].span_start, v.stats[i].span_end, v.stats[i].logprob,
-                                             ts.span_start, ts.span_end)
-                              for v in views], axis=0)
-            log_ratio.append(ts.logprob - ref_lp)
-        comparison = TokenComparison(log_ratio, None, notes[0])
-    timings["cache read"] = time.perf_counter() - t0
-    return StatsBundle(tstats, views, comparison, computed, notes, pair_records=recs, timings=timings)
+        timings["cache index"] = time.perf_counter() - t0
+    return StatsSource(hashes, target_ns, ref_spaces, pair_ns, bool(other), computed, notes, timings)
+
+
+def compute_stats(target: ModelHandle, references: Sequence[ModelHandle], texts: Sequence[str], cache: StatsCache,
+                  settings: PassSettings, label: str = "texts") -> StatsBundle:
+    """Per-token statistics of ``texts`` under the target and every reference, cached (every text's in
+    memory: :func:`stats_source` reads a chunk at a time).
+    ``label`` names the texts in the progress bar ("scoring population (target+reference)").
+
+    In a data-parallel run only the main process gets the statistics; the others score their share
+    and get an empty bundle (no statistics, only ``computed`` and ``timings``)."""
+    source = stats_source(target, references, texts, cache, settings, label)
+    if not is_main_process():
+        return StatsBundle([], [], None, source.computed, source.notes, timings=source.timings)
+    t0 = time.perf_counter()
+    bundle = source.bundle()
+    bundle.timings["cache read"] = time.perf_counter() - t0
+    return bundle
 
 
 def out_reference_comparison(target: ModelHandle, references: Sequence[ModelHandle], texts: Sequence[str], membership: np.ndarray,

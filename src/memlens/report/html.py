@@ -59,6 +59,12 @@ class SavedAudit:
         for row in scores:
             row["id"] = str(row["id"])
         texts = {str(s.id): {"id": str(s.id), "text": s.text, "label": s.label, "meta": s.meta} for s in result.samples}
+        if getattr(result, "token_store", None) is not None:  # attacks run in chunks: the rows are on disk already
+            import pyarrow.parquet as pq
+
+            path = result.token_store.path
+            return cls(results, scores, texts, TokenRows(pq.read_table(path, columns=[c for c in pq.read_schema(path).names
+                                                                                      if c != "token_ids"])))
         tokens: dict[str, dict[str, Any]] = {}
         for i, s in enumerate(result.samples):
             st = result.target_stats[i]
