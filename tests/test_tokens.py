@@ -1,6 +1,7 @@
 """token_strings: token pieces from character spans, checked by hand and against a real byte-level BPE."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from memlens.tokens import token_strings
@@ -88,3 +89,13 @@ def test_many_texts_at_once_are_each_text_alone(tokenizer, corpus):
     assert TokenStrings([], [], []).arrow([]).to_pylist() == []
     with pytest.raises(ValueError, match="1-d of one length"):
         TokenStrings(["ab"], [np.array([0, 1])], [np.array([1])]).arrow([0])
+
+
+def test_quantiles_linear_equal_numpys_on_the_float64_values():
+    from memlens.tokens import quantiles_linear
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 10, 999, 1000, 1001, 54321):
+        for x in ((rng.normal(size=n) * 3).astype(np.float32), rng.integers(-3, 3, size=n).astype(np.float32)):
+            qs = [0.001, 0.999, 0.99, 0.5, 0.0, 1.0]
+            assert quantiles_linear(x.copy(), qs) == np.quantile(x.astype(np.float64), qs).tolist()

@@ -136,10 +136,28 @@ def token_spread(values) -> dict[str, float] | None:
     ``hi``: the report's slider range) of one token-level attack, from one pass over every finite token
     score of every text; None without scores. The audit saves both in results.json (``token_scales``,
     ``token_ranges``) so that neither the report nor ``memlens show`` reads every text's scores again."""
-    parts = [np.asarray(v, dtype=np.float64).ravel() for v in values]
-    allv = np.concatenate(parts) if parts else np.zeros(0)
+    # float32 (the scores as saved) and the order statistics by partition in place: a few float32 copies of
+    # every token, not numpy.quantile's float64 ones (at 15 M tokens 0.5 GB less); the same numbers
+    allv = np.concatenate([np.asarray(v, dtype=np.float32).ravel() for v in values] or [np.zeros(0, np.float32)])
     allv = allv[np.isfinite(allv)]
     if allv.size == 0:
         return None
-    lo, hi = np.quantile(allv, [0.001, 0.999])
-    return {"scale": round(float(np.quantile(np.abs(allv), 0.99)) or 1.0, 3), "lo": float(lo), "hi": float(hi)}
+    lo, hi = quantiles_linear(allv, [0.001, 0.999])
+    (scale,) = quantiles_linear(np.abs(allv, out=allv), [0.99])
+    return {"scale": round(scale or 1.0, 3), "lo": lo, "hi": hi}
+
+
+def quantiles_linear(x: np.ndarray, qs) -> list[float]:
+    """``numpy.quantile(x.astype(float64), qs)`` (linear interpolation, numpy's own formula), from the order
+    statistics of ``x`` found by partitioning ``x`` in place (reordered, no copy)."""
+    n = x.size
+    vi = [q * (n - 1) for q in qs]
+    below = [min(int(np.floor(v)), n - 1) for v in vi]
+    ranks = sorted({r for b in below for r in (b, min(b + 1, n - 1))})
+    x.partition(ranks)
+    out = []
+    for v, b in zip(vi, below):
+        a, c, t = np.float64(x[b]), np.float64(x[min(b + 1, n - 1)]), np.float64(v - b)
+        diff = c - a
+        out.append(float(c - diff * (1 - t) if t >= 0.5 else a + diff * t))  # numpy's _lerp
+    return out

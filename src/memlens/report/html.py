@@ -15,6 +15,7 @@ import io
 import json
 import math
 import os
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,11 +61,8 @@ class SavedAudit:
             row["id"] = str(row["id"])
         texts = {str(s.id): {"id": str(s.id), "text": s.text, "label": s.label, "meta": s.meta} for s in result.samples}
         if getattr(result, "token_store", None) is not None:  # attacks run in chunks: the rows are on disk already
-            import pyarrow.parquet as pq
-
-            path = result.token_store.path
-            return cls(results, scores, texts, TokenRows(pq.read_table(path, columns=[c for c in pq.read_schema(path).names
-                                                                                      if c != "token_ids"])))
+            # the numeric columns only, as the rows made below: no token strings (the page slices the text) or ids
+            return cls(results, scores, texts, TokenFileRows(result.token_store.path, skip=("tokens",)))
         tokens: dict[str, dict[str, Any]] = {}
         for i, s in enumerate(result.samples):
             st = result.target_stats[i]
@@ -98,12 +96,15 @@ class TokenRows(Mapping):
     100,000 texts, and the report needs most rows' token data only for its selection."""
 
     def __init__(self, table):
-        names = [n for n in table.column_names if n not in ("id", "label", "token_ids")]
-        self._index = {str(x): i for i, x in enumerate(table.column("id").to_pylist())}
+        self._take(table.column_names, table.column)
+
+    def _take(self, column_names, column) -> None:
+        names = [n for n in column_names if n not in ("id", "label", "token_ids")]
+        self._index = {str(x): i for i, x in enumerate(column("id").to_pylist())}
         self._num: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._str: dict[str, Any] = {}
         for n in names:
-            col = table.column(n).combine_chunks()
+            col = column(n).combine_chunks()
             if n == "tokens":
                 self._str[n] = col  # strings: sliced per row, never all converted
             else:
@@ -129,6 +130,75 @@ class TokenRows(Mapping):
     def __len__(self) -> int:
         return len(self._index)
 
+
+
+class TokenFileRows(Mapping):
+    """id -> the numeric columns of one text's row of a token_scores.parquet file, read from its row group
+    when asked for (the last few groups kept); :meth:`column` reads one column of every text. Memory: the
+    ids and a few row groups, whatever the file's size (:class:`TokenRows` holds every column). Rows in
+    the file's order are read a group at a time; the report asks for a few texts' rows and one column."""
+
+    GROUPS_KEPT = 8
+
+    def __init__(self, path: str | os.PathLike, skip: Sequence[str] = ()):
+        import pyarrow.parquet as pq
+
+        self._pf = pq.ParquetFile(path)
+        self._index = {str(x): i for i, x in enumerate(self._pf.read(columns=["id"]).column(0).to_pylist())}
+        md = self._pf.metadata
+        self._starts = np.cumsum([0] + [md.row_group(g).num_rows for g in range(md.num_row_groups)])
+        self._names = [n for n in self._pf.schema_arrow.names if n not in ("id", "label", "token_ids", *skip)]
+        self._groups: OrderedDict[int, TokenRows] = OrderedDict()
+
+    def _group(self, i: int) -> tuple[TokenRows, int]:
+        g = int(np.searchsorted(self._starts, i, side="right") - 1)
+        rows = self._groups.get(g)
+        if rows is None:
+            table = self._pf.read_row_group(g, columns=self._names)
+            rows = self._groups[g] = TokenRows.__new__(TokenRows)
+            rows._take(["id", *self._names], lambda n: table.column(n) if n != "id" else _row_ids(table.num_rows))
+            while len(self._groups) > self.GROUPS_KEPT:
+                self._groups.popitem(last=False)
+        else:
+            self._groups.move_to_end(g)
+        return rows, i - int(self._starts[g])
+
+    def __getitem__(self, tid: str) -> dict[str, Any]:
+        rows, j = self._group(self._index[tid])
+        return rows[str(j)]
+
+    def token_strings(self, tid: str) -> list[str] | None:
+        rows, j = self._group(self._index[tid])
+        return rows.token_strings(str(j))
+
+    def column(self, name: str) -> dict[str, np.ndarray | None]:
+        """id -> that text's array of one list column (views of one buffer; None for a null row)."""
+        if name not in self._names:
+            return {}
+        col = self._pf.read(columns=[name]).column(0).combine_chunks()
+        off, vals = col.offsets.to_numpy(), col.values.to_numpy(zero_copy_only=False)
+        null = col.is_null().to_numpy(zero_copy_only=False) if col.null_count else None
+        return {tid: None if null is not None and null[i] else vals[off[i]:off[i + 1]] for tid, i in self._index.items()}
+
+    def __iter__(self):
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+
+def _row_ids(n: int):
+    import pyarrow as pa
+
+    return pa.array([str(j) for j in range(n)], pa.string())
+
+
+def token_column(tokens: Mapping[str, dict[str, Any]], name: str) -> dict[str, Any]:
+    """id -> one column's array of every text's token row: one read of that column where the rows come from a
+    file (:meth:`TokenFileRows.column`), else from the rows."""
+    if isinstance(tokens, TokenFileRows):
+        return tokens.column(name)
+    return {tid: (row or {}).get(name) for tid, row in tokens.items()}
 
 def load_saved(results_dir: str | os.PathLike) -> SavedAudit:
     """Read an audit's output directory: results.json and scores.csv (required), texts.jsonl and
@@ -165,10 +235,9 @@ def load_saved(results_dir: str | os.PathLike) -> SavedAudit:
     tokens: Mapping[str, dict[str, Any]] = {}
     if (d / "token_scores.parquet").is_file():
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         try:
-            tokens = TokenRows(pq.read_table(d / "token_scores.parquet", columns=None))
+            tokens = TokenFileRows(d / "token_scores.parquet")
         except (pa.ArrowException, OSError, KeyError) as e:
             raise DataError(f"{d / 'token_scores.parquet'} cannot be read ({type(e).__name__}: {e}); rerun the audit") from None
     else:
@@ -615,10 +684,10 @@ def select_token_texts(saved: SavedAudit, rows: Sequence[dict[str, Any]], report
     q = {k: round(v * report_texts) for k, v in SELECTION_SHARES.items()}
     take(member_like, "member-like", q["member-like"])
     if token_attack:
-        col = f"{token_attack}_token"
+        column = token_column(saved.tokens, f"{token_attack}_token")
         leak = np.zeros(len(ids))
         for i, tid in enumerate(ids):
-            v = (saved.tokens.get(tid) or {}).get(col)
+            v = column.get(tid)
             if v is not None:
                 a = np.asarray(v, dtype=np.float64)
                 leak[i] = a[a > threshold].sum()  # NaN compares False: not leaked
@@ -676,8 +745,8 @@ def build_payload(saved: SavedAudit, threshold: float | None = None, report_text
     for a in token_attacks:  # the colour scale and slider range from every text's token scores, as `memlens show` has them
         unit = str((info.get(a) or {}).get("unit") or KNOWN_UNITS.get(a, "score"))
         spread = _saved_spread(res, a)
-        vals = None if spread is not None else [np.asarray(t[f"{a}_token"], dtype=np.float64) for t in saved.tokens.values()
-                                                if t.get(f"{a}_token") is not None]
+        vals = None if spread is not None else [np.asarray(t, dtype=np.float64) for t in token_column(saved.tokens, f"{a}_token").values()
+                                                if t is not None]
         tok_info.append({"name": a, "unit": unit, **_slider(vals, threshold, spread)})
     groups: dict[str, int] = {}
     for why in chosen.values():
