@@ -22,13 +22,15 @@ import json
 import os
 import platform
 import random
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _peak_rss import run_measured  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")  # as the CLI sets it (memlens.cli._common.setup)
@@ -187,17 +189,14 @@ def run_audit(work: Path, target: Path, reference: Path, device: str, nproc: int
         argv = [sys.executable, "-m", "memlens.cli", "audit", *cmd]
     if (work / "population.jsonl").exists():
         argv += ["--population", str(work / "population.jsonl")]
-    t0 = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
-        raise SystemExit(f"memlens audit failed ({proc.returncode})")
-    # ru_maxrss of the largest child so far (KiB on Linux): the audits run one after another, and
-    # the first (cold) one is the largest, so later readings are upper bounds
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    r = run_measured(argv)
+    if r["returncode"] != 0:
+        sys.stderr.write(r["stdout"][-4000:] + r["stderr"][-4000:])
+        raise SystemExit(f"memlens audit failed ({r['returncode']})")
     results = json.loads((out / "results.json").read_text())
-    return {"wall_s": wall, "peak_rss_mb_max_so_far": peak, "timings": results.get("timings", {}),
+    # the largest of the audit's processes (torchrun's workers too), measured in them (benchmarks/_peak_rss.py)
+    return {"wall_s": r["wall_s"], "peak_rss_mb": r["peak_rss_mb"], "peak_rss_how": r["peak_rss_how"],
+            "timings": results.get("timings", {}),
             "auc": {k: v.get("auc") for k, v in results.get("metrics", {}).items()},
             "report_mb": (out / "report.html").stat().st_size / 1e6 if (out / "report.html").exists() else None}
 
@@ -273,7 +272,7 @@ def main() -> None:
     for tag in ("cold", "warm"):
         r = res[f"audit_{tag}"]
         print(f"  memlens audit, {tag:<5}   {r['wall_s']:8.1f} s  ({r['wall_s'] / bare_s:.2f}x bare), "
-              f"peak RSS <= {r['peak_rss_mb_max_so_far']:,.0f} MB, report {r['report_mb'] or 0:.1f} MB")
+              f"peak RSS {r['peak_rss_mb']:,.0f} MB, report {r['report_mb'] or 0:.1f} MB")
         # every stage the audit recorded, in its order; stages whose names say "background", "overlap", "beside"
         # or "concurrently" ran at the same time as others: their seconds are not to be added up
         for stage, s in r["timings"].items():

@@ -3,7 +3,7 @@
 Builds the tiny random-weight models of benchmarks/audit_e2e.py and N texts for each N given,
 runs ``memlens audit --attacks all`` in a fresh process per run (cold: empty cache; warm: the same
 command again, nothing to score) and prints each run's peak resident memory (the child's own
-ru_maxrss, from os.wait4) and wall time. ``--src`` runs another checkout's code (e.g. the main
+VmHWM, benchmarks/_peak_rss.py) and wall time. ``--src`` runs another checkout's code (e.g. the main
 branch's ``src``) for a before/after comparison on the same models, texts and cache.
 
     python benchmarks/audit_memory.py --texts 2000 8000 --tokens 64
@@ -14,12 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _peak_rss import run_measured  # noqa: E402
 from audit_e2e import build_models, make_texts, write_jsonl  # noqa: E402
 
 
@@ -31,17 +30,13 @@ def run(src: Path, work: Path, target: Path, reference: Path, n: int, tag: str, 
             "--population", str(d / "population.jsonl"), "--attacks", "all", "--device", "cpu",
             "--cache-dir", str(d / "cache"), "--out", str(out), *extra]
     env = {**os.environ, "PYTHONPATH": str(src), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    if status != 0:
-        sys.stderr.write(err[-3000:])
-        raise SystemExit(f"memlens audit failed ({status})")
+    r = run_measured(argv, env=env)
+    if r["returncode"] != 0:
+        sys.stderr.write(r["stderr"][-3000:])
+        raise SystemExit(f"memlens audit failed ({r['returncode']})")
     res = json.loads((out / "results.json").read_text())
-    return {"texts": n, "run": tag, "src": str(src), "peak_rss_mb": usage.ru_maxrss / 1024, "wall_s": wall,
-            "cpu_s": usage.ru_utime + usage.ru_stime, "timings": res.get("timings", {})}
+    return {"texts": n, "run": tag, "src": str(src), "peak_rss_mb": r["peak_rss_mb"], "peak_rss_how": r["peak_rss_how"],
+            "wall_s": r["wall_s"], "cpu_s": r["cpu_s"], "timings": res.get("timings", {})}
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _peak_rss import run_measured  # noqa: E402
 from audit_e2e import build_models, make_texts, write_jsonl  # noqa: E402
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -123,15 +124,11 @@ def attack_bench(a) -> dict:
 
 
 def timed_usage(argv: list[str]) -> dict:
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    if status:
-        sys.stderr.write(err[-3000:])
-        raise SystemExit(f"{argv[3]} failed ({status})")
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024}
+    r = run_measured(argv, env=ENV)
+    if r["returncode"]:
+        sys.stderr.write(r["stderr"][-3000:])
+        raise SystemExit(f"{argv[3]} failed ({r['returncode']})")
+    return {k: r[k] for k in ("wall_s", "cpu_s", "peak_rss_mb", "peak_rss_how")}
 
 
 def show_bench(a) -> dict:

@@ -616,9 +616,10 @@ def _attack_in_chunks(source: StatsSource, pop_bundle: StatsBundle | None, sampl
                       timings: dict[str, float]) -> tuple[dict[str, AttackResult], dict[str, int], TokenStore]:
     """The attacks over chunks of about ``chunk`` texts (whole cache shards, :meth:`StatsSource.chunks`): each
     chunk's statistics are read, attacked with the whole population, and its token-level results written to a
-    :class:`TokenStore` before the next is read, so memory holds one chunk. The results: every text's scores
-    in the texts' order, each attack's info joined over the chunks (AttackSpec.finish_info), and token scores
-    read back from the store."""
+    :class:`TokenStore`, so memory holds a few chunks, not every text. Reading the next chunk and writing the
+    last one's rows run on two threads beside the attacks (Parquet decoding and encoding release the GIL): at
+    most three chunks are in memory. The results: every text's scores in the texts' order, each attack's
+    info joined over the chunks (AttackSpec.finish_info), and token scores read back from the store."""
     n = len(samples)
     scores = {name: np.full(n, np.nan) for name in names}
     infos: dict[str, list[dict]] = {name: [] for name in names}
@@ -626,32 +627,57 @@ def _attack_in_chunks(source: StatsSource, pop_bundle: StatsBundle | None, sampl
     missing: dict[str, int] = {}
     store: TokenStore | None = None
     token_attacks: list[str] = []
-    t_read = t_attack = t_write = 0.0
-    for idx in source.chunks(chunk):
+    spent = {"read": 0.0, "write": 0.0}
+
+    def read(idx: np.ndarray) -> StatsBundle:
         t0 = time.perf_counter()
         b = source.bundle(idx)
-        part = [samples[i] for i in idx]
-        t1 = time.perf_counter()
-        results, miss = _run_scoped(_attack_input(part, b, pop, pop_bundle), names, attack_params, spans, part, pop, chunk=True)
-        t2 = time.perf_counter()
-        for span, k in miss.items():
-            missing[span] = missing.get(span, 0) + k
-        for name, r in results.items():
-            scores[name][idx] = r.scores
-            infos[name].append(r.info)
-            units.setdefault(name, r.token_unit)
-        if store is None:
-            token_attacks = [name for name in names if results[name].token_scores is not None]
-            store = TokenStore(spill_dir, n, token_attacks, b.comparison is not None)
+        spent["read"] += time.perf_counter() - t0
+        return b
+
+    def write(idx: np.ndarray, part: list, b: StatsBundle, token_scores: dict[str, list]) -> None:
+        t0 = time.perf_counter()
         strings = TokenStrings([s.text for s in part], [st.span_start for st in b.target], [st.span_end for st in b.target])
         store.write(idx, [s.id for s in part], [s.label for s in part],
                     token_columns(b.target, strings.arrow(range(len(part))), reference_logprobs_of(b.target, b.comparison),
-                                  {a: results[a].token_scores for a in token_attacks}))
-        del b, results, strings
-        t_read, t_attack, t_write = t_read + t1 - t0, t_attack + t2 - t1, t_write + time.perf_counter() - t2
+                                  token_scores))
+        spent["write"] += time.perf_counter() - t0
+
+    chunks = source.chunks(chunk)
+    t_attack = 0.0
+    t_all = time.perf_counter()
+    with ThreadPoolExecutor(1, thread_name_prefix="memlens-chunk-read") as reader, \
+            ThreadPoolExecutor(1, thread_name_prefix="memlens-chunk-write") as writer:
+        ahead = reader.submit(read, chunks[0])
+        written = None
+        for k, idx in enumerate(chunks):
+            b = ahead.result()
+            if k + 1 < len(chunks):
+                ahead = reader.submit(read, chunks[k + 1])
+            part = [samples[i] for i in idx]
+            t1 = time.perf_counter()
+            results, miss = _run_scoped(_attack_input(part, b, pop, pop_bundle), names, attack_params, spans, part, pop, chunk=True)
+            t_attack += time.perf_counter() - t1
+            for span, m in miss.items():
+                missing[span] = missing.get(span, 0) + m
+            for name, r in results.items():
+                scores[name][idx] = r.scores
+                infos[name].append(r.info)
+                units.setdefault(name, r.token_unit)
+            if store is None:
+                token_attacks = [name for name in names if results[name].token_scores is not None]
+                store = TokenStore(spill_dir, n, token_attacks, b.comparison is not None)
+            if written is not None:
+                written.result()  # one chunk's rows written at a time, in order (and its error raised here)
+            written = writer.submit(write, idx, part, b, {a: results[a].token_scores for a in token_attacks})
+            del b, results
+        if written is not None:
+            written.result()
     assert store is not None  # n > chunk >= 1: there is a chunk
     store.close()
-    timings.update({"texts: cache read (chunk by chunk)": t_read, "attacks": t_attack, "attacks: write token rows": t_write})
+    timings.update({"texts: cache read (chunk by chunk, beside the attacks)": spent["read"], "attacks": t_attack,
+                    "attacks: write token rows (beside the attacks)": spent["write"],
+                    "attacks, reads and writes of every chunk (wall)": time.perf_counter() - t_all})
     out = {name: AttackResult(scores[name], token_scores=StoredColumn(store, f"{name}_token") if name in token_attacks else None,
                               token_unit=units.get(name), info=get_attack(name).finish_info(infos[name]))
            for name in names}
