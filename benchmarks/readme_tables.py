@@ -148,6 +148,9 @@ def _e2e(res: dict) -> list[str]:
              f"{res['naive']['seconds_extrapolated'] / bare:.0f}× |",
              f"| memlens audit, whole command, empty cache | {cold['wall_s']:.1f} | {cold['wall_s'] / bare:.2f}× |",
              f"| memlens audit, whole command, warm cache | {warm['wall_s']:.1f} | {warm['wall_s'] / bare:.2f}× |"]
+    if "peak_rss_mb" in cold:  # measured in the audit's own processes (benchmarks/_peak_rss.py)
+        lines.append(f"| peak resident memory of the audit's largest process, cold / warm | {cold['peak_rss_mb']:,.0f} MB / "
+                     f"{warm['peak_rss_mb']:,.0f} MB | |")
     for stage, s in cold["timings"].items():
         if s >= 0.5:
             lines.append(f"| cold run stage: {stage} | {s:.1f} | |")
@@ -160,7 +163,7 @@ table("informia-claim-repeats4", "results/informia-claim-h200-repeats4/informia_
 table("smollm2-references", "results/smollm2-references-h200/smollm2_references.json")(lambda res: _claim(res["combined"]))
 table("audit-e2e-135m", "results/audit-e2e-h200x2-135m-20k-nproc1.json")(_e2e)
 table("audit-e2e-135m-2gpu", "results/audit-e2e-h200x2-135m-20k-nproc2.json")(_e2e)
-table("audit-e2e-1b", "results/audit-e2e-h200-1b-20k.json")(_e2e)
+table("audit-e2e-1b", "results/audit-e2e-h200x2-1b-20k.json")(_e2e)
 
 
 def render(t: Table) -> str:
