@@ -3,6 +3,7 @@ token-level results go to disk as they come): every output equals the audit that
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -130,3 +131,37 @@ def test_attacks_that_need_every_text_keep_the_whole_set(gpt2, gpt2_ref, corpus,
     res = memlens.audit(str(gpt2.path), [str(gpt2_ref.path)], members=texts[:20], nonmembers=texts[20:40], attacks=["loss", "ref"],
                         cache_dir=None, n_bootstrap=0, blind=False, pass_settings=PassSettings(attack_chunk=5, progress=False))
     assert res.token_store is None  # no cache on disk: everything is in memory anyway
+
+
+def test_the_store_falls_back_to_the_temporary_directory_when_the_cache_is_not_writable(tmp_path):
+    import tempfile
+
+    from memlens.token_file import TokenStore
+
+    (tmp_path / "token-spill").write_text("not a directory")  # mkdir fails there, for root too
+    store = TokenStore(tmp_path / "token-spill", 1, ["loss"], with_reference=False)
+    assert store.path.parent == Path(tempfile.gettempdir())
+    store.write(np.array([0]), ["a"], [1], {"token_ids": [np.array([5])], "tokens": [["x"]], "span_start": [np.array([0])],
+                                            "span_end": [np.array([1])], "target_logprob": [np.array([-1.0])],
+                                            "loss_token": [np.array([0.5])]})
+    store.close()
+    assert list(StoredColumn(store, "loss_token"))[0].tolist() == [0.5] and store.cell("tokens", 0) == ["x"]
+
+
+def test_the_attacks_never_read_more_than_one_chunk_of_statistics_at_once(gpt2, gpt2_ref, corpus, tmp_path, monkeypatch):
+    from memlens.passes.causal import StatsSource
+
+    asked: list[int | None] = []
+    real = StatsSource.bundle
+
+    def bundle(self, positions=None):
+        asked.append(None if positions is None else len(positions))
+        return real(self, positions)
+
+    _audit(gpt2, gpt2_ref, corpus, tmp_path / "cache", chunk=10_000, blind=False)  # fills the cache
+    monkeypatch.setattr(StatsSource, "bundle", bundle)
+    res = _audit(gpt2, gpt2_ref, corpus, tmp_path / "cache", chunk=7, blind=False)
+    n = len(res.samples)
+    assert asked[0] is None  # the population (compute_stats): read whole, once
+    texts_asked = asked[1:]
+    assert None not in texts_asked and max(texts_asked) <= 7 and sum(texts_asked) == n  # each audited text once, a chunk at a time

@@ -369,3 +369,23 @@ def test_a_shard_is_hashed_once_until_it_changes(tmp_path, monkeypatch):
     assert len(hashed) == 1
     mc.clear_cache(tmp_path)
     assert not (tmp_path / mc.VERIFIED_MEMO).exists()
+
+
+def test_index_answers_without_reading_and_a_shard_gone_after_indexing_is_a_clear_error(tmp_path):
+    from memlens.errors import CacheMissError
+    from memlens.passes.causal import _read
+
+    key = {"kind": "test-index"}
+    ns = CacheNamespace(tmp_path, key)
+    ns.put({"h1": {"x": np.arange(3, dtype=np.float32)}})
+    ns.put({"h2": {"x": np.arange(2, dtype=np.float32)}})
+    fresh = CacheNamespace(tmp_path, key)  # another process: indexes the shards (their text_hash column only)
+    assert fresh.missing(["h1", "h2", "h3"]) == ["h3"] and fresh._mem == {}
+    where = fresh.shards(["h1", "h2"])
+    assert where["h1"] != where["h2"] and all(where.values())
+    np.testing.assert_array_equal(fresh.get(["h2"])["h2"]["x"], np.arange(2, dtype=np.float32))
+    assert fresh._mem == {}  # read, not kept
+    (fresh.dir / where["h1"]).unlink()  # e.g. `memlens cache clear` meanwhile
+    with pytest.raises(CacheMissError, match="1 texts could not be read back"):
+        _read(fresh, ["h1", "h2"])
+    assert fresh.missing(["h1"]) == ["h1"]  # counted as missing from then on: a rerun recomputes it

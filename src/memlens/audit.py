@@ -63,8 +63,9 @@ class AuditResult:
     timings: dict[str, float] = field(default_factory=dict)  # wall seconds per stage (results.json "timings")
     # An audit whose attacks ran over chunks of texts keeps its token-level results on disk, in this
     # token_scores.parquet (memlens.token_file.TokenStore): token_scores, target_stats, token_strings and
-    # reference_logprobs then read from it (and from the cache) when asked for, and save() puts the file
-    # itself in the output directory. None: everything is in memory.
+    # reference_logprobs are then list-likes that read from it (token scores as saved, float32) and from the
+    # cache when asked for: one text reads its row group, iterating reads a whole column. save() puts the
+    # file itself in the output directory. None: everything is in memory.
     token_store: TokenStore | None = None
 
     def results_dict(self) -> dict[str, Any]:
@@ -359,6 +360,7 @@ def audit(
     progress: bool = True,
     require_labels: bool = True,
     cache_only: bool = False,
+    attack_chunk: int = 4096,
     model_kind: str = "causal",
     masked: dict[str, Any] | None = None,
     load: LoadOptions | None = None,
@@ -383,7 +385,9 @@ def audit(
     The settings can also come grouped: ``load=LoadOptions(device, dtype, trust_remote_code,
     allow_pickle, device_map, revision)``, ``pass_settings=PassSettings(batch_size, max_length, stride,
     temperature, progress, cache_only, ...)``, ``evaluation=EvalSettings(fprs, n_bootstrap, seed)``;
-    the single keywords of the same names keep working (giving both is an error).
+    the single keywords of the same names keep working (giving both is an error). ``attack_chunk``: above this
+    many audited texts the attacks run a chunk of that many at a time (memory bounded by the chunk, not the
+    texts; every output the same).
 
     Fine-tunes: ``target`` may be a PEFT adapter directory (its base from the adapter config, or
     ``base``), and ``references="auto"`` is then the same model with the adapter disabled.
@@ -412,7 +416,7 @@ def audit(
     options = _grouped(LoadOptions, load, "load", device=device, dtype=dtype, trust_remote_code=trust_remote_code,
                        allow_pickle=allow_pickle, device_map=device_map)
     settings = _grouped(PassSettings, pass_settings, "pass_settings", batch_size=batch_size, max_length=max_length,
-                        stride=stride, temperature=temperature, progress=progress, cache_only=cache_only)
+                        stride=stride, temperature=temperature, progress=progress, cache_only=cache_only, attack_chunk=attack_chunk)
     ev = _grouped(EvalSettings, evaluation, "evaluation", fprs=fprs, n_bootstrap=n_bootstrap, seed=seed)
     fprs, n_bootstrap, seed = ev.fprs, ev.n_bootstrap, ev.seed
     torch.manual_seed(seed)

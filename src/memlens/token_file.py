@@ -91,9 +91,18 @@ class TokenStore:
     def __init__(self, directory: str | os.PathLike, n_texts: int, token_attacks: Sequence[str], with_reference: bool):
         from memlens._io import TMP_PREFIX
 
-        Path(directory).mkdir(parents=True, exist_ok=True)
-        self.path = Path(directory) / f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}.parquet"
-        self._writer: TokenFileWriter | None = TokenFileWriter(self.path, token_attacks, with_reference)
+        name = f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}.parquet"
+        try:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+            self.path = Path(directory) / name
+            self._writer: TokenFileWriter | None = TokenFileWriter(self.path, token_attacks, with_reference)
+        except OSError as e:  # a read-only cache (a shared one, for `memlens attack`): the system's temporary directory
+            import logging
+            import tempfile
+
+            logging.getLogger("memlens").info("token rows cannot go beside the cache (%s); writing them to %s", e, tempfile.gettempdir())
+            self.path = Path(tempfile.gettempdir()) / name
+            self._writer = TokenFileWriter(self.path, token_attacks, with_reference)
         self._finalizer = weakref.finalize(self, _remove, str(self.path))
         self.n_texts = n_texts
         self.row_of = np.full(n_texts, -1, dtype=np.int64)  # text position -> row of the file

@@ -192,7 +192,8 @@ def test_torchrun_data_parallel_matches_single_process(setup, tmp_path):
     import pandas as pd
     import pyarrow.parquet as pq
 
-    args = _audit_args(setup, tmp_path / "dist", "--attacks", "loss,informia_token", "--no-report")
+    # --attack-chunk 5: the main process attacks the texts a chunk at a time, reading both processes' shards
+    args = _audit_args(setup, tmp_path / "dist", "--attacks", "loss,informia_token", "--no-report", "--attack-chunk", "5")
     args[args.index("--cache-dir") + 1] = str(tmp_path / "dist-cache")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": "29517"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
@@ -206,7 +207,10 @@ def test_torchrun_data_parallel_matches_single_process(setup, tmp_path):
     # the main process waited for the other one's share at the end of each pass, then did the rest alone
     timings = json.loads((tmp_path / "dist" / "results.json").read_text())["timings"]
     assert "texts: wait for other processes" in timings and "population: wait for other processes" in timings
+    assert "attacks, reads and writes of every chunk (wall)" in timings
     np.testing.assert_allclose(a[["loss", "informia_token"]].to_numpy(), b[["loss", "informia_token"]].to_numpy(), atol=1e-5)
+    rows = pq.read_table(tmp_path / "dist" / "token_scores.parquet").to_pylist()
+    assert sorted(r["id"] for r in rows) == sorted(a["id"].astype(str))  # every text's token rows, in the chunks' order
     # each process wrote its own share of the target's statistics
     shard_rows = sorted(pq.read_table(f).num_rows for f in (tmp_path / "dist-cache").glob("*/*.parquet"))
     assert len(shard_rows) >= 4 and max(shard_rows) < 72

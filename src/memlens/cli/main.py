@@ -26,6 +26,8 @@ ScoreOpt = typer.Option("auto", "--score", help="tokens the attacks aggregate ov
                         "assistant (chat records), all, or auto (what the records imply)")
 # the default is memlens.report.html.DEFAULT_REPORT_TEXTS (not imported here: it would slow `memlens --help`)
 REPORT_TEXTS_HELP = "texts with a token-level view in report.html (the rest: `memlens show ID`)"
+ATTACK_CHUNK_HELP = ("above this many texts the attacks run a chunk of this many at a time: memory holds a few chunks' "
+                     "statistics, not every text's (same results)")
 
 
 @app.command()
@@ -63,6 +65,7 @@ def audit(
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="allow pickle-based weight files (.bin); they can run code"),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="bootstrap resamples for confidence intervals"),
     seed: int = typer.Option(0, "--seed"),
+    attack_chunk: int = typer.Option(4096, "--attack-chunk", min=1, help=ATTACK_CHUNK_HELP),
     report: bool = typer.Option(True, "--report/--no-report", help="write report.html"),
     report_texts: int = typer.Option(200, "--report-texts", min=0, help=REPORT_TEXTS_HELP),
     model_kind: str = typer.Option("causal", "--model-kind", help="causal (autoregressive) or masked (masked / diffusion LM: SAMA)"),
@@ -115,7 +118,7 @@ def audit(
         attacks=attacks, attack_params=parse_params(param), gguf_file=gguf_file, load=load,
         batch_size=batch_size, max_length=max_length, stride=stride, temperature=temperature,
         cache_dir=None if no_cache else (cache_dir or "default"),
-        text_field=text_field, n_bootstrap=bootstrap, seed=seed, cache_only=_cache_only,
+        text_field=text_field, n_bootstrap=bootstrap, seed=seed, cache_only=_cache_only, attack_chunk=attack_chunk,
         model_kind=model_kind, reference_splits=reference_splits, base=base, score=score, canaries=canaries,
         canary_options={"method": canary_method, "n_samples": canary_samples} if canaries is not None else None,
         masked={"steps": mask_steps, "alpha_min": mask_min, "alpha_max": mask_max, "nested": not independent_masks,
@@ -186,6 +189,7 @@ def attack(
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir"),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0),
     seed: int = typer.Option(0, "--seed"),
+    attack_chunk: int = typer.Option(4096, "--attack-chunk", min=1, help=ATTACK_CHUNK_HELP),
     report: bool = typer.Option(True, "--report/--no-report", help="write report.html"),
     report_texts: int = typer.Option(200, "--report-texts", min=0, help=REPORT_TEXTS_HELP),
     model_kind: str = typer.Option("causal", "--model-kind"),
@@ -210,6 +214,7 @@ def attack(
           canary_method="auto", canary_samples=2000, device="cpu", dtype=dtype,
           device_map=None, batch_size=None, max_length=max_length, stride=stride, temperature=temperature,
           cache_dir=cache_dir, no_cache=False, trust_remote_code=False, allow_pickle=False, bootstrap=bootstrap, seed=seed,
+          attack_chunk=attack_chunk,
           report=report, report_texts=report_texts, model_kind=model_kind, mask_steps=mask_steps, mask_min=mask_min, mask_max=mask_max,
           independent_masks=independent_masks, mask_token_id=mask_token_id, masked_auto_class=masked_auto_class,
           verbose=verbose, _cache_only=True, revision=revision, reference_revision=reference_revision, blind=blind, blind_folds=5,

@@ -278,7 +278,7 @@ class StatsSource:
     def target_stats(self, positions: Sequence[int] | None = None) -> list[TokenStats]:
         """The target's statistics of the texts at ``positions`` (every text when None), in that order."""
         hashes = self.hashes if positions is None else [self.hashes[i] for i in positions]
-        recs = self.target.get(dict.fromkeys(hashes))
+        recs = _read(self.target, list(dict.fromkeys(hashes)))
         return [_from_record(recs[h]) for h in hashes]
 
     def target_view(self) -> SourceStats:
@@ -289,17 +289,17 @@ class StatsSource:
         """The statistics of the texts at ``positions`` (every text when None), in that order."""
         hashes = self.hashes if positions is None else [self.hashes[i] for i in positions]
         unique = list(dict.fromkeys(hashes))
-        trec = self.target.get(unique)
+        trec = _read(self.target, unique)
         tstats = [_from_record(trec[h]) for h in hashes]
         del trec
         views = []
         for name, ns in self.references:
-            recs = ns.get(unique)
+            recs = _read(ns, unique)
             views.append(ReferenceView(name, [_from_record(recs[h]) for h in hashes]))
         comparison = None
         pair = None
         if self.pair is not None:
-            precs = self.pair.get(unique)
+            precs = _read(self.pair, unique)
             pair = [precs[h] for h in hashes]
             note = "" if not self.other_tokenizer else "token-level comparison uses the references sharing the target's tokenizer only"
             comparison = TokenComparison([r["log_ratio"] for r in pair], [r["kl_ref_target"] for r in pair], note)
@@ -312,6 +312,16 @@ class StatsSource:
                 log_ratio.append(ts.logprob - ref_lp)
             comparison = TokenComparison(log_ratio, None, self.notes[0])
         return StatsBundle(tstats, views, comparison, self.computed, list(self.notes), pair_records=pair, timings=self.timings)
+
+
+def _read(ns: CacheNamespace, hashes: list[str]) -> dict[str, Record]:
+    """The records of these texts, or a one-line error when some could not be read back (their shard was
+    removed or set aside after the pass: a rerun recomputes them)."""
+    recs = ns.get(hashes)
+    if len(recs) < len(hashes):
+        raise CacheMissError(f"the cached statistics of {len(hashes) - len(recs)} texts could not be read back (a cache shard "
+                             "was removed or set aside as corrupt meanwhile, see the warnings above); run again to recompute them")
+    return recs
 
 
 class SourceStats(Sequence):

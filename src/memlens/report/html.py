@@ -47,7 +47,7 @@ class SavedAudit:
     results: dict[str, Any]  # results.json
     scores: list[dict[str, Any]]  # rows of scores.csv
     texts: dict[str, dict[str, Any]]  # id -> {text, label, meta}
-    tokens: Mapping[str, dict[str, Any]]  # id -> the columns of its token_scores.parquet row (TokenRows when read from disk)
+    tokens: Mapping[str, dict[str, Any]]  # id -> the columns of its token_scores.parquet row (TokenFileRows when read from disk)
     notes: list[str] = field(default_factory=list)  # what was missing or rebuilt while loading
 
     @classmethod
