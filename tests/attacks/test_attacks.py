@@ -360,3 +360,13 @@ def test_attacks_declare_what_the_pass_must_compute():
     # the masked-LM attacks are listed once: by their registry entry's model kind
     assert attacks_of_kind("masked") == ("sama", "dlm_loss", "dlm_ref")
     assert "sama" not in attacks_of_kind("causal")
+
+
+def test_mean64_is_numpys_float64_mean_to_the_bit():
+    from memlens.attacks.loss import mean64
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 7, 276, 4097):
+        for _ in range(50):
+            x = (rng.normal(size=n) * 5).astype(np.float32)
+            assert mean64(x) == float(np.mean(x, dtype=np.float64))

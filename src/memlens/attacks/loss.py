@@ -7,7 +7,13 @@ from memlens.attacks.base import AttackInput, AttackResult, register
 
 
 def mean_logprob(stats) -> float:
-    return float(np.mean(stats.logprob, dtype=np.float64)) if len(stats) else float("nan")
+    return mean64(stats.logprob) if len(stats) else float("nan")
+
+
+def mean64(values: np.ndarray) -> float:
+    """``np.mean(values, dtype=float64)`` for a non-empty 1-d array: the same float64 sum divided by the count,
+    at a third of np.mean's per-call cost (five attacks take it of every text)."""
+    return float(np.add.reduce(values, dtype=np.float64) / values.size)
 
 
 @register("loss", description="Mean token log-probability under the target (= -mean NLL).")

@@ -24,6 +24,7 @@ from scipy.special import logsumexp
 
 from memlens.attacks._offline_a import A_GRID, TuneCase, offline_log_marginal, reference_weight, tune_offline_a
 from memlens.attacks.base import AttackError, AttackInput, AttackResult, Param, register
+from memlens.attacks.loss import mean64
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ REF_AVERAGES = ("mixture", "logmean")
 def log_seq_prob(stats, prob: str) -> float:
     """log Pr(x|model) for one text's statistics."""
     if prob == "geometric":
-        return float(np.mean(stats.logprob, dtype=np.float64))
+        return mean64(stats.logprob) if len(stats.logprob) else float("nan")
     if prob == "sum":
         return float(np.sum(stats.logprob, dtype=np.float64))
     raise AttackError(f"prob must be one of {PROB_CHOICES}, got {prob!r}")
