@@ -176,7 +176,33 @@ def _remove(path: str) -> None:
         pass
 
 
-class StoredColumn(Sequence):
+class ReadOnDemand(Sequence):
+    """A list-like of per-text values read when asked for: ``x[i]`` reads one text (:meth:`_one`), iterating
+    reads them all at once (:meth:`_all`), which is far cheaper than one read per text."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def _one(self, i: int):
+        raise NotImplementedError
+
+    def _all(self) -> list:
+        raise NotImplementedError
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self._one(i)
+
+    def __iter__(self):
+        return iter(self._all())
+
+
+class StoredColumn(ReadOnDemand):
     """One column of a :class:`TokenStore` as a list-like of per-text arrays: ``col[i]`` reads one text (its
     row group), iterating reads the whole column once."""
 
@@ -186,14 +212,8 @@ class StoredColumn(Sequence):
     def __len__(self) -> int:
         return self.store.n_texts
 
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError(i)
+    def _one(self, i: int):
         return self.store.cell(self.name, i)
 
-    def __iter__(self):
-        return iter(self.store.column(self.name))
+    def _all(self) -> list:
+        return self.store.column(self.name)

@@ -24,6 +24,7 @@ from memlens.errors import CacheMissError
 from memlens.models.handle import LoadOptions, ModelHandle  # noqa: F401  (LoadOptions: re-exported beside the pass)
 from memlens.passes._shared import Flusher, broadcast_from_main, distributed_state, is_main_process
 from memlens.stats import TOKEN_FIELDS, ReferenceView, TokenComparison, TokenStats
+from memlens.token_file import ReadOnDemand
 
 log = logging.getLogger("memlens")
 
@@ -324,7 +325,7 @@ def _read(ns: CacheNamespace, hashes: list[str]) -> dict[str, Record]:
     return recs
 
 
-class SourceStats(Sequence):
+class SourceStats(ReadOnDemand):
     """The target's :class:`TokenStats` of a :class:`StatsSource`'s texts as a list-like read from the cache when
     asked for: one text reads its shard; iterating reads every text's at once."""
 
@@ -334,17 +335,11 @@ class SourceStats(Sequence):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError(i)
+    def _one(self, i: int) -> TokenStats:
         return self.source.target_stats([i])[0]
 
-    def __iter__(self):
-        return iter(self.source.target_stats())
+    def _all(self) -> list[TokenStats]:
+        return self.source.target_stats()
 
 
 def stats_source(target: ModelHandle, references: Sequence[ModelHandle], texts: Sequence[str], cache: StatsCache,
