@@ -815,7 +815,9 @@ def _calibrate_leaks(result: AuditResult, pop_comparison) -> None:
 
 
 def _as_saved(tokens) -> np.ndarray:
-    return np.asarray(tokens, dtype=np.float32).astype(np.float64)
+    # float32, as saved; memlens.leakage converts to float64 (exactly) where it computes, one function at a time,
+    # so no float64 copy of every token is held through the calibration
+    return np.asarray(tokens, dtype=np.float32)
 
 
 def _audit_masked(target, references, samples, attacks, attack_params, tokenizer, options, masked_opts, cache_dir,
