@@ -82,6 +82,34 @@ def list_array(parts: list, typ: Any) -> pa.Array:
     return pa.ListArray.from_arrays(offsets, values)
 
 
+class RowGroups:
+    """A Parquet file's rows by number: :meth:`row` decodes the row group holding a row (``columns`` of it), passes
+    it through ``convert`` and keeps the last ``keep`` of them, so that reading rows in order decodes each group
+    once and reading a few rows decodes a few groups, whatever the file's size."""
+
+    def __init__(self, path: str | os.PathLike, columns: Sequence[str] | None = None, keep: int = 4, convert=None):
+        self.file = pq.ParquetFile(path)
+        md = self.file.metadata
+        self.starts = np.concatenate([[0], np.cumsum([md.row_group(g).num_rows for g in range(md.num_row_groups)],
+                                                     dtype=np.int64)])
+        self._columns = None if columns is None else list(columns)
+        self._keep, self._convert = keep, convert
+        self._groups: OrderedDict[int, Any] = OrderedDict()
+
+    def row(self, r: int) -> tuple[Any, int]:
+        """(the converted row group holding row ``r``, ``r``'s place in it)."""
+        g = int(np.searchsorted(self.starts, r, side="right") - 1)
+        group = self._groups.get(g)
+        if group is None:
+            table = self.file.read_row_group(g, columns=self._columns)
+            group = self._groups[g] = table if self._convert is None else self._convert(table)
+            while len(self._groups) > self._keep:
+                self._groups.popitem(last=False)
+        else:
+            self._groups.move_to_end(g)
+        return group, r - int(self.starts[g])
+
+
 class TokenStore:
     """A token_scores.parquet the audit writes while its attacks run over chunks of texts (see the module
     docstring), in ``directory`` (the cache's, on disk: a temporary file there is not memory, as one
@@ -106,8 +134,7 @@ class TokenStore:
         self._finalizer = weakref.finalize(self, _remove, str(self.path))
         self.n_texts = n_texts
         self.row_of = np.full(n_texts, -1, dtype=np.int64)  # text position -> row of the file
-        self._groups: OrderedDict[int, pa.Table] = OrderedDict()  # a few decoded row groups, for per-text reads
-        self._group_starts: np.ndarray | None = None
+        self._rows: RowGroups | None = None  # per-text reads, once the file is complete
 
     def write(self, positions: np.ndarray, ids, labels, columns: dict[str, Any]) -> None:
         """The rows of the texts at ``positions`` (in that order), written in row groups of TOKEN_ROW_GROUP."""
@@ -125,9 +152,7 @@ class TokenStore:
             self._writer = None
         if (self.row_of < 0).any():
             raise RuntimeError(f"token store: {int((self.row_of < 0).sum())} of {self.n_texts} texts were never written")
-        meta = pq.ParquetFile(self.path).metadata
-        sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
-        self._group_starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+        self._rows = RowGroups(self.path)
 
     def columns(self) -> list[str]:
         return [f.name for f in pq.read_schema(self.path)]
@@ -144,17 +169,8 @@ class TokenStore:
 
     def cell(self, name: str, i: int):
         """One text's value of one column (its row group decoded, a few kept)."""
-        r = int(self.row_of[i])
-        g = int(np.searchsorted(self._group_starts, r, side="right") - 1)
-        table = self._groups.get(g)
-        if table is None:
-            table = pq.ParquetFile(self.path).read_row_group(g)
-            self._groups[g] = table
-            while len(self._groups) > 4:
-                self._groups.popitem(last=False)
-        else:
-            self._groups.move_to_end(g)
-        cell = table.column(name)[r - int(self._group_starts[g])]
+        table, j = self._rows.row(int(self.row_of[i]))
+        cell = table.column(name)[j]
         if pa.types.is_string(table.schema.field(name).type.value_type):
             return cell.as_py()
         return cell.values.to_numpy(zero_copy_only=False)

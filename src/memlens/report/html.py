@@ -15,7 +15,6 @@ import io
 import json
 import math
 import os
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,25 +142,21 @@ class TokenFileRows(Mapping):
     def __init__(self, path: str | os.PathLike, skip: Sequence[str] = ()):
         import pyarrow.parquet as pq
 
-        self._pf = pq.ParquetFile(path)
+        from memlens.token_file import RowGroups
+
+        self._names = [n for n in pq.read_schema(path).names if n not in ("id", "label", "token_ids", *skip)]
+        self._rows = RowGroups(path, columns=self._names, keep=self.GROUPS_KEPT, convert=self._group_rows)
+        self._pf = self._rows.file
         self._index = {str(x): i for i, x in enumerate(self._pf.read(columns=["id"]).column(0).to_pylist())}
-        md = self._pf.metadata
-        self._starts = np.cumsum([0] + [md.row_group(g).num_rows for g in range(md.num_row_groups)])
-        self._names = [n for n in self._pf.schema_arrow.names if n not in ("id", "label", "token_ids", *skip)]
-        self._groups: OrderedDict[int, TokenRows] = OrderedDict()
+
+    def _group_rows(self, table) -> TokenRows:
+        """One row group as TokenRows keyed by the row's place in the group."""
+        rows = TokenRows.__new__(TokenRows)
+        rows._take(["id", *self._names], lambda n: table.column(n) if n != "id" else _row_ids(table.num_rows))
+        return rows
 
     def _group(self, i: int) -> tuple[TokenRows, int]:
-        g = int(np.searchsorted(self._starts, i, side="right") - 1)
-        rows = self._groups.get(g)
-        if rows is None:
-            table = self._pf.read_row_group(g, columns=self._names)
-            rows = self._groups[g] = TokenRows.__new__(TokenRows)
-            rows._take(["id", *self._names], lambda n: table.column(n) if n != "id" else _row_ids(table.num_rows))
-            while len(self._groups) > self.GROUPS_KEPT:
-                self._groups.popitem(last=False)
-        else:
-            self._groups.move_to_end(g)
-        return rows, i - int(self._starts[g])
+        return self._rows.row(i)
 
     def __getitem__(self, tid: str) -> dict[str, Any]:
         rows, j = self._group(self._index[tid])
@@ -304,9 +299,9 @@ def load_one(results_dir: str | os.PathLike, text_id: str) -> SavedAudit:
     :func:`load_saved` (the text is then rebuilt from its token strings)."""
     import pandas as pd
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     from memlens.data import DataError, spreadsheet_unescape
+    from memlens.token_file import RowGroups
 
     d = Path(results_dir)
     tid = str(text_id)
@@ -335,12 +330,11 @@ def load_one(results_dir: str | os.PathLike, text_id: str) -> SavedAudit:
     notes = list(full.notes)
     path = d / "token_scores.parquet"
     if path.is_file():
-        pf = pq.ParquetFile(path)
-        where = pc.index(pf.read(columns=["id"]).column("id"), tid).as_py()
+        rows = RowGroups(path)
+        where = pc.index(rows.file.read(columns=["id"]).column("id"), tid).as_py()
         if where >= 0:
-            starts = np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)])
-            g = int(np.searchsorted(starts, where, side="right") - 1)
-            tokens = TokenRows(pf.read_row_group(g).slice(where - int(starts[g]), 1))
+            table, j = rows.row(where)
+            tokens = TokenRows(table.slice(j, 1))
     else:
         notes.append("token_scores.parquet is missing: no token view")
     return SavedAudit(full.results, [row], texts, tokens, notes)
