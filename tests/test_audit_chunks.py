@@ -175,3 +175,27 @@ def test_the_attacks_never_read_more_than_one_chunk_of_statistics_at_once(gpt2, 
     assert asked[0] is None  # the population (compute_stats): read whole, once
     texts_asked = asked[1:]
     assert None not in texts_asked and max(texts_asked) <= 7 and sum(texts_asked) == n  # each audited text once, a chunk at a time
+
+
+def test_row_groups_read_from_several_threads_at_once(tmp_path):
+    """The output files are written on threads at once, reading one store: one ParquetFile shared unguarded
+    between them failed ("ReadRangeCache did not find matching cache entry")."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow as pa
+
+    from memlens.token_file import RowGroups
+
+    n = 400
+    pq.write_table(pa.table({"x": pa.array([[float(i)] * 50 for i in range(n)], pa.list_(pa.float32()))}),
+                   tmp_path / "t.parquet", row_group_size=1)
+    rows = RowGroups(tmp_path / "t.parquet", keep=2)
+    rng = np.random.default_rng(0)
+    order = rng.integers(0, n, size=4000).tolist()
+
+    def read(r: int) -> float:
+        table, j = rows.row(r)
+        return table.column("x")[j].values[0].as_py()
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(read, order)) == [float(r) for r in order]

@@ -12,6 +12,7 @@ shards' order), not the texts' order: readers find a text by its ``id``.
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 import weakref
 from collections import OrderedDict
@@ -85,7 +86,8 @@ def list_array(parts: list, typ: Any) -> pa.Array:
 class RowGroups:
     """A Parquet file's rows by number: :meth:`row` decodes the row group holding a row (``columns`` of it), passes
     it through ``convert`` and keeps the last ``keep`` of them, so that reading rows in order decodes each group
-    once and reading a few rows decodes a few groups, whatever the file's size."""
+    once and reading a few rows decodes a few groups, whatever the file's size. Safe from several threads (the
+    output files are written on threads at once, and a pyarrow ParquetFile is not): one read at a time."""
 
     def __init__(self, path: str | os.PathLike, columns: Sequence[str] | None = None, keep: int = 4, convert=None):
         self.file = pq.ParquetFile(path)
@@ -95,18 +97,20 @@ class RowGroups:
         self._columns = None if columns is None else list(columns)
         self._keep, self._convert = keep, convert
         self._groups: OrderedDict[int, Any] = OrderedDict()
+        self._lock = threading.Lock()
 
     def row(self, r: int) -> tuple[Any, int]:
         """(the converted row group holding row ``r``, ``r``'s place in it)."""
         g = int(np.searchsorted(self.starts, r, side="right") - 1)
-        group = self._groups.get(g)
-        if group is None:
-            table = self.file.read_row_group(g, columns=self._columns)
-            group = self._groups[g] = table if self._convert is None else self._convert(table)
-            while len(self._groups) > self._keep:
-                self._groups.popitem(last=False)
-        else:
-            self._groups.move_to_end(g)
+        with self._lock:
+            group = self._groups.get(g)
+            if group is None:
+                table = self.file.read_row_group(g, columns=self._columns)
+                group = self._groups[g] = table if self._convert is None else self._convert(table)
+                while len(self._groups) > self._keep:
+                    self._groups.popitem(last=False)
+            else:
+                self._groups.move_to_end(g)
         return group, r - int(self.starts[g])
 
 
